@@ -1,0 +1,3 @@
+from vtdtui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The `vtdtui` command line (DESIGN.md, "Command line").
+
+Subcommands live in COMMANDS: add an entry (its arguments and a run function) to
+add one, e.g. `dump` or `replay`.  Bad input anywhere gives one line on stderr,
+`vtdtui: error: <place>: <what>`, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable, NoReturn
+
+from vtdtui import __version__
+
+PROG = "vtdtui"
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """Bad input from the user; the message starts with the place."""
+
+
+def error_line(message: str) -> None:
+    # A path or pasted value could hold a newline; the contract is one line.
+    print(f"{PROG}: error: {message}".replace("\n", "\\n"), file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the subcommand, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sub = self.prog[len(PROG):].strip()
+        place = f"{sub}: " if sub else ""
+        hint = f"{PROG} {sub} --help" if sub else f"{PROG} --help"
+        error_line(f"{place}{message} (see '{hint}')")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: `add_arguments(parser)` declares it, `run(args, parser)` returns the
+    exit status; `parser.error(...)` reports a usage error, BadInput any other bad input."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+
+
+# --- decode -------------------------------------------------------------------------
+
+def _decode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cap", metavar="HEX", help="CAP register value, hex with or without 0x")
+    p.add_argument("--ecap", metavar="HEX", help="ECAP register value, hex with or without 0x")
+    p.add_argument(
+        "--dmesg",
+        metavar="FILE",
+        help="boot log (dmesg, journalctl -k, syslog); '-' reads standard input",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per unit")
+
+
+def _read_log(path: str) -> tuple[bytes, str]:
+    if path == "-":
+        stdin = sys.stdin
+        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        return data, "<stdin>"
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except OSError as exc:
+        raise BadInput(f"{path}: {exc.strerror or exc}") from None
+
+
+def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vtdtui.decode import DecodedUnit, parse_dmesg, render_table, unit_to_json
+    from vtdtui.hw.regs import parse_reg_value
+
+    registers = args.cap is not None or args.ecap is not None
+    if args.dmesg is not None and registers:
+        parser.error("--dmesg cannot be combined with --cap/--ecap")
+    if args.dmesg is None and not registers:
+        parser.error("give --cap HEX and/or --ecap HEX, or --dmesg FILE|-")
+
+    try:
+        if args.dmesg is not None:
+            data, source = _read_log(args.dmesg)
+            # Logs copied off serial consoles carry stray bytes; they must not hide a unit.
+            units = parse_dmesg(data.decode("utf-8", errors="replace"), source)
+        else:
+            cap = None if args.cap is None else parse_reg_value(args.cap, "--cap")
+            ecap = None if args.ecap is None else parse_reg_value(args.ecap, "--ecap")
+            units = [DecodedUnit(name="cmdline", cap=cap, ecap=ecap)]
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+    if args.json:
+        print(json.dumps([unit_to_json(u) for u in units], indent=2))
+    else:
+        from rich.console import Console
+
+        Console(highlight=False).print(render_table(units))
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "decode": Command(
+        help="decode CAP/ECAP values, or every unit in a boot log",
+        add_arguments=_decode_arguments,
+        run=_run_decode,
+    ),
+}
+
+
+# --- the TUI --------------------------------------------------------------------------
+
+def run_tui(scenario: str | None) -> int:
+    """Start the TUI; vtdtui.tui.app must provide `run(scenario: str | None) -> int`."""
+    try:
+        app = importlib.import_module("vtdtui.tui.app")
+    except ModuleNotFoundError as exc:
+        # Only the TUI's own absence means "not built yet"; a missing dependency
+        # inside it is a real failure and must show as one.
+        if exc.name not in ("vtdtui.tui", "vtdtui.tui.app"):
+            raise
+        error_line("the TUI is not built yet; try 'vtdtui decode --help'")
+        return EXIT_BAD_INPUT
+    return app.run(scenario)
+
+
+# --- entry point ----------------------------------------------------------------------
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = _Parser(
+        prog=PROG,
+        description="A terminal explorer for a virtual Intel VT-d IOMMU. "
+        "Without a subcommand, starts the TUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--scenario", metavar="NAME|PATH", help="scenario for the TUI (default: desktop)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subs = {}
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        subs[name] = sub
+    return parser, subs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, subs = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            return run_tui(args.scenario)
+        if args.scenario is not None:
+            parser.error(f"--scenario starts the TUI; it does not apply to '{args.command}'")
+        return COMMANDS[args.command].run(args, subs[args.command])
+    except SystemExit as exc:
+        # --help, --version and usage errors: return the status rather than exit, so
+        # that main() can be called from tests and scripts.
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    except BadInput as exc:
+        error_line(str(exc))
+        return EXIT_BAD_INPUT

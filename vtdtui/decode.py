@@ -1,0 +1,150 @@
+"""Decode CAP / ECAP values, given directly or found in a boot log.
+
+Linux prints both registers of every remapping unit at boot (drivers/iommu/intel/dmar.c,
+alloc_iommu).  Current kernels, with pr_fmt "DMAR: ":
+
+    DMAR: dmar1: reg_base_addr fed91000 ver 1:0 cap d2008c40660462 ecap f050da
+
+and older kernels:
+
+    dmar: IOMMU 1: reg_base_addr fed91000 ver 1:0 cap d2008c40660462 ecap f050da
+
+This module is core: it never imports textual, and imports rich only when rendering.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from vtdtui.hw.regs import CAP, ECAP, RegisterLayout, linux_view, parse_reg_value
+
+# Searched for anywhere in a line so that dmesg timestamps, `dmesg -T` dates and
+# syslog/journalctl prefixes need no special handling.
+_HEAD = re.compile(
+    r"\bdmar:\s*(?:dmar(?P<num>\d+)|iommu\s+(?P<seq>\d+))\s*:\s*reg_base_addr\b",
+    re.IGNORECASE,
+)
+_TAIL = re.compile(
+    r"\s+(?P<base>\S+)\s+ver\s+(?P<ver>\S+)\s+cap\s+(?P<cap>\S+)\s+ecap\s+(?P<ecap>\S+)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class DecodedUnit:
+    name: str
+    cap: int | None
+    ecap: int | None
+    base: int | None = None
+    ver: str | None = None
+    line: int | None = None
+
+
+def parse_dmesg(text: str, source: str) -> list[DecodedUnit]:
+    """Every unit line in `text`, in order; a unit printed twice appears twice.
+
+    Raises ValueError naming `source` (and the line, where there is one) on bad input.
+    """
+    units: list[DecodedUnit] = []
+    # split("\n") rather than splitlines(): line numbers must match what an editor shows,
+    # and splitlines() also breaks on form feeds and other rare separators.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        head = _HEAD.search(raw)
+        if head is None:
+            continue
+        place = f"{source}:{lineno}"
+        tail = _TAIL.match(raw, head.end())
+        if tail is None:
+            # A truncated unit line would otherwise hide a unit without a word.
+            raise ValueError(
+                f"{place}: expected 'reg_base_addr ADDR ver X:Y cap HEX ecap HEX'"
+            )
+        num = head.group("num") or head.group("seq")
+        units.append(
+            DecodedUnit(
+                name=f"dmar{int(num)}",
+                cap=parse_reg_value(tail.group("cap"), f"{place}: cap"),
+                ecap=parse_reg_value(tail.group("ecap"), f"{place}: ecap"),
+                base=parse_reg_value(tail.group("base"), f"{place}: reg_base_addr"),
+                ver=tail.group("ver"),
+                line=lineno,
+            )
+        )
+    if not units:
+        raise ValueError(
+            f"{source}: no 'DMAR: dmarN: reg_base_addr ... cap ... ecap ...' line found"
+        )
+    return units
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"{value:#x}"
+
+
+def _register_json(layout: RegisterLayout, value: int | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"raw": _hex(value), "fields": layout.decode(value)}
+
+
+def unit_to_json(u: DecodedUnit) -> dict[str, Any]:
+    """The `vtdtui decode --json` object for one unit (DESIGN.md, Command line)."""
+    return {
+        "name": u.name,
+        "cap": _register_json(CAP, u.cap),
+        "ecap": _register_json(ECAP, u.ecap),
+        "base": _hex(u.base),
+        "ver": u.ver,
+        "line": u.line,
+        "linux": linux_view(u.cap, u.ecap),
+    }
+
+
+def _field_value(value: int, width: int) -> str:
+    if width == 1:
+        return str(value)
+    return f"{value:#x}" if value < 10 else f"{value:#x} ({value})"
+
+
+def _linux_value(accessor: str, value: int) -> str:
+    # Offsets read naturally in hex, counts and widths in decimal.
+    return f"{value:#x}" if accessor.endswith("_offset") else str(value)
+
+
+def render_table(units: Iterable[DecodedUnit]):
+    """A rich renderable: one table per register of each unit."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    for u in units:
+        where = [u.name]
+        if u.base is not None:
+            where.append(f"reg_base_addr {u.base:#x}")
+        if u.ver is not None:
+            where.append(f"ver {u.ver}")
+        if u.line is not None:
+            where.append(f"line {u.line}")
+        parts.append(Text("  ".join(where), style="bold"))
+        linux = linux_view(u.cap, u.ecap)
+        for layout, value in ((CAP, u.cap), (ECAP, u.ecap)):
+            if value is None:
+                continue
+            table = Table(title=f"{u.name} {layout.name} {value:#x}", title_justify="left")
+            for column in ("field", "bits", "value", "meaning", "Linux"):
+                table.add_column(column, overflow="fold")
+            for f in layout:
+                raw = f.get(value)
+                accessor = f.linux
+                if accessor in linux and linux[accessor] != raw:
+                    accessor = f"{accessor} = {_linux_value(accessor, linux[accessor])}"
+                table.add_row(f.name, f.bits, _field_value(raw, f.width), f.meaning, accessor)
+            undefined = value & ~layout.defined_mask
+            if undefined:
+                table.caption = f"bits outside the fields above: {undefined:#x}"
+            parts.append(table)
+        parts.append(Text(""))
+    return Group(*parts)

@@ -1,0 +1,724 @@
+"""One DMA-remapping hardware unit (DRHD), legacy mode, as the spec has it behave.
+
+Mechanism only: the unit translates requests, caches what it may cache, records
+faults and carries out invalidations it is asked for.  It never decides when to
+invalidate; software (vtdtui.sw) does, and when software gets it wrong this unit
+really does use the stale entry.
+
+Translation order: context cache (or root → context walk) → pass-through? → IOTLB
+(or second-level walk) → permission check → fill the IOTLB.  QEMU looks up its IOTLB
+before the context cache because its IOTLB is keyed by source id; real IOTLBs are
+tagged by domain id, which only the context entry gives, so the context comes first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import faults as fr
+from . import qi
+from . import regs
+from .caches import ContextCache, ContextCacheEntry, Iotlb, IotlbEntry
+from .entries import (
+    CONTEXT_ENTRY_SIZE, PTE_PS, PTE_R, PTE_SNP, PTE_TM, PTE_W, ROOT_ENTRY_SIZE,
+    TT_DEV_IOTLB, TT_MULTI_LEVEL, TT_PASS_THROUGH, ContextEntry, RootEntry,
+    level_index, level_shift,
+)
+from .memory import PAGE_SIZE, CpuCache, MemoryError_, PhysMem
+
+MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class Translation:
+    """The outcome of one DMA request."""
+
+    ok: bool
+    source_id: int
+    iova: int
+    write: bool
+    hpa: int | None = None
+    snp: bool = False
+    did: int | None = None
+    fault: fr.Fault | None = None
+    context_hit: bool = False
+    iotlb_hit: bool = False
+    steps: list[str] = field(default_factory=list)  # what the hardware did, for the views
+
+
+@dataclass
+class WalkResult:
+    """A side-effect-free walk of the second-level tables."""
+
+    ok: bool
+    reason: int = 0
+    hpa: int = 0
+    shift: int = 12
+    r: bool = False
+    w: bool = False
+    snp: bool = False
+    pte: int = 0
+    pte_addr: int = 0
+    level: int = 0  # the level the walk stopped at
+    present: bool = True  # False when it stopped at a not-present entry
+    steps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ContextResult:
+    ok: bool
+    reason: int = 0
+    entry: ContextEntry | None = None
+    root_lo: int = 0
+
+
+class DmarUnit:
+    def __init__(
+        self,
+        name: str,
+        base: int,
+        cap: int,
+        ecap: int,
+        mem: PhysMem,
+        cache: CpuCache,
+        *,
+        haw: int = 39,
+        iotlb_capacity: int | None = 1024,
+        ver: int = 0x10,
+        caches_negative: bool = True,
+    ):
+        self.name = name
+        self.base = base
+        self.cap = cap
+        self.ecap = ecap
+        self.ver = ver
+        self.mem = mem
+        self.cache = cache
+        self.haw = haw
+        # CM=1 allows caching not-present/invalid entries; real caching-mode hardware
+        # may do so.  QEMU's vIOMMU never does (vtd_do_iommu_translate caches only
+        # successful walks), so its guest units are built with this off.
+        self.caches_negative = caches_negative
+        self.context_cache = ContextCache()
+        self.iotlb = Iotlb(iotlb_capacity)
+        self.device_tlb: dict[int, dict[int, tuple[int, bool, bool]]] = {}
+        self.gcmd = 0
+        self.gsts = 0
+        self.rtaddr = 0  # the register
+        self.rta_latched = 0  # what SRTP latched: the table the hardware uses
+        self.fsts = 0
+        self.fectl = 0
+        self.iqa = 0
+        self.iqh = 0
+        self.iqt = 0
+        self.ics = 0
+        self.iqer = 0
+        self.iva = 0
+        self.last_queue_error = ""
+        self.frcd: list[tuple[int, int]] = [(0, 0)] * self.num_fault_regs
+        self.fault_index = 0
+        self.faults: list[fr.Fault] = []
+        self.counters: dict[str, int] = {}
+        # Posted writes not yet visible to this unit's table reads (CAP.RWBF):
+        # address of a 64-byte line → its contents before the write.
+        self._write_buffer: dict[int, list[int]] = {}
+        mem.add_write_observer(self._observe_memory_write)
+
+    # ---------------------------------------------------------------- capabilities
+    def capf(self, name: str) -> int:
+        return regs.CAP.get(self.cap, name)
+
+    def ecapf(self, name: str) -> int:
+        return regs.ECAP.get(self.ecap, name)
+
+    @property
+    def cm(self) -> bool:
+        return bool(self.cap >> 7 & 1)
+
+    @property
+    def coherent(self) -> bool:
+        return bool(self.ecap & 1)
+
+    @property
+    def sc(self) -> bool:
+        return bool(self.ecap >> 7 & 1)
+
+    @property
+    def rwbf(self) -> bool:
+        return bool(self.cap >> 4 & 1)
+
+    @property
+    def psi(self) -> bool:
+        return bool(self.cap >> 39 & 1)
+
+    @property
+    def qi_supported(self) -> bool:
+        return bool(self.ecap >> 1 & 1)
+
+    @property
+    def mamv(self) -> int:
+        return self.capf("MAMV")
+
+    @property
+    def mgaw_bits(self) -> int:
+        return self.capf("MGAW") + 1
+
+    @property
+    def num_fault_regs(self) -> int:
+        return self.capf("NFR") + 1
+
+    @property
+    def ndoms(self) -> int:
+        return 1 << (4 + 2 * self.capf("ND"))
+
+    def aw_supported(self, aw: int) -> bool:
+        return bool(self.capf("SAGAW") >> aw & 1)
+
+    def toggle_cap(self, name: str) -> None:
+        self.cap = regs.CAP.toggle(self.cap, name)
+
+    def toggle_ecap(self, name: str) -> None:
+        self.ecap = regs.ECAP.toggle(self.ecap, name)
+
+    def set_cap(self, value: int) -> None:
+        self.cap = value & MASK64
+        if len(self.frcd) != self.num_fault_regs:
+            self.frcd = [(0, 0)] * self.num_fault_regs
+            self.fault_index = 0
+
+    def set_ecap(self, value: int) -> None:
+        self.ecap = value & MASK64
+
+    @property
+    def translation_enabled(self) -> bool:
+        return bool(self.gsts & regs.GSTS_TES)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    # ------------------------------------------------------------ table reads
+    def _observe_memory_write(self, line: int, old: list[int]) -> None:
+        if self.rwbf and line not in self._write_buffer:
+            self._write_buffer[line] = old
+
+    def hw_read_q(self, addr: int) -> int:
+        """A table read by this unit: snooped when ECAP.C=1, memory otherwise."""
+        if self._write_buffer:
+            posted = self._write_buffer.get(addr & ~63)
+            if posted is not None:
+                return posted[(addr & 63) >> 3]
+        if self.coherent:
+            return self.cache.snooped_read_q(addr)
+        return self.mem.read_q(addr)
+
+    def cpu_read_q(self, addr: int) -> int:
+        return self.cache.cpu_read_q(addr)
+
+    # ------------------------------------------------------------ structures
+    def _haw_rsvd(self) -> int:
+        """Address bits 51:HAW, reserved in every pointer and leaf address."""
+        return ((1 << 52) - 1) & ~((1 << self.haw) - 1)
+
+    def read_context(self, source_id: int, read=None) -> ContextResult:
+        """Root → context walk for one source id (no caching, no fault recording)."""
+        read = read or self.hw_read_q
+        bus, dfn = source_id >> 8, source_id & 0xFF
+        rta = self.rta_latched & ~0xFFF & MASK64
+        try:
+            rlo = read(rta + bus * ROOT_ENTRY_SIZE)
+            rhi = read(rta + bus * ROOT_ENTRY_SIZE + 8)
+        except MemoryError_:
+            return ContextResult(False, fr.ROOT_TABLE_INV)
+        root = RootEntry.decode(rlo, rhi)
+        if not root.present:
+            return ContextResult(False, fr.ROOT_ENTRY_P, root_lo=rlo)
+        if root.reserved_set or root.ctp & self._haw_rsvd():
+            return ContextResult(False, fr.ROOT_ENTRY_RSVD, root_lo=rlo)
+        try:
+            clo = read(root.ctp + dfn * CONTEXT_ENTRY_SIZE)
+            chi = read(root.ctp + dfn * CONTEXT_ENTRY_SIZE + 8)
+        except MemoryError_:
+            return ContextResult(False, fr.CONTEXT_TABLE_INV, root_lo=rlo)
+        ce = ContextEntry.decode(clo, chi)
+        if not ce.present:
+            return ContextResult(False, fr.CONTEXT_ENTRY_P, ce, rlo)
+        if ce.reserved_set or ce.slptptr & self._haw_rsvd():
+            return ContextResult(False, fr.CONTEXT_ENTRY_RSVD, ce, rlo)
+        invalid = (
+            ce.tt == 3
+            or (ce.tt == TT_DEV_IOTLB and not self.ecapf("DT"))
+            or (ce.tt == TT_PASS_THROUGH and not self.ecapf("PT"))
+            or (ce.tt != TT_PASS_THROUGH and not self.aw_supported(ce.aw))
+        )
+        if invalid:
+            return ContextResult(False, fr.CONTEXT_ENTRY_INV, ce, rlo)
+        return ContextResult(True, 0, ce, rlo)
+
+    def walk(self, ce: ContextEntry, iova: int, write: bool, read=None) -> WalkResult:
+        """Second-level walk of `iova` under context entry `ce`; pure."""
+        read = read or self.hw_read_q
+        need = PTE_W if write else PTE_R
+        haw_rsvd = self._haw_rsvd()
+        sllps = self.capf("SLLPS")
+        table = ce.slptptr
+        r = w = True
+        res = WalkResult(False)
+        for level in range(ce.levels, 0, -1):
+            pte_addr = table + level_index(iova, level) * 8
+            try:
+                pte = read(pte_addr)
+            except MemoryError_:
+                res.reason, res.level = fr.PAGING_ENTRY_INV, level
+                return res
+            res.steps.append(f"L{level}[{level_index(iova, level)}] @{pte_addr:#x} = {pte:#018x}")
+            res.pte, res.pte_addr, res.level = pte, pte_addr, level
+            if not pte & (PTE_R | PTE_W):
+                res.present = False
+                res.reason = fr.WRITE if write else fr.READ
+                return res
+            leaf = level == 1 or bool(pte & PTE_PS)
+            rsvd = haw_rsvd
+            if pte & PTE_PS and level > 1:
+                if level > 3 or not sllps >> (level - 2) & 1:
+                    res.reason = fr.PAGING_ENTRY_RSVD
+                    return res
+                rsvd |= (1 << level_shift(level)) - 1 & ~0xFFF  # large-page address bits
+            if leaf:
+                if pte & PTE_SNP and not self.sc:
+                    rsvd |= PTE_SNP
+                if pte & PTE_TM and not self.ecapf("DT"):
+                    rsvd |= PTE_TM
+            elif pte & (PTE_SNP | PTE_TM):
+                rsvd |= PTE_SNP | PTE_TM
+            if pte & rsvd:
+                res.reason = fr.PAGING_ENTRY_RSVD
+                return res
+            r &= bool(pte & PTE_R)
+            w &= bool(pte & PTE_W)
+            if not pte & need:
+                res.reason = fr.WRITE if write else fr.READ
+                res.r, res.w = r, w
+                return res
+            if leaf:
+                shift = level_shift(level)
+                addr_mask = ((1 << 52) - 1) & ~((1 << shift) - 1)
+                res.ok = True
+                res.shift = shift
+                res.hpa = (pte & addr_mask) | (iova & ((1 << shift) - 1))
+                res.r, res.w = r, w
+                res.snp = bool(pte & PTE_SNP)
+                return res
+            table = pte & ((1 << 52) - 1) & ~0xFFF
+        raise AssertionError("walk fell off level 1")  # unreachable: level 1 is a leaf
+
+    # ------------------------------------------------------------ translation
+    def translate(self, source_id: int, iova: int, write: bool = False, *, translation_request: bool = False) -> Translation:
+        """Carry out one DMA request from `source_id` to `iova`.
+
+        `translation_request` models an ATS translation request (device-TLB fill).
+        """
+        t = Translation(False, source_id, iova, write)
+        self._count("dma")
+        if not self.translation_enabled:
+            t.ok, t.hpa = True, iova
+            t.steps.append("translation disabled (GSTS.TES=0): address passes through")
+            return t
+
+        cached = self.context_cache.lookup(source_id)
+        if cached is not None:
+            t.context_hit = True
+            if not cached.present:
+                t.steps.append(f"context cache hit: cached not-present/invalid entry (DID {cached.did})")
+                return self._fault(t, cached.fault_reason, None)
+            ce = ContextEntry.decode(cached.lo, cached.hi)
+            t.steps.append(f"context cache hit: DID {ce.did}")
+        else:
+            cr = self.read_context(source_id)
+            if not cr.ok:
+                t.steps.append(f"context walk: fault {cr.reason:#x}")
+                if self.cm and self.caches_negative and cr.reason in (fr.ROOT_ENTRY_P, fr.CONTEXT_ENTRY_P, fr.CONTEXT_ENTRY_INV):
+                    # Caching mode: the not-present/invalid entry is cached, tagged DID 0.
+                    lo, hi = (cr.entry.lo, cr.entry.hi) if cr.entry else (0, 0)
+                    self.context_cache.insert(ContextCacheEntry(source_id, 0, False, lo, hi, cr.reason))
+                    t.steps.append("CM=1: not-present entry cached with DID 0")
+                return self._fault(t, cr.reason, cr.entry)
+            ce = cr.entry
+            assert ce is not None
+            self.context_cache.insert(ContextCacheEntry(source_id, ce.did, True, ce.lo, ce.hi))
+            t.steps.append(f"context walk: DID {ce.did}, TT {ce.tt}, AW {ce.aw}, SLPTPTR {ce.slptptr:#x}")
+        t.did = ce.did
+
+        if translation_request and ce.tt == TT_MULTI_LEVEL:
+            return self._fault(t, fr.CONTEXT_ENTRY_TT, ce)
+        if ce.tt == TT_PASS_THROUGH:
+            t.ok, t.hpa = True, iova
+            t.steps.append("pass-through: output = input")
+            return t
+        if iova >> min(self.mgaw_bits, ce.agaw):
+            return self._fault(t, fr.ADDR_BEYOND_MGAW, ce)
+
+        hit = self.iotlb.lookup(ce.did, iova)
+        if hit is not None:
+            t.iotlb_hit = True
+            if not hit.present:
+                t.steps.append(f"IOTLB hit: cached not-present entry (DID {ce.did})")
+                return self._fault(t, hit.fault_reason, ce)
+            t.steps.append(f"IOTLB hit: {hit.iova:#x}/{hit.size:#x} → {hit.hpa:#x}")
+            if not (hit.w if write else hit.r):
+                return self._fault(t, fr.WRITE if write else fr.READ, ce)
+            t.ok, t.hpa, t.snp = True, hit.hpa | (iova & (hit.size - 1)), hit.snp
+            self._fill_device_tlb(translation_request, ce, source_id, iova, t.hpa, hit.r, hit.w)
+            return t
+
+        wr = self.walk(ce, iova, write)
+        t.steps.extend(wr.steps)
+        if wr.ok or (wr.reason in (fr.READ, fr.WRITE) and wr.present):
+            if wr.ok:
+                self.iotlb.insert(IotlbEntry(
+                    ce.did, iova >> wr.shift << wr.shift, wr.shift, wr.hpa >> wr.shift << wr.shift,
+                    wr.r, wr.w, wr.snp, True, source_id, wr.pte, wr.pte_addr,
+                ))
+        elif self.cm and self.caches_negative and not wr.present:
+            self.iotlb.insert(IotlbEntry(
+                ce.did, iova >> 12 << 12, 12, 0, False, False, False, False, source_id,
+                wr.pte, wr.pte_addr, wr.reason,
+            ))
+            t.steps.append("CM=1: not-present translation cached")
+        if not wr.ok:
+            return self._fault(t, wr.reason, ce)
+        t.ok, t.hpa, t.snp = True, wr.hpa, wr.snp
+        self._fill_device_tlb(translation_request, ce, source_id, iova, wr.hpa, wr.r, wr.w)
+        return t
+
+    def _fill_device_tlb(self, ats: bool, ce: ContextEntry, sid: int, iova: int, hpa: int, r: bool, w: bool) -> None:
+        if ats and ce.tt == TT_DEV_IOTLB:
+            self.device_tlb.setdefault(sid, {})[iova >> 12] = (hpa >> 12 << 12, r, w)
+
+    # ------------------------------------------------------------ faults
+    def _fault(self, t: Translation, reason: int, ce: ContextEntry | None) -> Translation:
+        page = t.iova & ~0xFFF
+        f = fr.Fault(
+            self.name, t.source_id, page, reason, t.write,
+            fr.log_line(t.source_id, page, reason, t.write),
+            dump=self.fault_dump(t.source_id, page),
+        )
+        if ce is not None and ce.present and ce.fpd and reason in fr.QUALIFIED:
+            f.recorded, f.suppressed_by_fpd = False, True
+            t.steps.append("FPD=1: fault not recorded")
+        else:
+            f.recorded = self._record(f)
+        self.faults.append(f)
+        self._count("fault")
+        t.fault = f
+        return t
+
+    def _record(self, f: fr.Fault) -> bool:
+        """Write a fault-recording register; False on overflow (FSTS.PFO)."""
+        if self.fsts & regs.FSTS_PFO:
+            return False
+        i = self.fault_index
+        if self.frcd[i][1] >> 63:
+            self.fsts |= regs.FSTS_PFO
+            return False
+        lo = f.iova
+        hi = (f.source_id | (f.reason << 32) | ((0 if f.write else 1) << 62) | (1 << 63))
+        self.frcd[i] = (lo, hi)
+        self.fault_index = (i + 1) % self.num_fault_regs
+        self.fsts |= regs.FSTS_PPF
+        return True
+
+    def clear_fault_record(self, i: int) -> None:
+        lo, hi = self.frcd[i]
+        self.frcd[i] = (lo, hi & ~(1 << 63))
+        if not any(h >> 63 for _, h in self.frcd):
+            self.fsts &= ~regs.FSTS_PPF
+
+    def fault_dump(self, source_id: int, addr: int) -> list[str]:
+        """dmar_fault_dump_ptes(): the walk as Linux prints it, from its own (CPU) view."""
+        read = self.cpu_read_q
+        out = [f"DMAR: Dump {self.name} table entries for IOVA 0x{addr:x}"]
+        if not self.rta_latched:
+            return out + ["DMAR: root table is not present"]
+        bus, dfn = source_id >> 8, source_id & 0xFF
+        rta = self.rta_latched & ~0xFFF
+        try:
+            rlo = read(rta + bus * 16)
+            out.append(f"DMAR: root entry: 0x{rlo:016x}")
+            if not rlo & 1:
+                return out + ["DMAR: context table is not present"]
+            ctp = rlo & ~0xFFF
+            clo, chi = read(ctp + dfn * 16), read(ctp + dfn * 16 + 8)
+            out.append(f"DMAR: context entry: hi 0x{chi:016x}, low 0x{clo:016x}")
+            if not clo & 1:
+                return out + ["DMAR: legacy mode page table is not present"]
+            level, table = (chi & 7) + 2, clo & ~0xFFF & ((1 << 52) - 1)
+            while True:
+                pte = read(table + level_index(addr, level) * 8)
+                out.append(f"DMAR: pte level: {level}, pte value: 0x{pte:016x}")
+                if not pte & (PTE_R | PTE_W):
+                    out.append(f"DMAR: page table not present at level {level - 1}")
+                    break
+                if level == 1 or pte & PTE_PS:
+                    break
+                table, level = pte & ((1 << 52) - 1) & ~0xFFF, level - 1
+        except MemoryError_:
+            out.append("DMAR: (table beyond memory)")
+        return out
+
+    # ------------------------------------------------------------ invalidation
+    def invalidate_context(self, gran: int, did: int = 0, source_id: int = 0, fm: int = 0) -> int:
+        """Context-cache invalidation; returns the granularity actually performed."""
+        if gran == regs.GRAN_GLOBAL:
+            self.context_cache.invalidate_global()
+        elif gran == regs.GRAN_DOMAIN:
+            self.context_cache.invalidate_domain(did)
+        elif gran == regs.GRAN_DEVICE:
+            self.context_cache.invalidate_device(did, source_id, fm)
+        else:
+            raise ValueError(f"context-cache invalidation granularity {gran} is reserved")
+        self._count(f"cc-{('', 'global', 'domain', 'device')[gran]}")
+        return gran
+
+    def invalidate_iotlb(self, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> int:
+        """IOTLB invalidation; returns the granularity actually performed.
+
+        Without CAP.PSI, or with AM beyond MAMV, a page-selective request is carried
+        out domain-selectively, as the spec allows (IAIG reports it).  IH is decoded;
+        there is no paging-structure cache in this model for it to spare.
+        """
+        if gran == regs.GRAN_PAGE and (not self.psi or am > self.mamv):
+            gran = regs.GRAN_DOMAIN
+        if gran == regs.GRAN_GLOBAL:
+            self.iotlb.invalidate_global()
+        elif gran == regs.GRAN_DOMAIN:
+            self.iotlb.invalidate_domain(did)
+        elif gran == regs.GRAN_PAGE:
+            self.iotlb.invalidate_page(did, addr, am)
+        else:
+            raise ValueError(f"IOTLB invalidation granularity {gran} is reserved")
+        self._count(f"iotlb-{('', 'global', 'domain', 'page')[gran]}")
+        return gran
+
+    def invalidate_device_tlb(self, source_id: int, addr: int = 0, size: bool = False) -> None:
+        entries = self.device_tlb.get(source_id)
+        self._count("devtlb")
+        if not entries:
+            return
+        if size:
+            # S=1: the lowest clear bit at or above 12 gives the range (spec §6.5.2.5).
+            k = 12
+            while addr >> k & 1:
+                k += 1
+            span = 1 << (k + 1)
+        else:
+            span = PAGE_SIZE
+        lo = addr & ~(span - 1)
+        for pfn in [p for p in entries if lo <= p << 12 < lo + span]:
+            del entries[pfn]
+
+    def flush_write_buffer(self) -> None:
+        """GCMD.WBF: posted writes become visible to table reads."""
+        self._write_buffer.clear()
+        self._count("wbf")
+
+    # ------------------------------------------------------------ registers (MMIO)
+    @property
+    def iotlb_reg(self) -> int:
+        return self.ecapf("IRO") * 16
+
+    @property
+    def fault_reg(self) -> int:
+        return self.capf("FRO") * 16
+
+    def mmio_read(self, off: int) -> int:
+        fixed = {
+            regs.VER_REG: self.ver, regs.CAP_REG: self.cap, regs.ECAP_REG: self.ecap,
+            regs.GSTS_REG: self.gsts, regs.RTADDR_REG: self.rtaddr, regs.CCMD_REG: 0,
+            regs.FSTS_REG: self.fsts | (self.fault_index << 8), regs.FECTL_REG: self.fectl,
+            regs.IQH_REG: self.iqh, regs.IQT_REG: self.iqt, regs.IQA_REG: self.iqa,
+            regs.ICS_REG: self.ics, regs.IQER_REG: self.iqer,
+            self.iotlb_reg: self.iva, self.iotlb_reg + 8: 0,
+        }
+        if off in fixed:
+            return fixed[off]
+        i, part = divmod(off - self.fault_reg, 16)
+        if 0 <= i < self.num_fault_regs and part in (0, 8):
+            return self.frcd[i][part // 8]
+        raise ValueError(f"{self.name}: no register at offset {off:#x}")
+
+    def mmio_write(self, off: int, value: int) -> int:
+        """Write a register; returns what a read-back of it shows."""
+        value &= MASK64
+        if off == regs.GCMD_REG:
+            return self._write_gcmd(value)
+        if off == regs.RTADDR_REG:
+            if value & regs.RTADDR_SMT:
+                raise ValueError(f"{self.name}: scalable-mode root tables are not modelled")
+            self.rtaddr = value
+            return value
+        if off == regs.CCMD_REG:
+            if value & regs.CCMD_ICC:
+                gran = (value >> regs.CCMD_CIRG_SHIFT) & 3
+                done = self.invalidate_context(gran, value & 0xFFFF, (value >> 16) & 0xFFFF, (value >> 32) & 3)
+                return (value & ~regs.CCMD_ICC & ~(3 << regs.CCMD_CAIG_SHIFT)) | (done << regs.CCMD_CAIG_SHIFT)
+            return value
+        if off == self.iotlb_reg:
+            self.iva = value
+            return value
+        if off == self.iotlb_reg + 8:
+            if value & regs.IOTLB_IVT:
+                gran = (value >> regs.IOTLB_IIRG_SHIFT) & 3
+                done = self.invalidate_iotlb(gran, (value >> 32) & 0xFFFF, self.iva & ~0xFFF & MASK64,
+                                             self.iva & 0x3F, bool(self.iva & regs.IVA_IH))
+                return (value & ~regs.IOTLB_IVT & ~(3 << regs.IOTLB_IAIG_SHIFT)) | (done << regs.IOTLB_IAIG_SHIFT)
+            return value
+        if off == regs.FSTS_REG:
+            self.fsts &= ~(value & (regs.FSTS_PFO | regs.FSTS_IQE | regs.FSTS_ICE | regs.FSTS_ITE))
+            return self.mmio_read(off)
+        if off == regs.FECTL_REG:
+            self.fectl = value & (1 << 31)
+            return self.fectl
+        if off == regs.IQA_REG:
+            self.iqa = value
+            return value
+        if off == regs.IQT_REG:
+            self.iqt = value & 0x7FFF0
+            self._process_queue()
+            return self.iqt
+        if off == regs.ICS_REG:
+            self.ics &= ~(value & regs.ICS_IWC)
+            return self.ics
+        i, part = divmod(off - self.fault_reg, 16)
+        if 0 <= i < self.num_fault_regs and part == 8:
+            if value >> 63:  # F is write-1-to-clear
+                self.clear_fault_record(i)
+            return self.frcd[i][1]
+        raise ValueError(f"{self.name}: register at offset {off:#x} is not writable")
+
+    def _write_gcmd(self, value: int) -> int:
+        # One-shot commands (SRTP, WBF) act and leave no persistent GCMD bit.
+        if value & regs.GCMD_SRTP:
+            self.rta_latched = self.rtaddr
+            self.gsts |= regs.GSTS_RTPS
+            if self.capf("ESRTPS"):
+                self.context_cache.invalidate_global()
+                self.iotlb.invalidate_global()
+        if value & regs.GCMD_WBF:
+            self.flush_write_buffer()
+        for cmd, sts in ((regs.GCMD_TE, regs.GSTS_TES), (regs.GCMD_QIE, regs.GSTS_QIES)):
+            if value & cmd:
+                if cmd == regs.GCMD_QIE and not self.qi_supported:
+                    continue
+                self.gsts |= sts
+            else:
+                if cmd == regs.GCMD_QIE and self.gsts & sts:
+                    self.iqh = 0  # disabling QI resets the head (spec §10.4.22)
+                self.gsts &= ~sts
+        self.gcmd = value & (regs.GCMD_TE | regs.GCMD_QIE)
+        return self.gsts
+
+    # Convenience for software that programs the unit the usual way.
+    def set_root_table(self, rta: int) -> None:
+        self.mmio_write(regs.RTADDR_REG, rta)
+        self.mmio_write(regs.GCMD_REG, self.gcmd | regs.GCMD_SRTP)
+
+    def enable_translation(self) -> None:
+        self.mmio_write(regs.GCMD_REG, self.gcmd | regs.GCMD_TE)
+
+    def enable_qi(self, queue_base: int, qs: int = 0) -> None:
+        self.mmio_write(regs.IQA_REG, queue_base | qs)
+        self.iqh = self.iqt = 0
+        self.mmio_write(regs.GCMD_REG, self.gcmd | regs.GCMD_QIE)
+
+    # ------------------------------------------------------------ queued invalidation
+    @property
+    def queue_entries(self) -> int:
+        return 256 << (self.iqa & 0x7)
+
+    def _process_queue(self) -> None:
+        """vtd_process_inv_desc() on each tail write: head → tail, stop on error."""
+        if not self.gsts & regs.GSTS_QIES or self.fsts & regs.FSTS_IQE:
+            return
+        base = self.iqa & ~0xFFF & MASK64
+        n = self.queue_entries
+        while self.iqh != self.iqt:
+            slot = self.iqh >> 4
+            lo = self.cache.snooped_read_q(base + slot * 16)
+            hi = self.cache.snooped_read_q(base + slot * 16 + 8)
+            why = qi.check(lo, hi)
+            if why is None and qi.desc_type(lo) == qi.IOTLB:
+                d = qi.decode(lo, hi)
+                if d.gran == regs.GRAN_PAGE and d.am > self.mamv:
+                    why = f"IOTLB descriptor AM {d.am} exceeds MAMV {self.mamv}"
+            if why is not None:
+                self.fsts |= regs.FSTS_IQE
+                self.iqer = qi.desc_type(lo) & 0xF
+                self.last_queue_error = why
+                self._count("qi-error")
+                return
+            self._apply(qi.decode(lo, hi))
+            self._count("qi-desc")
+            self.iqh = ((slot + 1) % n) << 4
+
+    def _apply(self, d: qi.Descriptor) -> None:
+        if isinstance(d, qi.CcDesc):
+            self.invalidate_context(d.gran, d.did, d.sid, d.fm)
+        elif isinstance(d, qi.IotlbDesc):
+            self.invalidate_iotlb(d.gran, d.did, d.addr, d.am, d.ih)
+        elif isinstance(d, qi.DevTlbDesc):
+            self.invalidate_device_tlb(d.sid, d.addr, d.size)
+        elif isinstance(d, qi.IecDesc):
+            self._count("iec")  # no interrupt remapping in this model: nothing cached
+        elif isinstance(d, qi.WaitDesc):
+            if d.status_write:
+                self._write_status(d.status_addr, d.status_data)
+            if d.interrupt:
+                self.ics |= regs.ICS_IWC
+
+    def _write_status(self, addr: int, data: int) -> None:
+        word = addr & ~7
+        old = self.cache.snooped_read_q(word)
+        shift = (addr & 4) * 8
+        new = (old & ~(0xFFFFFFFF << shift)) | ((data & 0xFFFFFFFF) << shift)
+        self.cache.device_write_q(word, new)
+
+    def submit(self, *descs: qi.Descriptor) -> None:
+        """Software's side of QI: write descriptors at the tail, then bump IQT."""
+        base = self.iqa & ~0xFFF & MASK64
+        n = self.queue_entries
+        slot = self.iqt >> 4
+        for d in descs:
+            lo, hi = d.encode()
+            self.cache.cpu_write_q(base + slot * 16, lo)
+            self.cache.cpu_write_q(base + slot * 16 + 8, hi)
+            slot = (slot + 1) % n
+        self.mmio_write(regs.IQT_REG, slot << 4)
+
+    # ------------------------------------------------------------ staleness
+    def context_cache_stale(self, e: ContextCacheEntry, read=None) -> str | None:
+        """Why a cached context entry no longer matches the tables, or None."""
+        cr = self.read_context(e.source_id, read or self.cpu_read_q)
+        if not e.present:
+            return "now present in memory; still cached as not present" if cr.ok else None
+        if not cr.ok:
+            return f"memory now gives fault {cr.reason:#x} ({fr.reason_string(cr.reason)})"
+        assert cr.entry is not None
+        if (cr.entry.lo, cr.entry.hi) != (e.lo, e.hi):
+            return f"memory now holds DID {cr.entry.did}, SLPTPTR {cr.entry.slptptr:#x}"
+        return None
+
+    def iotlb_stale(self, e: IotlbEntry, read=None) -> str | None:
+        """Why a cached translation no longer matches the tables, or None."""
+        read = read or self.cpu_read_q
+        cr = self.read_context(e.source_id, read)
+        if not cr.ok or cr.entry is None or cr.entry.did != e.did:
+            return "the context entry it was filled through no longer maps this domain"
+        wr = self.walk(cr.entry, e.iova, False, read)
+        if not e.present:
+            return "now present in memory; still cached as not present" if wr.ok or wr.present else None
+        if not wr.ok and not wr.present:
+            return "memory now says not present"
+        base = wr.hpa >> wr.shift << wr.shift
+        if (base, wr.shift, wr.r, wr.w, wr.snp) != (e.hpa, e.shift, e.r, e.w, e.snp):
+            return f"memory now maps {e.iova:#x} to {wr.hpa:#x} ({'R' if wr.r else '-'}{'W' if wr.w else '-'})"
+        return None

@@ -1,0 +1,621 @@
+"""The Linux intel-iommu driver (drivers/iommu/intel/), as policy over vtdtui.hw.
+
+Every flush the driver considers becomes a journal event, issued or skipped, with the
+rule that decided it (REFERENCE.md §5).  Capability bits are read at each decision,
+never cached, so a toggle takes effect on the next step — where the kernel decides
+something once at boot (strict vs lazy unmap) that is said in the event's reason.
+
+Functions named in comments are the kernel's, so each step can be checked there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..hw import regs
+from ..hw.entries import (
+    CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, TT_MULTI_LEVEL, ContextEntry, Pte, RootEntry,
+    bdf_str, level_index, level_shift,
+)
+from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
+from ..hw.unit import DmarUnit
+from .journal import Journal
+
+ACTOR = "driver"
+PTE_ADDR = ((1 << 52) - 1) & ~0xFFF
+VTD_PAGE = PAGE_SIZE
+
+
+class DriverError(Exception):
+    """An operation the kernel would refuse (returns -EINVAL, -EBUSY ...)."""
+
+
+@dataclass
+class DmarDomain:
+    """struct dmar_domain: one page table, a DID on each unit it is attached to."""
+
+    id: int
+    levels: int
+    pgd: int
+    owner: str  # "vfio" (UNMANAGED, strict) or "driver" (DMA API, may be lazy)
+    dids: dict[str, int] = field(default_factory=dict)  # unit name → DID
+    devices: dict[int, str] = field(default_factory=dict)  # source id → unit name
+    coherent: bool = True  # domain->iommu_coherency, fixed at allocation
+    force_snooping: bool = False
+    has_mappings: bool = False
+    superpage_level: int = 0  # largest leaf level usable on every attached unit: 1 4K, 2 2M, 3 1G
+    mapped_pages: int = 0  # 4 KiB pages mapped
+    flush_queue: list[tuple[int, int]] = field(default_factory=list)  # deferred (iova, size)
+    freed_tables: list[int] = field(default_factory=list)  # freed after the next flush
+
+    @property
+    def agaw(self) -> int:
+        return self.levels - 2
+
+
+class IntelIommuDriver:
+    """One kernel's intel-iommu driver, over the units it owns (host or guest)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        cache: CpuCache,
+        alloc: PageAllocator,
+        units: list[DmarUnit],
+        *,
+        lazy_default: bool = True,
+    ):
+        self.journal = journal
+        self.cache = cache
+        self.alloc = alloc
+        self.units = {u.name: u for u in units}
+        self.domains: dict[int, DmarDomain] = {}
+        self._next_domain = 1
+        self.lazy_default = lazy_default  # CONFIG_IOMMU_DEFAULT_DMA_LAZY, x86's default
+        # What-if switches: the driver deliberately gets it wrong.
+        self.skip_clflush = False
+        self.skip_invalidation = False
+        self._root: dict[str, int] = {}
+        self._did_used: dict[str, set[int]] = {u.name: set() for u in units}
+        self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
+
+    # ------------------------------------------------------------ small helpers
+    def _ev(self, unit: DmarUnit, op: str, issued: bool, rule: str, reason: str, scope: str = "", detail: str = ""):
+        rec = self.journal.issued if issued else self.journal.skipped
+        return rec(unit.name, ACTOR, op, rule, reason, scope, detail)
+
+    def _write(self, addr: int, value: int) -> None:
+        self.cache.cpu_write_q(addr, value)
+
+    def _read(self, addr: int) -> int:
+        return self.cache.cpu_read_q(addr)
+
+    def flush_cache(self, unit: DmarUnit, addr: int, size: int, what: str, coherent: bool | None = None) -> None:
+        """__iommu_flush_cache / domain_flush_cache: clflush iff the walk does not snoop."""
+        coherent = unit.coherent if coherent is None else coherent
+        detail = f"{what} {addr:#x}+{size:#x}"
+        if coherent:
+            self._ev(unit, "clflush", False, "clflush", "ECAP.C=1: page walks snoop the CPU cache", detail=detail)
+        elif self.skip_clflush:
+            self._ev(unit, "clflush", False, "clflush", "what-if: driver skips clflush on a non-coherent unit", detail=detail)
+        else:
+            self.cache.clflush(addr, size)
+            self._ev(unit, "clflush", True, "clflush", "ECAP.C=0: page walks read memory, not the CPU cache", detail=detail)
+
+    def flush_write_buffer(self, unit: DmarUnit, why: str) -> None:
+        """iommu_flush_write_buffer(): only when CAP.RWBF (or the rwbf quirk)."""
+        if unit.rwbf:
+            unit.mmio_write(regs.GCMD_REG, unit.gcmd | regs.GCMD_WBF)
+            self._ev(unit, "write-buffer-flush", True, "wbf", f"{why}; CAP.RWBF=1: posted writes must be flushed")
+        else:
+            self._ev(unit, "write-buffer-flush", False, "wbf", f"{why}; CAP.RWBF=0: no write buffer to flush")
+
+    # ------------------------------------------------------------ invalidation primitives
+    def _qi_on(self, unit: DmarUnit) -> bool:
+        return bool(unit.gsts & regs.GSTS_QIES)
+
+    def _flush_context(self, unit: DmarUnit, gran: int, did: int = 0, sid: int = 0, fm: int = 0) -> None:
+        """iommu->flush.flush_context: qi_flush_context or __iommu_flush_context."""
+        from ..hw import qi
+
+        if self._qi_on(unit):
+            unit.submit(qi.CcDesc(gran, did, sid, fm), qi.WaitDesc(status_write=False, interrupt=False, fence=True))
+        else:
+            value = regs.CCMD_ICC | (gran << regs.CCMD_CIRG_SHIFT) | (fm << 32) | (sid << 16) | did
+            unit.mmio_write(regs.CCMD_REG, value)
+
+    def _flush_iotlb(self, unit: DmarUnit, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> None:
+        from ..hw import qi
+
+        if self._qi_on(unit):
+            unit.submit(qi.IotlbDesc(gran, did, addr, am, ih, dr=bool(unit.capf("DRD")), dw=bool(unit.capf("DWD"))),
+                        qi.WaitDesc(fence=True))
+        else:
+            unit.mmio_write(unit.iotlb_reg, addr | (regs.IVA_IH if ih else 0) | am)
+            unit.mmio_write(unit.iotlb_reg + 8, regs.IOTLB_IVT | (gran << regs.IOTLB_IIRG_SHIFT) | (did << 32))
+
+    # ------------------------------------------------------------ boot
+    def init_unit(self, unit: DmarUnit, qi_queue: int | None = None) -> None:
+        """init_dmars(): root table, SRTP, global flushes, QI, then translation on."""
+        root = self.alloc.alloc()
+        self._root[unit.name] = root
+        self.flush_cache(unit, root, PAGE_SIZE, "root table")
+        unit.set_root_table(root)
+        # iommu_set_root_entry(): ESRTPS units invalidate on SRTP themselves.
+        if unit.capf("ESRTPS"):
+            for op, scope in (("context-cache-invalidation", "global"), ("iotlb-invalidation", "global")):
+                self._ev(unit, op, False, "set-root", "CAP.ESRTPS=1: SRTP already invalidated the caches", scope)
+        else:
+            self._flush_context(unit, regs.GRAN_GLOBAL)
+            self._ev(unit, "context-cache-invalidation", True, "set-root", "new root table: drop anything cached", "global")
+            self._flush_iotlb(unit, regs.GRAN_GLOBAL)
+            self._ev(unit, "iotlb-invalidation", True, "set-root", "new root table: drop anything cached", "global")
+        if unit.qi_supported:
+            queue = qi_queue if qi_queue is not None else self.alloc.alloc()
+            unit.enable_qi(queue)
+        unit.enable_translation()
+
+    # ------------------------------------------------------------ domains
+    def domain_alloc(self, owner: str, unit: DmarUnit) -> DmarDomain:
+        """intel_iommu_domain_alloc_paging(): levels from the unit's SAGAW/MGAW."""
+        levels = self._levels_for(unit)
+        d = DmarDomain(self._next_domain, levels, self.alloc.alloc(), owner, coherent=unit.coherent)
+        d.superpage_level = self._superpage_level(unit)
+        self._next_domain += 1
+        self.domains[d.id] = d
+        self.flush_cache(unit, d.pgd, PAGE_SIZE, f"domain {d.id} top-level table", d.coherent)
+        return d
+
+    @staticmethod
+    def _levels_for(unit: DmarUnit) -> int:
+        # width_to_agaw(min(57, MGAW)), then the next level SAGAW supports.
+        width = min(57, unit.mgaw_bits)
+        agaw = max(1, -(-(width - 30) // 9))
+        for aw in range(agaw, 4):
+            if unit.aw_supported(aw):
+                return aw + 2
+        for aw in range(agaw - 1, 0, -1):
+            if unit.aw_supported(aw):
+                return aw + 2
+        raise DriverError(f"{unit.name}: SAGAW {unit.capf('SAGAW'):#x} supports no usable width")
+
+    @staticmethod
+    def _superpage_level(unit: DmarUnit) -> int:
+        sllps = unit.capf("SLLPS")
+        return 3 if sllps & 2 and sllps & 1 else 2 if sllps & 1 else 1
+
+    def domain_free(self, d: DmarDomain) -> None:
+        if d.devices:
+            raise DriverError(f"domain {d.id} still has devices attached")
+        self._free_tables(d, d.pgd, d.levels)
+        self.domains.pop(d.id, None)
+
+    def _free_tables(self, d: DmarDomain, table: int, level: int) -> None:
+        if level > 1:
+            for i in range(512):
+                pte = self._read(table + i * 8)
+                if pte & 3 and not pte & (1 << 7):
+                    self._free_tables(d, pte & PTE_ADDR, level - 1)
+        self.alloc.free(table)
+
+    def _domain_coherent(self, d: DmarDomain) -> bool:
+        """domain->iommu_coherency: the unit's ECAP.C when the domain was allocated
+        (paging_domain_alloc); PTE flushes follow it, not a later toggle."""
+        return d.coherent
+
+    def enforce_cache_coherency(self, d: DmarDomain) -> bool:
+        """intel_iommu_enforce_cache_coherency(): force SNP, if every unit has SC
+        and the domain has no mappings yet."""
+        units = [self.units[n] for n in d.dids]
+        anchor = units[0] if units else next(iter(self.units.values()))
+        no_sc = [u.name for u in units if not u.sc]
+        if no_sc:
+            self.journal.skipped(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                                 f"ECAP.SC=0 on {', '.join(no_sc)}: DMA cannot be forced to snoop",
+                                 "domain", f"domain {d.id}")
+            return False
+        if not d.force_snooping and d.has_mappings:
+            self.journal.skipped(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                                 "domain already has mappings without SNP", "domain", f"domain {d.id}")
+            return False
+        d.force_snooping = True
+        self.journal.issued(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                            "ECAP.SC=1 on every attached unit: new leaf entries get SNP", "domain", f"domain {d.id}")
+        return True
+
+    # ------------------------------------------------------------ attach / detach
+    def _alloc_did(self, unit: DmarUnit) -> int:
+        used = self._did_used[unit.name]
+        # ida_alloc_range(IDA_START_DID=2, ndoms-1): DID 0 tags caching-mode entries,
+        # DID 1 (FLPT_DEFAULT_DID) is kept for pass-through and first-level use.
+        for did in range(2, unit.ndoms):
+            if did not in used:
+                used.add(did)
+                return did
+        raise DriverError(f"{unit.name}: No free domain ids")
+
+    def attached_domain(self, source_id: int, unit: DmarUnit) -> DmarDomain | None:
+        for d in self.domains.values():
+            if d.devices.get(source_id) == unit.name:
+                return d
+        return None
+
+    def attach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        """intel_iommu_attach_device(): block the old domain, check compatibility,
+        domain_attach_iommu() and domain_context_mapping_one()."""
+        # paging_domain_compatible(): refused with -EINVAL, and no message.
+        if d.force_snooping and not unit.sc:
+            raise DriverError(f"{unit.name} has no snoop control; domain {d.id} enforces coherency (-EINVAL)")
+        if d.coherent != unit.coherent:
+            raise DriverError(f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk coherency (-EINVAL)")
+        if d.levels - 2 > self._levels_for(unit) - 2:
+            raise DriverError(f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level table (-EINVAL)")
+        old = self.attached_domain(source_id, unit)
+        if old is d:
+            return
+        if old is not None:
+            self.detach_device(old, unit, source_id)
+        if unit.name not in d.dids:
+            d.dids[unit.name] = self._alloc_did(unit)
+            d.superpage_level = min(d.superpage_level, self._superpage_level(unit)) if d.devices else self._superpage_level(unit)
+        d.devices[source_id] = unit.name
+        self._context_mapping_one(d, unit, source_id)
+
+    def _context_table(self, unit: DmarUnit, bus: int) -> int:
+        """iommu_context_addr(alloc=1): allocate the bus's context table on first use."""
+        root = self._root[unit.name]
+        slot = root + bus * ROOT_ENTRY_SIZE
+        entry = RootEntry.decode(self._read(slot), self._read(slot + 8))
+        if entry.present:
+            return entry.ctp
+        table = self.alloc.alloc()
+        lo, hi = RootEntry.encode(True, table)
+        self._write(slot, lo)
+        self._write(slot + 8, hi)
+        self.flush_cache(unit, slot, ROOT_ENTRY_SIZE, f"root entry bus {bus:02x}")
+        return table
+
+    def _context_mapping_one(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        did = d.dids[unit.name]
+        bdf = bdf_str(source_id)
+        table = self._context_table(unit, source_id >> 8)
+        slot = table + (source_id & 0xFF) * CONTEXT_ENTRY_SIZE
+        lo, hi = ContextEntry.encode(did=did, aw=d.agaw, slptptr=d.pgd, tt=TT_MULTI_LEVEL)
+        # context_clear_entry, set DID/AW/root/TT, then present last.
+        self._write(slot + 8, hi)
+        self._write(slot, lo)
+        self.flush_cache(unit, slot, CONTEXT_ENTRY_SIZE, f"context entry {bdf}")
+        # context_present_cache_flush(): not-present → present.
+        if unit.cm:
+            if self.skip_invalidation:
+                why = "what-if: driver skips the caching-mode invalidation"
+                self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
+                self._ev(unit, "iotlb-invalidation", False, "ctx-np2p", why, "domain", f"DID {did}")
+                return
+            self._flush_context(unit, regs.GRAN_DEVICE, 0, source_id, 0)
+            self._ev(unit, "context-cache-invalidation", True, "ctx-np2p",
+                     "CM=1: hardware may have cached the not-present entry (tagged DID 0)", "device", f"{bdf} DID 0")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            self._ev(unit, "iotlb-invalidation", True, "ctx-np2p",
+                     "CM=1: drop any not-present translations cached for the domain", "domain", f"DID {did}")
+        else:
+            why = "CM=0: hardware does not cache not-present entries"
+            self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
+            self._ev(unit, "iotlb-invalidation", False, "ctx-np2p", why, "domain", f"DID {did}")
+            self.flush_write_buffer(unit, "CM=0: a write-buffer flush makes the new entry visible")
+
+    def detach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        """device_block_translation() → domain_context_clear_one() and
+        intel_context_flush_no_pasid(), then domain_detach_iommu()."""
+        if d.devices.get(source_id) != unit.name:
+            raise DriverError(f"{bdf_str(source_id)} is not attached to domain {d.id} on {unit.name}")
+        did = d.dids[unit.name]
+        bdf = bdf_str(source_id)
+        table = self._context_table(unit, source_id >> 8)
+        slot = table + (source_id & 0xFF) * CONTEXT_ENTRY_SIZE
+        self._write(slot, 0)
+        self._write(slot + 8, 0)
+        self.flush_cache(unit, slot, CONTEXT_ENTRY_SIZE, f"context entry {bdf}")
+        self._flush_context(unit, regs.GRAN_DEVICE, did, source_id, 0)
+        self._ev(unit, "context-cache-invalidation", True, "ctx-clear",
+                 "present → not-present: the cached entry must go, whatever CM says", "device", f"{bdf} DID {did}")
+        self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+        self._ev(unit, "iotlb-invalidation", True, "ctx-clear",
+                 "translations cached through the old entry must go", "domain", f"DID {did}")
+        self._devtlb(unit, source_id, 0, 64 - 12, "ctx-clear")
+        del d.devices[source_id]
+        if unit.name not in d.devices.values():
+            self._did_used[unit.name].discard(did)
+            del d.dids[unit.name]
+
+    def _devtlb(self, unit: DmarUnit, source_id: int, addr: int, mask: int, rule: str) -> None:
+        bdf = bdf_str(source_id)
+        if source_id in self.ats:
+            from ..hw import qi
+
+            size = mask > 0
+            a = addr | (((1 << (mask - 1)) - 1) << 12 if size else 0)
+            unit.submit(qi.DevTlbDesc(source_id, a, size), qi.WaitDesc(fence=True))
+            self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations", "device", bdf)
+        else:
+            self._ev(unit, "device-tlb-invalidation", False, rule, "ATS not enabled on the device", "device", bdf)
+
+    # ------------------------------------------------------------ map
+    def map_range(self, d: DmarDomain, iova: int, phys: int, size: int, r: bool, w: bool) -> int:
+        """intel_iommu_map_pages() → __domain_mapping(), then iotlb_sync_map().
+
+        Returns the number of leaf entries written.
+        """
+        self._check_range(d, iova, size)
+        if (iova | phys | size) & (VTD_PAGE - 1):
+            raise DriverError("IOVA, address and size must be 4 KiB aligned")
+        if not (r or w):
+            raise DriverError("a mapping needs read or write permission")
+        units = [self.units[n] for n in d.dids]
+        coherent = self._domain_coherent(d)
+        leaves = 0
+        end = iova + size
+        cur, pa = iova, phys
+        while cur < end:
+            level = self._largest_level(d, cur, pa, end - cur)
+            table = self._pte_table(d, cur, level, coherent, units)
+            first = idx = level_index(cur, level)
+            step = 1 << level_shift(level)
+            while idx < 512 and cur < end and self._largest_level(d, cur, pa, end - cur) == level:
+                slot = table + idx * 8
+                old = self._read(slot)
+                if old & 3:
+                    raise DriverError(f"DMA PTE for vPFN {cur >> 12:#x} already set (to {old:#x})")
+                self._write(slot, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
+                d.mapped_pages += step >> 12
+                leaves += 1
+                cur += step
+                pa += step
+                idx += 1
+            if units:
+                self.flush_cache(units[0], table + first * 8, (idx - first) * 8,
+                                 f"{idx - first} leaf PTE(s) L{level}", coherent)
+        d.has_mappings = True
+        self._iotlb_sync_map(d, iova, size)
+        return leaves
+
+    def _check_range(self, d: DmarDomain, iova: int, size: int) -> None:
+        if size <= 0:
+            raise DriverError("size must be positive")
+        width = min([self.units[n].mgaw_bits for n in d.dids] or [30 + 9 * d.agaw])
+        if iova + size > 1 << min(width, 30 + 9 * d.agaw):
+            raise DriverError(f"IOVA range ends beyond the domain's {min(width, 30 + 9 * d.agaw)}-bit address width")
+
+    @staticmethod
+    def _largest_level(d: DmarDomain, iova: int, phys: int, left: int) -> int:
+        """hardware_largepage_caps(): the biggest page both addresses and the length allow."""
+        level = 1
+        for lv in range(2, d.superpage_level + 1):
+            size = 1 << level_shift(lv)
+            if (iova | phys) & (size - 1) or left < size:
+                break
+            level = lv
+        return level
+
+    def _pte_table(self, d: DmarDomain, iova: int, level: int, coherent: bool, units: list[DmarUnit]) -> int:
+        """pfn_to_dma_pte(): walk down to the table holding `level` entries,
+        allocating (and flushing) intermediate tables on the way."""
+        table = d.pgd
+        for lv in range(d.levels, level, -1):
+            slot = table + level_index(iova, lv) * 8
+            pte = self._read(slot)
+            if not pte & 3:
+                new = self.alloc.alloc()
+                if units:
+                    self.flush_cache(units[0], new, PAGE_SIZE, f"new L{lv - 1} table", coherent)
+                self._write(slot, Pte.encode(new, r=True, w=True))
+                if units:
+                    self.flush_cache(units[0], slot, 8, f"L{lv} entry → table {new:#x}", coherent)
+                pte = self._read(slot)
+            elif pte & (1 << 7):
+                raise DriverError(f"IOVA {iova:#x} is inside an existing large page")
+            table = pte & PTE_ADDR
+        return table
+
+    def _iotlb_sync_map(self, d: DmarDomain, iova: int, size: int) -> None:
+        """intel_iommu_iotlb_sync_map() → cache_tag_flush_range_np()."""
+        for name, did in d.dids.items():
+            unit = self.units[name]
+            if unit.cm:
+                if self.skip_invalidation:
+                    self._ev(unit, "iotlb-invalidation", False, "map-np2p",
+                             "what-if: driver skips the caching-mode invalidation", "page", f"DID {did}")
+                    continue
+                self._psi(unit, did, iova, size, "map-np2p",
+                          "CM=1: hardware may have cached the not-present entries", ih=False)
+            else:
+                self._ev(unit, "iotlb-invalidation", False, "map-np2p",
+                         "CM=0: hardware does not cache not-present entries", "page",
+                         f"DID {did} {iova:#x}+{size:#x}")
+                self.flush_write_buffer(unit, "CM=0: a write-buffer flush makes the new entries visible")
+
+    def _psi(self, unit: DmarUnit, did: int, iova: int, size: int, rule: str, why: str, ih: bool) -> None:
+        """cache_tag_flush_iotlb() with calculate_psi_aligned_address() (6.8+)."""
+        addr, mask = psi_aligned(iova, size)
+        detail = f"DID {did} {iova:#x}+{size:#x}"
+        if not unit.psi:
+            self._ev(unit, "iotlb-invalidation", False, "psi-fallback", "CAP.PSI=0: no page-selective invalidation", "page", detail)
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: CAP.PSI=0)", "domain", f"DID {did}")
+        elif mask > unit.mamv:
+            self._ev(unit, "iotlb-invalidation", False, "psi-fallback",
+                     f"mask {mask} > MAMV {unit.mamv}: range too large for one PSI", "page", detail)
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: mask > MAMV)", "domain", f"DID {did}")
+        else:
+            self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, ih)
+            self._ev(unit, "iotlb-invalidation", True, rule, why, "page",
+                     f"{detail} → addr {addr:#x} AM {mask}{' IH' if ih else ''}")
+
+    # ------------------------------------------------------------ unmap
+    def unmap_range(self, d: DmarDomain, iova: int, size: int, *, lazy: bool | None = None) -> int:
+        """intel_iommu_unmap_pages() → domain_unmap(), then intel_iommu_tlb_sync().
+
+        A large page is unmapped whole, as the kernel does when asked for part of it.
+        Returns the size actually unmapped.
+        """
+        self._check_range(d, iova, size)
+        units = [self.units[n] for n in d.dids]
+        coherent = self._domain_coherent(d)
+        freed: list[int] = []
+        start, end = iova, iova + size
+        # Round out to whole large pages (intel_iommu_unmap's "horrid API" comment).
+        lv = self._leaf_level(d, start)
+        if lv:
+            start &= ~((1 << level_shift(lv)) - 1)
+        lv = self._leaf_level(d, end - 1)
+        if lv:
+            end = (end - 1 | ((1 << level_shift(lv)) - 1)) + 1
+        self._clear_level(d, d.pgd, d.levels, start, end, freed, coherent, units)
+        self._tlb_sync(d, start, end - start, freed, lazy)
+        return end - start
+
+    def _leaf_level(self, d: DmarDomain, iova: int) -> int:
+        table = d.pgd
+        for level in range(d.levels, 0, -1):
+            pte = self._read(table + level_index(iova, level) * 8)
+            if not pte & 3:
+                return 0
+            if level == 1 or pte & (1 << 7):
+                return level
+            table = pte & PTE_ADDR
+        return 0
+
+    def _clear_level(self, d, table, level, start, end, freed, coherent, units) -> None:
+        """dma_pte_clear_level(): clear leaves in [start, end); a sub-table wholly
+        inside the range is unlinked and freed after the IOTLB flush."""
+        span = 1 << level_shift(level)
+        first = last = None
+        cur = start
+        while cur < end:
+            idx = level_index(cur, level)
+            slot = table + idx * 8
+            base = cur & ~(span - 1)
+            nxt = min(base + span, end)
+            pte = self._read(slot)
+            if pte & 3:
+                leaf = level == 1 or pte & (1 << 7)
+                whole = base >= start and base + span <= end
+                if leaf or whole:
+                    if leaf:
+                        d.mapped_pages -= span >> 12
+                    else:
+                        d.mapped_pages -= self._count_pages(pte & PTE_ADDR, level - 1)
+                        self._collect(pte & PTE_ADDR, level - 1, freed)
+                    self._write(slot, 0)
+                    first = idx if first is None else first
+                    last = idx
+                else:
+                    self._clear_level(d, pte & PTE_ADDR, level - 1, max(cur, start), nxt, freed, coherent, units)
+            cur = nxt
+        if first is not None and units:
+            self.flush_cache(units[0], table + first * 8, (last - first + 1) * 8,
+                             f"cleared L{level} entries", coherent)
+
+    def _count_pages(self, table: int, level: int) -> int:
+        n = 0
+        for i in range(512):
+            pte = self._read(table + i * 8)
+            if pte & 3:
+                n += (1 << (level_shift(level) - 12)) if level == 1 or pte & (1 << 7) else self._count_pages(pte & PTE_ADDR, level - 1)
+        return n
+
+    def _collect(self, table: int, level: int, freed: list[int]) -> None:
+        if level > 1:
+            for i in range(512):
+                pte = self._read(table + i * 8)
+                if pte & 3 and not pte & (1 << 7):
+                    self._collect(pte & PTE_ADDR, level - 1, freed)
+        freed.append(table)
+
+    def _tlb_sync(self, d: DmarDomain, iova: int, size: int, freed: list[int], lazy: bool | None) -> None:
+        """intel_iommu_tlb_sync() (strict) or queue_iova() (lazy flush queue)."""
+        if lazy is None:
+            lazy = self.lazy_default and d.owner == "driver"
+        units = [self.units[n] for n in d.dids]
+        if lazy and any(u.cm for u in units):
+            for u in units:
+                self._ev(u, "flush-queue", False, "unmap",
+                         "CM=1 forces strict mode: IOMMU batching disallowed due to virtualization "
+                         "(the kernel decides this at boot; the model reads CM now)", "page")
+            lazy = False
+        if lazy:
+            d.flush_queue.append((iova, size))
+            d.freed_tables.extend(freed)
+            for name, did in d.dids.items():
+                self._ev(self.units[name], "iotlb-invalidation", False, "unmap",
+                         "lazy mode: deferred to the flush queue (stale IOTLB entries live until it drains)",
+                         "page", f"DID {did} {iova:#x}+{size:#x}")
+            return
+        ih = not freed  # only leaves changed: paging-structure caches may stay
+        for name, did in d.dids.items():
+            unit = self.units[name]
+            self._psi(unit, did, iova, size, "unmap", "leaf entries cleared: cached translations must go", ih)
+            for sid, uname in d.devices.items():
+                if uname == name:
+                    self._devtlb(unit, sid, iova, psi_aligned(iova, size)[1], "unmap")
+        for t in freed:
+            self.alloc.free(t)
+
+    def flush_queue(self, d: DmarDomain) -> int:
+        """fq_flush_timeout() → intel_flush_iotlb_all() → cache_tag_flush_all():
+        one domain-selective invalidation covers everything queued."""
+        n = len(d.flush_queue)
+        if n:
+            for name, did in d.dids.items():
+                unit = self.units[name]
+                self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+                self._ev(unit, "iotlb-invalidation", True, "unmap",
+                         f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain", f"DID {did}")
+        d.flush_queue.clear()
+        for t in d.freed_tables:
+            self.alloc.free(t)
+        d.freed_tables.clear()
+        return n
+
+    # ------------------------------------------------------------ faults
+    def handle_faults(self, unit: DmarUnit) -> list[str]:
+        """dmar_fault(): read each recorded fault, print it, clear its F bit."""
+        lines = []
+        for i, (lo, hi) in enumerate(unit.frcd):
+            if hi >> 63:
+                unit.mmio_write(unit.fault_reg + i * 16 + 8, 1 << 63)
+                lines.append(i)
+        if unit.fsts & regs.FSTS_PFO:
+            unit.mmio_write(regs.FSTS_REG, regs.FSTS_PFO)
+        return lines
+
+    # ------------------------------------------------------------ reading the tables
+    def iova_to_phys(self, d: DmarDomain, iova: int) -> tuple[int, int] | None:
+        """intel_iommu_iova_to_phys() on the CPU's view: (phys, leaf level) or None."""
+        table = d.pgd
+        for level in range(d.levels, 0, -1):
+            pte = self._read(table + level_index(iova, level) * 8)
+            if not pte & 3:
+                return None
+            if level == 1 or pte & (1 << 7):
+                shift = level_shift(level)
+                return (pte & PTE_ADDR & ~((1 << shift) - 1)) | (iova & ((1 << shift) - 1)), level
+            table = pte & PTE_ADDR
+        return None
+
+
+def psi_aligned(iova: int, size: int) -> tuple[int, int]:
+    """calculate_psi_aligned_address() (drivers/iommu/intel/cache.c): the address and
+    mask of one PSI that covers [iova, iova+size), widening the mask when the start is
+    not aligned to it."""
+    pfn = iova >> 12
+    pages = ((iova + size - 1) >> 12) - pfn + 1
+    aligned = 1 << (pages - 1).bit_length()
+    bitmask = aligned - 1
+    mask = aligned.bit_length() - 1
+    if bitmask & pfn:
+        end_pfn = pfn + pages - 1
+        shared = ~(pfn ^ end_pfn) & ~bitmask & ((1 << 64) - 1)
+        mask = (shared & -shared).bit_length() - 1 if shared else 64
+    return (iova >> (12 + mask) << (12 + mask)) if mask < 64 else 0, mask
