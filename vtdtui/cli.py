@@ -106,11 +106,51 @@ def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
+# --- dump ---------------------------------------------------------------------------
+
+def _dump_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", dest="dump_scenario", metavar="NAME|PATH",
+                   help="built-in scenario (desktop, viommu, server) or a TOML file; default desktop")
+    p.add_argument("--do", dest="commands", action="append", default=[], metavar="COMMAND",
+                   help="apply a machine command first, e.g. --do 'attach 5' (repeatable)")
+    p.add_argument("--json", required=True, metavar="OUT|-", help="write the state JSON to OUT, or - for stdout")
+
+
+def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vtdtui.machine import CommandError, Machine, ScenarioError
+    from vtdtui.machine.state import to_json
+
+    try:
+        machine = Machine.from_scenario(args.dump_scenario)
+    except ScenarioError as exc:
+        raise BadInput(str(exc)) from None
+    for i, line in enumerate(args.commands, 1):
+        try:
+            machine.execute(line)
+        except CommandError as exc:
+            raise BadInput(f"--do #{i} {line!r}: {exc}") from None
+    text = json.dumps(to_json(machine), indent=2) + "\n"
+    if args.json == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise BadInput(f"{args.json}: {exc.strerror or exc}") from None
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "decode": Command(
         help="decode CAP/ECAP values, or every unit in a boot log",
         add_arguments=_decode_arguments,
         run=_run_decode,
+    ),
+    "dump": Command(
+        help="build a scenario (optionally apply commands) and write its state JSON",
+        add_arguments=_dump_arguments,
+        run=_run_dump,
     ),
 }
 

@@ -42,9 +42,11 @@ REASONS: dict[int, tuple[str, str]] = {
     0x0D: ("CONTEXT_ENTRY_TT", "PCE for translation request specifies blocking"),
 }
 
-# Faults found after a present context entry was read: FPD=1 in that entry keeps
-# them out of the fault-recording registers (spec §7.2.1, "qualified" faults).
-QUALIFIED = frozenset({0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D})
+# "Qualified" faults: FPD=1 in the context entry used for the request keeps them out
+# of the fault-recording registers.  The spec evaluates FPD whatever the P bit says,
+# so a not-present (0x2) or invalid (0x3) context entry with FPD=1 is silent too
+# (VT-d spec §7.1.3; QEMU hw/i386/intel_iommu.c vtd_qualified_faults[]).
+QUALIFIED = frozenset({0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D})
 
 
 def reason_string(code: int) -> str:

@@ -86,6 +86,7 @@ class DmarUnit:
         iotlb_capacity: int | None = 1024,
         ver: int = 0x10,
         caches_negative: bool = True,
+        emulated_by_qemu: bool = False,
     ):
         self.name = name
         self.base = base
@@ -98,7 +99,13 @@ class DmarUnit:
         # CM=1 allows caching not-present/invalid entries; real caching-mode hardware
         # may do so.  QEMU's vIOMMU never does (vtd_do_iommu_translate caches only
         # successful walks), so its guest units are built with this off.
-        self.caches_negative = caches_negative
+        self.caches_negative = caches_negative and not emulated_by_qemu
+        # QEMU's vIOMMU reads guest RAM from the host CPU: always coherent, whatever
+        # ECAP.C tells the guest (which QEMU leaves clear).
+        self.emulated_by_qemu = emulated_by_qemu
+        # Called after each invalidation is carried out, with (kind, fields): the hook
+        # QEMU uses to see a guest's invalidations (its vIOMMU *is* this unit).
+        self.invalidation_listeners: list = []
         self.context_cache = ContextCache()
         self.iotlb = Iotlb(iotlb_capacity)
         self.device_tlb: dict[int, dict[int, tuple[int, bool, bool]]] = {}
@@ -207,7 +214,7 @@ class DmarUnit:
             posted = self._write_buffer.get(addr & ~63)
             if posted is not None:
                 return posted[(addr & 63) >> 3]
-        if self.coherent:
+        if self.coherent or self.emulated_by_qemu:
             return self.cache.snooped_read_q(addr)
         return self.mem.read_q(addr)
 
@@ -248,7 +255,9 @@ class DmarUnit:
             ce.tt == 3
             or (ce.tt == TT_DEV_IOTLB and not self.ecapf("DT"))
             or (ce.tt == TT_PASS_THROUGH and not self.ecapf("PT"))
-            or (ce.tt != TT_PASS_THROUGH and not self.aw_supported(ce.aw))
+            # AW is checked for every TT: QEMU vtd_dev_to_context_entry does, and the
+            # spec wants the largest supported AGAW in a pass-through entry.
+            or not self.aw_supported(ce.aw)
         )
         if invalid:
             return ContextResult(False, fr.CONTEXT_ENTRY_INV, ce, rlo)
@@ -329,7 +338,7 @@ class DmarUnit:
             t.context_hit = True
             if not cached.present:
                 t.steps.append(f"context cache hit: cached not-present/invalid entry (DID {cached.did})")
-                return self._fault(t, cached.fault_reason, None)
+                return self._fault(t, cached.fault_reason, ContextEntry.decode(cached.lo, cached.hi))
             ce = ContextEntry.decode(cached.lo, cached.hi)
             t.steps.append(f"context cache hit: DID {ce.did}")
         else:
@@ -402,7 +411,7 @@ class DmarUnit:
             fr.log_line(t.source_id, page, reason, t.write),
             dump=self.fault_dump(t.source_id, page),
         )
-        if ce is not None and ce.present and ce.fpd and reason in fr.QUALIFIED:
+        if ce is not None and ce.fpd and reason in fr.QUALIFIED:  # FPD counts even when P=0
             f.recorded, f.suppressed_by_fpd = False, True
             t.steps.append("FPD=1: fault not recorded")
         else:
@@ -477,6 +486,7 @@ class DmarUnit:
         else:
             raise ValueError(f"context-cache invalidation granularity {gran} is reserved")
         self._count(f"cc-{('', 'global', 'domain', 'device')[gran]}")
+        self._notify("context", gran=gran, did=did, source_id=source_id, fm=fm)
         return gran
 
     def invalidate_iotlb(self, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> int:
@@ -497,7 +507,12 @@ class DmarUnit:
         else:
             raise ValueError(f"IOTLB invalidation granularity {gran} is reserved")
         self._count(f"iotlb-{('', 'global', 'domain', 'page')[gran]}")
+        self._notify("iotlb", gran=gran, did=did, addr=addr, am=am, ih=ih)
         return gran
+
+    def _notify(self, kind: str, **fields) -> None:
+        for fn in self.invalidation_listeners:
+            fn(self, kind, fields)
 
     def invalidate_device_tlb(self, source_id: int, addr: int = 0, size: bool = False) -> None:
         entries = self.device_tlb.get(source_id)

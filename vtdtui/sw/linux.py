@@ -64,13 +64,14 @@ class IntelIommuDriver:
         units: list[DmarUnit],
         *,
         lazy_default: bool = True,
+        domain_ids: list[int] | None = None,
     ):
         self.journal = journal
         self.cache = cache
         self.alloc = alloc
         self.units = {u.name: u for u in units}
         self.domains: dict[int, DmarDomain] = {}
-        self._next_domain = 1
+        self._ids = domain_ids if domain_ids is not None else [1]  # shared with other kernels' drivers
         self.lazy_default = lazy_default  # CONFIG_IOMMU_DEFAULT_DMA_LAZY, x86's default
         # What-if switches: the driver deliberately gets it wrong.
         self.skip_clflush = False
@@ -159,9 +160,9 @@ class IntelIommuDriver:
     def domain_alloc(self, owner: str, unit: DmarUnit) -> DmarDomain:
         """intel_iommu_domain_alloc_paging(): levels from the unit's SAGAW/MGAW."""
         levels = self._levels_for(unit)
-        d = DmarDomain(self._next_domain, levels, self.alloc.alloc(), owner, coherent=unit.coherent)
+        d = DmarDomain(self._ids[0], levels, self.alloc.alloc(), owner, coherent=unit.coherent)
         d.superpage_level = self._superpage_level(unit)
-        self._next_domain += 1
+        self._ids[0] += 1
         self.domains[d.id] = d
         self.flush_cache(unit, d.pgd, PAGE_SIZE, f"domain {d.id} top-level table", d.coherent)
         return d
@@ -269,6 +270,7 @@ class IntelIommuDriver:
         if entry.present:
             return entry.ctp
         table = self.alloc.alloc()
+        self.flush_cache(unit, table, PAGE_SIZE, f"new context table bus {bus:02x}")
         lo, hi = RootEntry.encode(True, table)
         self._write(slot, lo)
         self._write(slot + 8, hi)
@@ -353,9 +355,12 @@ class IntelIommuDriver:
             raise DriverError("a mapping needs read or write permission")
         units = [self.units[n] for n in d.dids]
         coherent = self._domain_coherent(d)
+        if self.mapped_in(d, iova, size):
+            raise DriverError(f"{iova:#x}+{size:#x} overlaps a present mapping (DMA PTE already set)")
         leaves = 0
         end = iova + size
         cur, pa = iova, phys
+        superseded: list[int] = []  # page-table pages a new large page replaces
         while cur < end:
             level = self._largest_level(d, cur, pa, end - cur)
             table = self._pte_table(d, cur, level, coherent, units)
@@ -365,7 +370,9 @@ class IntelIommuDriver:
                 slot = table + idx * 8
                 old = self._read(slot)
                 if old & 3:
-                    raise DriverError(f"DMA PTE for vPFN {cur >> 12:#x} already set (to {old:#x})")
+                    # switch_to_super_page(): an emptied lower table makes room.
+                    self._collect(old & PTE_ADDR, level - 1, superseded)
+                    self._write(slot, 0)
                 self._write(slot, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
                 d.mapped_pages += step >> 12
                 leaves += 1
@@ -376,6 +383,13 @@ class IntelIommuDriver:
                 self.flush_cache(units[0], table + first * 8, (idx - first) * 8,
                                  f"{idx - first} leaf PTE(s) L{level}", coherent)
         d.has_mappings = True
+        if superseded:
+            # cache_tag_flush_range(ih=0): walks may have cached the old tables.
+            for name, did in d.dids.items():
+                self._psi(self.units[name], did, iova, size, "superpage",
+                          "switch_to_super_page(): old page-table pages unlinked for a large page", ih=False)
+            for t in superseded:
+                self.alloc.free(t)
         self._iotlb_sync_map(d, iova, size)
         return leaves
 
@@ -591,6 +605,23 @@ class IntelIommuDriver:
         return lines
 
     # ------------------------------------------------------------ reading the tables
+    def mapped_in(self, d: DmarDomain, iova: int, size: int) -> bool:
+        """Is any leaf present in [iova, iova+size)?  Visits present entries only."""
+        def visit(table: int, level: int, base: int) -> bool:
+            span = 1 << level_shift(level)
+            first = max(0, (iova - base) // span)
+            for i in range(first, 512):
+                lo = base + i * span
+                if lo >= iova + size:
+                    return False
+                pte = self._read(table + i * 8)
+                if not pte & 3:
+                    continue
+                if level == 1 or pte & (1 << 7) or visit(pte & PTE_ADDR, level - 1, lo):
+                    return True
+            return False
+        return visit(d.pgd, d.levels, 0)
+
     def iova_to_phys(self, d: DmarDomain, iova: int) -> tuple[int, int] | None:
         """intel_iommu_iova_to_phys() on the CPU's view: (phys, leaf level) or None."""
         table = d.pgd

@@ -1,0 +1,469 @@
+"""The composed system and the only way to change it: text commands.
+
+Every user action is one line of text (`attach 5`, `map 5 0x100000 64K rw`,
+`toggle dmar1 CM` ...).  A command returns the journal events it caused and a
+one-sentence summary.  The command log is the session: undo rebuilds the state from
+the scenario and replays the log minus its last line, so undo, replay and recording
+share one mechanism.  Bad input raises CommandError and leaves the state unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from dataclasses import dataclass, field
+
+from ..hw.entries import bdf_str
+from ..hw.memory import CpuCache, PageAllocator, PhysMem
+from ..hw.regs import CAP, ECAP
+from ..hw.unit import DmarUnit, Translation
+from ..sw.journal import ISSUED, Event, Journal
+from ..sw.kvm import Kvm
+from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
+from ..sw.qemu import QemuViommu
+from ..sw.vfio import Group, VfioContainer, VfioError
+from .parse import fmt_size, parse_access, parse_int, parse_perms, parse_size
+from .scenario import Scenario, ScenarioError, load
+
+TABLES_BASE = 0x0100_0000  # page-table pages come from here up (16 MiB)
+TABLES_LIMIT = 0xC000_0000
+
+
+class CommandError(ValueError):
+    """A command the machine refuses; the state is unchanged."""
+
+
+@dataclass
+class Outcome:
+    command: str
+    events: list[Event]
+    message: str
+    translation: Translation | None = None
+
+    @property
+    def issued(self) -> int:
+        return sum(e.outcome == ISSUED for e in self.events)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.events) - self.issued
+
+
+@dataclass
+class World:
+    """One physical address space with its CPU cache and page-table allocator."""
+
+    level: str
+    mem: PhysMem
+    cache: CpuCache
+    alloc: PageAllocator
+    driver: IntelIommuDriver | None = None
+
+
+@dataclass
+class GroupState:
+    spec_id: int
+    unit: str
+    devices: list[tuple[int, str]]  # (source id, name)
+    owner: str
+    domain: DmarDomain | None = None  # owner "driver": the DMA-API domain
+
+    @property
+    def bdfs(self) -> list[str]:
+        return [bdf_str(s) for s, _ in self.devices]
+
+
+OPTIONS = {
+    "reuse": ("mainline", "prefer-reuse"),
+    "kvm-model": ("6.10", "6.11+"),
+    "vfio-flush": ("off", "on"),
+    "virtio-noncoherent": ("off", "on"),
+    "cr0-cd": ("off", "on"),
+    "lazy": ("on", "off"),
+    "skip-clflush": ("off", "on"),
+    "skip-invalidation": ("off", "on"),
+    "qemu-force": ("off", "on"),
+}
+TOGGLE_FIELDS = {name for name in ("CM", "RWBF", "PSI", "ESRTPS")} | {"C", "SC", "QI", "PT", "DT"}
+
+
+@dataclass
+class Machine:
+    scenario: Scenario
+    journal: Journal = field(default_factory=Journal)
+    worlds: dict[str, World] = field(default_factory=dict)
+    units: dict[str, DmarUnit] = field(default_factory=dict)
+    groups: dict[int, GroupState] = field(default_factory=dict)
+    vfio: VfioContainer | None = None
+    kvm: Kvm | None = None
+    qemu: QemuViommu | None = None
+    host_group: Group | None = None
+    selected_unit: str = ""
+    selected_group: int = 0
+    log: list[str] = field(default_factory=list)
+    redo_stack: list[str] = field(default_factory=list)
+    _base: dict | None = None
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_scenario(cls, name_or_path: str | None = None) -> "Machine":
+        m = cls(load(name_or_path))
+        m._build()
+        m._base = m._snapshot()
+        return m
+
+    def _world(self, level: str, size: int) -> World:
+        w = self.worlds.get(level)
+        if w is None:
+            mem = PhysMem(size)
+            cache = CpuCache(mem)
+            w = World(level, mem, cache, PageAllocator(mem, cache, TABLES_BASE, min(TABLES_LIMIT, size)))
+            self.worlds[level] = w
+        return w
+
+    def _build(self) -> None:
+        sc = self.scenario
+        ids = [1]  # domain ids are unique across the host's and the guest's kernels
+        for us in sc.units:
+            w = self._world(us.level, sc.memory if us.level == sc.units[0].level else 1 << 39)
+            self.units[us.name] = DmarUnit(us.name, us.base, us.cap, us.ecap, w.mem, w.cache, haw=us.haw,
+                                           iotlb_capacity=sc.iotlb_capacity,
+                                           emulated_by_qemu=us.level == "guest")
+        for level, w in self.worlds.items():
+            units = [u for u in self.units.values() if self._level(u.name) == level]
+            w.driver = IntelIommuDriver(self.journal, w.cache, w.alloc, units, domain_ids=ids)
+            for u in units:
+                w.driver.init_unit(u)
+        for gs in sc.groups:
+            self.groups[gs.id] = GroupState(gs.id, gs.unit, [(d.source_id, d.name) for d in gs.devices], sc.owner)
+        host = self.worlds.get("host")
+        if sc.has_vm and host is not None:
+            self.vfio = VfioContainer(self.journal, host.driver, policy=sc.policy)
+        if sc.has_vm or sc.qemu:
+            self.kvm = Kvm(self.journal, model=sc.kvm_model)
+        if sc.qemu:
+            q = sc.qemu
+            hunit = self.units[q.host_unit]
+            host_vfio = VfioContainer(self.journal, host.driver, policy="mainline")
+            self.host_group = Group(-1, q.host_unit, [q.host_sid])
+            host_vfio.attach_group(self.host_group)  # the VM starts with its NIC assigned
+            self.kvm.file_add(-1, hunit.sc, hunit.name)
+            assigned = self.groups[q.assigned_group]
+            self.qemu = QemuViommu(self.journal, self.units[assigned.unit], assigned.devices[0][0], host_vfio,
+                                   self.host_group, hunit, q.host_ram_base)
+            self.qemu.attach()
+            self.qemu.replay()
+        self.selected_unit = sc.units[0].name
+        self.selected_group = sc.groups[0].id
+        for gs in sc.groups:
+            if gs.attached:
+                self._attach(self.groups[gs.id])
+
+    def _level(self, unit: str) -> str:
+        return next(u.level for u in self.scenario.units if u.name == unit)
+
+    def driver_for(self, unit: str) -> IntelIommuDriver:
+        return self.worlds[self._level(unit)].driver
+
+    # ------------------------------------------------------------ snapshots (undo)
+    _VOLATILE = ("log", "redo_stack", "_base")
+
+    def _snapshot(self) -> dict:
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in self._VOLATILE})
+
+    def _restore(self, log: list[str]) -> None:
+        assert self._base is not None
+        self.__dict__.update(copy.deepcopy(self._base))
+        self.log = []
+        for line in log:
+            self._apply(line)
+            self.log.append(line)
+
+    # ------------------------------------------------------------ the command interface
+    def execute(self, line: str) -> Outcome:
+        """Apply one command line; on bad input raise CommandError, state unchanged."""
+        mark = len(self.journal)
+        try:
+            outcome = self._apply(line)
+        except (CommandError, DriverError, VfioError, ValueError, KeyError) as exc:
+            if len(self.journal) != mark:
+                self._restore(list(self.log))
+            msg = exc.args[0] if exc.args else str(exc)
+            raise CommandError(str(msg)) from None
+        self.log.append(line.strip())
+        self.redo_stack.clear()
+        return outcome
+
+    def undo(self) -> Outcome:
+        if not self.log:
+            raise CommandError("nothing to undo")
+        last = self.log[-1]
+        self._restore(self.log[:-1])
+        self.redo_stack.append(last)
+        return Outcome("undo", [], f"undid: {last}")
+
+    def redo(self) -> Outcome:
+        if not self.redo_stack:
+            raise CommandError("nothing to redo")
+        line = self.redo_stack.pop()
+        keep = list(self.redo_stack)
+        outcome = self.execute(line)
+        self.redo_stack = keep
+        outcome.message = f"redid: {outcome.message}"
+        return outcome
+
+    def _apply(self, line: str) -> Outcome:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise CommandError(f"{line!r}: {exc}") from None
+        if not words:
+            raise CommandError("empty command")
+        verb, args = words[0].lower(), words[1:]
+        handler = getattr(self, "_cmd_" + verb.replace("-", "_"), None)
+        if handler is None:
+            raise CommandError(f"unknown command {verb!r} (commands: {', '.join(COMMANDS)})")
+        mark = len(self.journal)
+        message, translation = handler(*args) if _arity_ok(handler, args) else _arity_error(verb)
+        events = self.journal.since(mark)
+        return Outcome(line.strip(), events, message, translation)
+
+    # ------------------------------------------------------------ lookups
+    def _group(self, text: str) -> GroupState:
+        gid = parse_int(text, "group")
+        if gid not in self.groups:
+            raise CommandError(f"no group {gid} (groups: {', '.join(map(str, sorted(self.groups)))})")
+        return self.groups[gid]
+
+    def _unit(self, name: str) -> DmarUnit:
+        if name not in self.units:
+            raise CommandError(f"no unit {name!r} (units: {', '.join(self.units)})")
+        return self.units[name]
+
+    def domain_of(self, g: GroupState) -> DmarDomain | None:
+        if g.owner == "vfio":
+            vd = self.vfio.domain_of(g.spec_id) if self.vfio else None
+            return vd.domain if vd else None
+        return g.domain
+
+    # ------------------------------------------------------------ commands
+    def _cmd_select_unit(self, name):
+        self.selected_unit = self._unit(name).name
+        return f"selected {name}", None
+
+    def _cmd_next_unit(self):
+        names = list(self.units)
+        self.selected_unit = names[(names.index(self.selected_unit) + 1) % len(names)]
+        return f"selected {self.selected_unit}", None
+
+    def _cmd_prev_unit(self):
+        names = list(self.units)
+        self.selected_unit = names[(names.index(self.selected_unit) - 1) % len(names)]
+        return f"selected {self.selected_unit}", None
+
+    def _cmd_select_group(self, gid):
+        g = self._group(gid)
+        self.selected_group = g.spec_id
+        self.selected_unit = g.unit
+        return f"selected group {g.spec_id} ({', '.join(g.bdfs)}) on {g.unit}", None
+
+    def _cmd_toggle(self, unit_name, field_name):
+        unit = self._unit(unit_name)
+        name = field_name.upper()
+        if name in CAP and CAP.field(name).width == 1:
+            reg, old = "CAP", unit.capf(name)
+            unit.toggle_cap(name)
+        elif name in ECAP and ECAP.field(name).width == 1:
+            reg, old = "ECAP", unit.ecapf(name)
+            unit.toggle_ecap(name)
+        else:
+            raise CommandError(f"{field_name!r} is not a one-bit CAP or ECAP field (try CM, C, SC, RWBF, PSI)")
+        level = "what if QEMU ran with another option" if unit.emulated_by_qemu else "software reads it at its next decision"
+        self.journal.issued(unit.name, "hw", "capability-change", "toggle",
+                            f"{reg}.{name} {old}→{1 - old} on {unit.name}: {level}", detail=f"{reg} {getattr(unit, reg.lower()):#x}")
+        return f"{unit.name} {reg}.{name}={1 - old}", None
+
+    def _cmd_attach(self, gid):
+        g = self._group(gid)
+        if self.domain_of(g) is not None:
+            raise CommandError(f"group {g.spec_id} is already attached to domain {self.domain_of(g).id}")
+        self._attach(g)
+        d = self.domain_of(g)
+        did = d.dids.get(g.unit)
+        return f"attached group {g.spec_id} to domain {d.id} (DID {did}) on {g.unit}", None
+
+    def _attach(self, g: GroupState) -> None:
+        unit = self.units[g.unit]
+        if g.owner == "vfio":
+            if self.vfio is None:
+                raise CommandError("this scenario has no VFIO container")
+            self.vfio.attach_group(Group(g.spec_id, g.unit, [s for s, _ in g.devices]))
+            # kvm_vfio_file_enforced_coherent(): each device's IOMMU must have SC (6.2+).
+            self.kvm.file_add(g.spec_id, unit.sc, unit.name)
+            return
+        driver = self.driver_for(g.unit)
+        d = driver.domain_alloc("driver", unit)
+        try:
+            for sid, _ in g.devices:
+                driver.attach_device(d, unit, sid)
+        except DriverError:
+            raise
+        g.domain = d
+        if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
+            self.qemu.assignment_allowed()
+
+    def _cmd_detach(self, gid):
+        g = self._group(gid)
+        d = self.domain_of(g)
+        if d is None:
+            raise CommandError(f"group {g.spec_id} is not attached")
+        unit = self.units[g.unit]
+        if g.owner == "vfio":
+            self.kvm.file_del(g.spec_id, unit.name)
+            self.vfio.detach_group(Group(g.spec_id, g.unit, [s for s, _ in g.devices]))
+        else:
+            driver = self.driver_for(g.unit)
+            driver.flush_queue(d)
+            for sid, _ in g.devices:
+                driver.detach_device(d, unit, sid)
+            driver.domain_free(d)
+            g.domain = None
+        return f"detached group {g.spec_id} from domain {d.id} on {g.unit}", None
+
+    def _range(self, g: GroupState, iova_t: str, size_t: str) -> tuple[DmarDomain, int, int]:
+        d = self.domain_of(g)
+        if d is None:
+            raise CommandError(f"group {g.spec_id} is not attached: attach it first (a)")
+        iova = parse_int(iova_t, "IOVA")
+        size = parse_size(size_t)
+        if iova & 0xFFF:
+            raise CommandError(f"IOVA {iova:#x} is not 4 KiB aligned")
+        if size == 0 or size & 0xFFF:
+            raise CommandError(f"size {size_t} must be a non-zero multiple of 4K")
+        width = min(self.units[g.unit].mgaw_bits, 30 + 9 * d.agaw)
+        if iova + size > 1 << width:
+            raise CommandError(f"{iova:#x}+{fmt_size(size)} goes beyond the {width}-bit address width (MGAW)")
+        return d, iova, size
+
+    def _cmd_map(self, gid, iova_t, size_t, perms=None):
+        g = self._group(gid)
+        d, iova, size = self._range(g, iova_t, size_t)
+        r, w = parse_perms(perms)
+        phys = iova + self.scenario.ram_base
+        if g.owner == "vfio":
+            self.vfio.map_dma(iova, size, phys, r, w)
+        else:
+            self.driver_for(g.unit).map_range(d, iova, phys, size, r, w)
+        return f"mapped {iova:#x}+{fmt_size(size)} {'r' if r else ''}{'w' if w else ''} → {phys:#x} in domain {d.id}", None
+
+    def _cmd_unmap(self, gid, iova_t, size_t):
+        g = self._group(gid)
+        d, iova, size = self._range(g, iova_t, size_t)
+        if g.owner == "vfio":
+            done = self.vfio.unmap_dma(iova, size)
+        else:
+            driver = self.driver_for(g.unit)
+            if not driver.mapped_in(d, iova, size):
+                raise CommandError(f"nothing is mapped in {iova:#x}+{fmt_size(size)} of domain {d.id}")
+            done = driver.unmap_range(d, iova, size)
+        return f"unmapped {iova:#x}+{fmt_size(done)} from domain {d.id}", None
+
+    def _cmd_dma(self, gid, iova_t, access=None):
+        g = self._group(gid)
+        iova = parse_int(iova_t, "IOVA")
+        if iova >> 64:
+            raise CommandError(f"IOVA {iova_t} is wider than 64 bits")
+        write = parse_access(access)
+        sid = g.devices[0][0]
+        unit = self.units[g.unit]
+        via = ""
+        if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
+            unit, sid = self.qemu.host_unit, self.qemu.host_group.devices[0]
+            via = " (assigned: the host IOMMU translates)"
+        t = unit.translate(sid, iova, write)
+        kind = "write" if write else "read"
+        if t.ok:
+            how = "IOTLB hit" if t.iotlb_hit else "page walk"
+            self.journal.issued(unit.name, "hw", "dma", "translate",
+                                f"{bdf_str(sid)} {kind} {iova:#x} → {t.hpa:#x} ({how}{', SNP' if t.snp else ''})")
+            return f"DMA {kind} from {bdf_str(sid)} at {iova:#x} → {t.hpa:#x}{via}", t
+        f = t.fault
+        self.journal.issued(unit.name, "hw", "fault", f.reason_name.lower().replace("_", "-"), f.message,
+                            detail="not recorded: FPD" if f.suppressed_by_fpd else "")
+        self.driver_for(unit.name).handle_faults(unit)
+        return f"DMA {kind} from {bdf_str(sid)} at {iova:#x} faulted: reason {f.reason:#04x}{via}", t
+
+    def _cmd_set(self, option, value):
+        opt = option.lower()
+        if opt not in OPTIONS:
+            raise CommandError(f"unknown option {option!r} (options: {', '.join(OPTIONS)})")
+        val = value.lower()
+        if val not in OPTIONS[opt]:
+            raise CommandError(f"{opt} takes {' or '.join(OPTIONS[opt])}, not {value!r}")
+        on = val == "on"
+        unit = self.selected_unit
+        if opt == "reuse":
+            self._need(self.vfio, "a VFIO container").policy = val
+        elif opt == "kvm-model":
+            self._need(self.kvm, "a VM").model = val
+        elif opt == "vfio-flush":
+            self._need(self.vfio, "a VFIO container").flush_noncoherent = on
+        elif opt == "virtio-noncoherent":
+            self._need(self.kvm, "a VM").set_virtio_noncoherent(on, unit)
+        elif opt == "cr0-cd":
+            self._need(self.kvm, "a VM").cr0_cd = on
+        elif opt == "lazy":
+            for w in self.worlds.values():
+                w.driver.lazy_default = on
+        elif opt in ("skip-clflush", "skip-invalidation"):
+            for w in self.worlds.values():
+                setattr(w.driver, opt.replace("-", "_"), on)
+        elif opt == "qemu-force":
+            self._need(self.qemu, "QEMU's vIOMMU").force = on
+        self.journal.issued(unit, "hw", "policy-change", "option", f"{opt} = {val}")
+        return f"{opt} = {val}", None
+
+    @staticmethod
+    def _need(thing, what):
+        if thing is None:
+            raise CommandError(f"this scenario has no {what}")
+        return thing
+
+    def _cmd_flush_queue(self, gid=None):
+        groups = [self._group(gid)] if gid is not None else list(self.groups.values())
+        n = 0
+        for g in groups:
+            d = self.domain_of(g)
+            if d is not None and d.flush_queue:
+                n += self.driver_for(g.unit).flush_queue(d)
+        return f"flush queue: {n} deferred unmap(s) flushed", None
+
+
+COMMANDS = (
+    "select-unit", "next-unit", "prev-unit", "select-group", "toggle", "attach", "detach",
+    "map", "unmap", "dma", "set", "flush-queue",
+)
+
+USAGE = {
+    "select-unit": "select-unit NAME", "next-unit": "next-unit", "prev-unit": "prev-unit",
+    "select-group": "select-group N", "toggle": "toggle UNIT FIELD", "attach": "attach GROUP",
+    "detach": "detach GROUP", "map": "map GROUP IOVA SIZE [r|w|rw]", "unmap": "unmap GROUP IOVA SIZE",
+    "dma": "dma GROUP IOVA [r|w]", "set": "set OPTION VALUE", "flush-queue": "flush-queue [GROUP]",
+}
+
+
+def _arity_ok(handler, args) -> bool:
+    import inspect
+
+    try:
+        inspect.signature(handler).bind(*args)
+        return True
+    except TypeError:
+        return False
+
+
+def _arity_error(verb: str):
+    raise CommandError(f"usage: {USAGE.get(verb, verb)}")
+
+
+__all__ = ["CommandError", "Machine", "Outcome", "ScenarioError", "COMMANDS", "USAGE", "OPTIONS"]

@@ -1,0 +1,250 @@
+"""Scenario files (TOML): units, groups, the VM and QEMU, validated with clear errors.
+
+Built-in scenarios ship as files in vtdtui/scenarios/; a user's own file has the same
+shape.  Every error names the file and the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..hw.entries import bdf_str, parse_bdf
+from ..hw.regs import parse_reg_value
+from .parse import parse_size
+
+BUILTIN = ("desktop", "viommu", "server")
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; the message starts with the place."""
+
+
+@dataclass
+class UnitSpec:
+    name: str
+    level: str
+    base: int
+    cap: int
+    ecap: int
+    haw: int
+
+
+@dataclass
+class DeviceSpec:
+    source_id: int
+    name: str
+
+    @property
+    def bdf(self) -> str:
+        return bdf_str(self.source_id)
+
+
+@dataclass
+class GroupSpec:
+    id: int
+    unit: str
+    devices: list[DeviceSpec]
+    attached: bool = False
+
+
+@dataclass
+class QemuSpec:
+    assigned_group: int
+    host_unit: str
+    host_sid: int
+    host_ram_base: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    source: str
+    owner: str
+    memory: int
+    ram_base: int
+    units: list[UnitSpec]
+    groups: list[GroupSpec]
+    policy: str = "mainline"
+    kvm_model: str = "6.11+"
+    has_vm: bool = False
+    qemu: QemuSpec | None = None
+    iotlb_capacity: int | None = 1024
+    extra: dict = field(default_factory=dict)
+
+
+def load(name_or_path: str | None) -> Scenario:
+    """A built-in scenario by name, or a TOML file by path."""
+    name = name_or_path or "desktop"
+    if name in BUILTIN:
+        text = resources.files("vtdtui.scenarios").joinpath(f"{name}.toml").read_bytes()
+        return parse(text, f"<built-in {name}>")
+    path = Path(name)
+    if not path.is_file():
+        raise ScenarioError(f"{name}: no such scenario (built-in: {', '.join(BUILTIN)}; or a .toml file)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(f"{name}: {exc.strerror or exc}") from None
+    return parse(data, str(path))
+
+
+def _get(table: dict, key: str, kind, where: str, default=...):
+    if key not in table:
+        if default is ...:
+            raise ScenarioError(f"{where}: missing key '{key}'")
+        return default
+    v = table[key]
+    if kind is int and isinstance(v, bool) or not isinstance(v, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ScenarioError(f"{where}: '{key}' must be {names}, not {type(v).__name__} {v!r}")
+    return v
+
+
+def _addr(table: dict, key: str, where: str, default=...) -> int:
+    v = _get(table, key, (str, int), where, default)
+    if isinstance(v, int):
+        if v < 0 or v >> 64:
+            raise ScenarioError(f"{where}: '{key}' = {v} is not a 64-bit address")
+        return v
+    try:
+        return parse_reg_value(v, key)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def parse(data: bytes, source: str) -> Scenario:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise ScenarioError(f"{source}: empty scenario file")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+
+    top = source
+    name = _get(doc, "name", str, top)
+    owner = _get(doc, "owner", str, top, "vfio")
+    if owner not in ("vfio", "driver"):
+        raise ScenarioError(f"{top}: 'owner' must be \"vfio\" or \"driver\", not {owner!r}")
+    try:
+        memory = parse_size(str(_get(doc, "memory", (str, int), top, "512G")))
+        ram_base = _addr(doc, "ram_base", top, 0x100000000)
+    except ValueError as exc:
+        raise ScenarioError(f"{top}: {exc}") from None
+    units: list[UnitSpec] = []
+    raw_units = _get(doc, "unit", list, top)
+    if not raw_units:
+        raise ScenarioError(f"{top}: at least one [[unit]] is needed")
+    for i, u in enumerate(raw_units):
+        where = f"{source}: unit[{i}]"
+        if not isinstance(u, dict):
+            raise ScenarioError(f"{where}: must be a table")
+        uname = _get(u, "name", str, where)
+        if any(x.name == uname for x in units):
+            raise ScenarioError(f"{where}: duplicate unit name {uname!r}")
+        level = _get(u, "level", str, where, "host")
+        if level not in ("host", "guest"):
+            raise ScenarioError(f"{where}: 'level' must be \"host\" or \"guest\", not {level!r}")
+        haw = _get(u, "haw", int, where, 39)
+        if not 32 <= haw <= 52:
+            raise ScenarioError(f"{where}: 'haw' = {haw} is outside 32..52")
+        units.append(UnitSpec(uname, level, _addr(u, "base", where), _addr(u, "cap", where),
+                              _addr(u, "ecap", where), haw))
+    unit_names = {u.name for u in units}
+
+    groups: list[GroupSpec] = []
+    seen: dict[int, str] = {}
+    for i, g in enumerate(_get(doc, "group", list, top, [])):
+        where = f"{source}: group[{i}]"
+        if not isinstance(g, dict):
+            raise ScenarioError(f"{where}: must be a table")
+        gid = _get(g, "id", int, where)
+        if not 0 <= gid < 1 << 20:
+            raise ScenarioError(f"{where}: 'id' = {gid} is out of range")
+        if any(x.id == gid for x in groups):
+            raise ScenarioError(f"{where}: duplicate group id {gid}")
+        gunit = _get(g, "unit", str, where)
+        if gunit not in unit_names:
+            raise ScenarioError(f"{where}: unknown unit {gunit!r} (units: {', '.join(sorted(unit_names))})")
+        devs = []
+        for j, d in enumerate(_get(g, "devices", list, where)):
+            dwhere = f"{where}.devices[{j}]"
+            if not isinstance(d, dict):
+                raise ScenarioError(f"{dwhere}: must be a table like {{ bdf = \"02:00.0\", name = \"NIC\" }}")
+            try:
+                sid = parse_bdf(_get(d, "bdf", str, dwhere))
+            except ValueError as exc:
+                raise ScenarioError(f"{dwhere}: {exc}") from None
+            key = f"{gunit}/{sid}"
+            if key in seen:
+                raise ScenarioError(f"{dwhere}: device {bdf_str(sid)} is already in {seen[key]}")
+            seen[key] = f"group {gid}"
+            devs.append(DeviceSpec(sid, _get(d, "name", str, dwhere, bdf_str(sid))))
+        if not devs:
+            raise ScenarioError(f"{where}: a group needs at least one device")
+        groups.append(GroupSpec(gid, gunit, devs, bool(_get(g, "attached", bool, where, False))))
+
+    gen = _get(doc, "generate", dict, top, None)
+    if gen is not None:
+        where = f"{source}: generate"
+        n = _get(gen, "devices", int, where)
+        if not 1 <= n <= 65536:
+            raise ScenarioError(f"{where}: 'devices' = {n} is outside 1..65536")
+        first_bus = _get(gen, "first_bus", int, where, 1)
+        gunit = _get(gen, "unit", str, where, units[0].name)
+        if gunit not in unit_names:
+            raise ScenarioError(f"{where}: unknown unit {gunit!r}")
+        if first_bus + (n - 1) // 32 > 0xFF:
+            raise ScenarioError(f"{where}: {n} devices from bus {first_bus:#x} run past bus 0xff")
+        start = max((g.id for g in groups), default=-1) + 1
+        attached = bool(_get(gen, "attached", bool, where, True))
+        for i in range(n):
+            sid = ((first_bus + i // 32) << 8) | ((i % 32) << 3)
+            key = f"{gunit}/{sid}"
+            if key in seen:
+                raise ScenarioError(f"{where}: generated device {bdf_str(sid)} is already in {seen[key]}")
+            seen[key] = f"group {start + i}"
+            groups.append(GroupSpec(start + i, gunit, [DeviceSpec(sid, f"function {i}")], attached))
+    if not groups:
+        raise ScenarioError(f"{top}: no [[group]] and no [generate]: nothing to attach")
+
+    sc = Scenario(name, _get(doc, "description", str, top, ""), source, owner, memory, ram_base, units, groups)
+    vm = _get(doc, "vm", dict, top, None)
+    if vm is not None:
+        where = f"{source}: vm"
+        sc.has_vm = True
+        sc.policy = _get(vm, "policy", str, where, "mainline")
+        if sc.policy not in ("mainline", "prefer-reuse"):
+            raise ScenarioError(f"{where}: 'policy' must be mainline or prefer-reuse, not {sc.policy!r}")
+        sc.kvm_model = _get(vm, "kvm_model", str, where, "6.11+")
+        if sc.kvm_model not in ("6.10", "6.11+"):
+            raise ScenarioError(f"{where}: 'kvm_model' must be 6.10 or 6.11+, not {sc.kvm_model!r}")
+    elif owner == "vfio":
+        raise ScenarioError(f"{top}: owner \"vfio\" needs a [vm] table (the VM that takes the groups)")
+    q = _get(doc, "qemu", dict, top, None)
+    if q is not None:
+        where = f"{source}: qemu"
+        ag = _get(q, "assigned_group", int, where)
+        if not any(g.id == ag for g in groups):
+            raise ScenarioError(f"{where}: 'assigned_group' {ag} is not a group")
+        hu = _get(q, "host_unit", str, where)
+        if hu not in unit_names or next(u for u in units if u.name == hu).level != "host":
+            raise ScenarioError(f"{where}: 'host_unit' {hu!r} must name a unit with level \"host\"")
+        try:
+            hsid = parse_bdf(_get(q, "host_bdf", str, where))
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: {exc}") from None
+        sc.qemu = QemuSpec(ag, hu, hsid, _addr(q, "host_ram_base", where, 0x100000000))
+    cap = _get(doc, "iotlb_capacity", int, top, 1024)
+    sc.iotlb_capacity = cap if cap > 0 else None
+    for g in groups:
+        if sc.qemu and g.unit == sc.qemu.host_unit:
+            raise ScenarioError(f"{source}: group {g.id} sits on host unit {g.unit}; the guest's groups go on guest units")
+    return sc
