@@ -147,10 +147,10 @@ class IntelIommuDriver:
             for op, scope in (("context-cache-invalidation", "global"), ("iotlb-invalidation", "global")):
                 self._ev(unit, op, False, "set-root", "CAP.ESRTPS=1: SRTP already invalidated the caches", scope)
         else:
-            self._flush_context(unit, regs.GRAN_GLOBAL)
             self._ev(unit, "context-cache-invalidation", True, "set-root", "new root table: drop anything cached", "global")
-            self._flush_iotlb(unit, regs.GRAN_GLOBAL)
+            self._flush_context(unit, regs.GRAN_GLOBAL)
             self._ev(unit, "iotlb-invalidation", True, "set-root", "new root table: drop anything cached", "global")
+            self._flush_iotlb(unit, regs.GRAN_GLOBAL)
         if unit.qi_supported:
             queue = qi_queue if qi_queue is not None else self.alloc.alloc()
             unit.enable_qi(queue)
@@ -262,6 +262,14 @@ class IntelIommuDriver:
         d.devices[source_id] = unit.name
         self._context_mapping_one(d, unit, source_id)
 
+    def probe_device(self, unit: DmarUnit, source_id: int) -> None:
+        """Boot-time probe: the kernel attaches every enumerated device to a default
+        domain (iommu_setup_default_domain → intel_iommu_attach_device), which allocates
+        its bus's context table (iommu_context_addr(alloc=1)).  A device later blocked or
+        claimed by VFIO keeps that table with its entry cleared, so a DMA from a device
+        that was never attached here faults with 0x2 (context entry), not 0x1 (root)."""
+        self._context_table(unit, source_id >> 8)
+
     def _context_table(self, unit: DmarUnit, bus: int) -> int:
         """iommu_context_addr(alloc=1): allocate the bus's context table on first use."""
         root = self._root[unit.name]
@@ -294,12 +302,12 @@ class IntelIommuDriver:
                 self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
                 self._ev(unit, "iotlb-invalidation", False, "ctx-np2p", why, "domain", f"DID {did}")
                 return
-            self._flush_context(unit, regs.GRAN_DEVICE, 0, source_id, 0)
             self._ev(unit, "context-cache-invalidation", True, "ctx-np2p",
                      "CM=1: hardware may have cached the not-present entry (tagged DID 0)", "device", f"{bdf} DID 0")
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            self._flush_context(unit, regs.GRAN_DEVICE, 0, source_id, 0)
             self._ev(unit, "iotlb-invalidation", True, "ctx-np2p",
                      "CM=1: drop any not-present translations cached for the domain", "domain", f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         else:
             why = "CM=0: hardware does not cache not-present entries"
             self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
@@ -318,12 +326,12 @@ class IntelIommuDriver:
         self._write(slot, 0)
         self._write(slot + 8, 0)
         self.flush_cache(unit, slot, CONTEXT_ENTRY_SIZE, f"context entry {bdf}")
-        self._flush_context(unit, regs.GRAN_DEVICE, did, source_id, 0)
         self._ev(unit, "context-cache-invalidation", True, "ctx-clear",
                  "present → not-present: the cached entry must go, whatever CM says", "device", f"{bdf} DID {did}")
-        self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+        self._flush_context(unit, regs.GRAN_DEVICE, did, source_id, 0)
         self._ev(unit, "iotlb-invalidation", True, "ctx-clear",
                  "translations cached through the old entry must go", "domain", f"DID {did}")
+        self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         self._devtlb(unit, source_id, 0, 64 - 12, "ctx-clear")
         del d.devices[source_id]
         if unit.name not in d.devices.values():
@@ -449,22 +457,22 @@ class IntelIommuDriver:
                 self.flush_write_buffer(unit, "CM=0: a write-buffer flush makes the new entries visible")
 
     def _psi(self, unit: DmarUnit, did: int, iova: int, size: int, rule: str, why: str, ih: bool) -> None:
-        """cache_tag_flush_iotlb() with calculate_psi_aligned_address() (6.8+)."""
+        """cache_tag_flush_iotlb() with calculate_psi_aligned_address() (6.10+)."""
         addr, mask = psi_aligned(iova, size)
         detail = f"DID {did} {iova:#x}+{size:#x}"
         if not unit.psi:
             self._ev(unit, "iotlb-invalidation", False, "psi-fallback", "CAP.PSI=0: no page-selective invalidation", "page", detail)
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
             self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: CAP.PSI=0)", "domain", f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         elif mask > unit.mamv:
             self._ev(unit, "iotlb-invalidation", False, "psi-fallback",
                      f"mask {mask} > MAMV {unit.mamv}: range too large for one PSI", "page", detail)
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
             self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: mask > MAMV)", "domain", f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         else:
-            self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, ih)
             self._ev(unit, "iotlb-invalidation", True, rule, why, "page",
                      f"{detail} → addr {addr:#x} AM {mask}{' IH' if ih else ''}")
+            self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, ih)
 
     # ------------------------------------------------------------ unmap
     def unmap_range(self, d: DmarDomain, iova: int, size: int, *, lazy: bool | None = None) -> int:
@@ -583,9 +591,9 @@ class IntelIommuDriver:
         if n:
             for name, did in d.dids.items():
                 unit = self.units[name]
-                self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
                 self._ev(unit, "iotlb-invalidation", True, "unmap",
                          f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain", f"DID {did}")
+                self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         d.flush_queue.clear()
         for t in d.freed_tables:
             self.alloc.free(t)

@@ -1,0 +1,99 @@
+"""The domain groupings as a networkx graph, and the questions the TUI asks of it.
+
+Nodes are ("unit", name), ("domain", id), ("group", id), ("device", bdf),
+("container", "vfio"), ("vm", "kvm").  Edges point from the consumer to what it
+uses: vm → container → domain → unit, group → domain, group → device, device → unit.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from .hw.entries import bdf_str
+from .machine import Machine
+
+
+def build(m: Machine) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for name, u in m.units.items():
+        level = next(s.level for s in m.scenario.units if s.name == name)
+        g.add_node(("unit", name), kind="unit", label=name, level=level, sc=u.sc, c=u.coherent, cm=u.cm)
+    for w in m.worlds.values():
+        for d in w.driver.domains.values():
+            g.add_node(("domain", d.id), kind="domain", label=f"domain {d.id}", owner=d.owner,
+                       enforce_cache_coherency=d.force_snooping, dids=dict(d.dids),
+                       mapped_pages=d.mapped_pages)
+            for unit, did in d.dids.items():
+                g.add_edge(("domain", d.id), ("unit", unit), did=did)
+    for gs in m.groups.values():
+        node = ("group", gs.spec_id)
+        g.add_node(node, kind="group", label=f"group {gs.spec_id}", owner=gs.owner, unit=gs.unit)
+        for sid, name in gs.devices:
+            dev = ("device", bdf_str(sid))
+            g.add_node(dev, kind="device", label=f"{bdf_str(sid)} {name}", unit=gs.unit)
+            g.add_edge(node, dev)
+            g.add_edge(dev, ("unit", gs.unit))
+        d = m.domain_of(gs)
+        if d is not None:
+            g.add_edge(node, ("domain", d.id))
+    containers = []
+    if m.vfio is not None:
+        containers.append(("container", "vfio", m.vfio))
+    if m.qemu is not None:
+        containers.append(("container", "host-vfio", m.qemu.host_vfio))
+    for kind, name, c in containers:
+        g.add_node((kind, name), kind="container", label=f"VFIO container ({c.policy})",
+                   cc_iommu=c.cc_iommu(), policy=c.policy)
+        for vd in c.domains:
+            g.add_edge((kind, name), ("domain", vd.domain.id))
+    if m.kvm is not None:
+        g.add_node(("vm", "kvm"), kind="vm", label="KVM VM", noncoherent=m.kvm.has_noncoherent_dma,
+                   count=m.kvm.noncoherent_dma_count, wbinvd=m.kvm.emulate_wbinvd, memtype=m.kvm.ept_memtype())
+        for kind, name, _ in containers:
+            g.add_edge(("vm", "kvm"), (kind, name))
+    if m.qemu is not None:
+        hg = m.qemu.host_group
+        dev = ("device", bdf_str(hg.devices[0]))
+        g.add_node(dev, kind="device", label=f"{bdf_str(hg.devices[0])} assigned NIC (host)", unit=hg.unit)
+        g.add_edge(dev, ("unit", hg.unit))
+        vd = m.qemu.host_vfio.domain_of(hg.id)
+        g.add_node(("group", "host"), kind="group", label="host group (VM's NIC)", owner="vfio", unit=hg.unit)
+        g.add_edge(("group", "host"), dev)
+        if vd is not None:
+            g.add_edge(("group", "host"), ("domain", vd.domain.id))
+    return g
+
+
+def devices_sharing_domain(g: nx.DiGraph) -> dict[int, list[str]]:
+    """Domain id → the devices whose DMA it translates."""
+    out: dict[int, list[str]] = {}
+    for node, data in g.nodes(data=True):
+        if data["kind"] != "domain":
+            continue
+        devs = []
+        for grp in g.predecessors(node):
+            if g.nodes[grp]["kind"] == "group":
+                devs += [g.nodes[d]["label"].split()[0] for d in g.successors(grp) if g.nodes[d]["kind"] == "device"]
+        out[node[1]] = sorted(devs)
+    return out
+
+
+def noncoherent_domains(g: nx.DiGraph) -> list[int]:
+    return sorted(n[1] for n, d in g.nodes(data=True) if d["kind"] == "domain" and not d["enforce_cache_coherency"])
+
+
+def kvm_noncoherent_why(m: Machine) -> tuple[bool, str]:
+    """Does KVM see noncoherent DMA, and why (the groups and units behind it)."""
+    if m.kvm is None:
+        return False, "no VM in this scenario"
+    bad = sorted(gid for gid, ok in m.kvm.files.items() if not ok)
+    parts = []
+    for gid in bad:
+        gs = m.groups.get(gid)
+        unit = gs.unit if gs else (m.qemu.host_unit.name if m.qemu else "?")
+        parts.append(f"group {gid} sits behind {unit}, which has no snoop control (ECAP.SC=0)")
+    if m.kvm.virtio_noncoherent:
+        parts.append("a virtio device declares noncoherent DMA (2023 RFC)")
+    if not parts:
+        return False, "every assigned group's IOMMU enforces snooping (ECAP.SC=1)"
+    return True, "; ".join(parts) + f" → count {m.kvm.noncoherent_dma_count}, WBINVD emulated, RAM {m.kvm.ept_memtype()}"
