@@ -371,7 +371,9 @@ class DmarUnit:
             t.iotlb_hit = True
             if not hit.present:
                 t.steps.append(f"IOTLB hit: cached not-present entry (DID {ce.did})")
-                return self._fault(t, hit.fault_reason, ce)
+                # A not-present leaf faults by the access of this request (0x5/0x6),
+                # not by the access of the request that cached it.
+                return self._fault(t, fr.WRITE if write else fr.READ, ce)
             t.steps.append(f"IOTLB hit: {hit.iova:#x}/{hit.size:#x} → {hit.hpa:#x}")
             if not (hit.w if write else hit.r):
                 return self._fault(t, fr.WRITE if write else fr.READ, ce)

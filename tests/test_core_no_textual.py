@@ -1,0 +1,52 @@
+"""Importing the core (hardware model, decoder, actors, machine) must not load textual:
+the TUI and its dependencies load only when the TUI starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+# vtdtui.hw is required; the others are checked when they exist.
+REQUIRED = ["vtdtui", "vtdtui.hw"]
+OPTIONAL = ["vtdtui.decode", "vtdtui.sw", "vtdtui.machine"]
+
+SCRIPT = r"""
+import importlib, importlib.util, json, sys
+required, optional = json.loads(sys.argv[1])
+loaded = []
+for name in required:
+    importlib.import_module(name)
+    loaded.append(name)
+for name in optional:
+    if importlib.util.find_spec(name) is not None:
+        importlib.import_module(name)
+        loaded.append(name)
+bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))
+print(json.dumps({"loaded": loaded, "textual": bad}))
+"""
+
+
+def run(modules_required, modules_optional):
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps([modules_required, modules_optional])],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_core_imports_do_not_load_textual():
+    res = run(REQUIRED, OPTIONAL)
+    assert "vtdtui.hw" in res["loaded"]
+    assert res["textual"] == [], f"textual loaded by {res['loaded']}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("textual") is None, reason="textual not installed")
+def test_the_probe_can_see_textual():
+    # The check above must be able to fail: importing textual itself is noticed.
+    res = run(["vtdtui.hw", "textual"], [])
+    assert "textual" in res["textual"]
