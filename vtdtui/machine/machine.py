@@ -136,6 +136,8 @@ class Machine:
                 w.driver.init_unit(u)
         for gs in sc.groups:
             self.groups[gs.id] = GroupState(gs.id, gs.unit, [(d.source_id, d.name) for d in gs.devices], sc.owner)
+            for d in gs.devices:  # every enumerated device was probed at boot
+                self.driver_for(gs.unit).probe_device(self.units[gs.unit], d.source_id)
         host = self.worlds.get("host")
         if sc.has_vm and host is not None:
             self.vfio = VfioContainer(self.journal, host.driver, policy=sc.policy)
@@ -403,15 +405,15 @@ class Machine:
         on = val == "on"
         unit = self.selected_unit
         if opt == "reuse":
-            self._need(self.vfio, "a VFIO container").policy = val
+            self._need(self.vfio, "VFIO container").policy = val
         elif opt == "kvm-model":
-            self._need(self.kvm, "a VM").model = val
+            self._need(self.kvm, "VM").model = val
         elif opt == "vfio-flush":
-            self._need(self.vfio, "a VFIO container").flush_noncoherent = on
+            self._need(self.vfio, "VFIO container").flush_noncoherent = on
         elif opt == "virtio-noncoherent":
-            self._need(self.kvm, "a VM").set_virtio_noncoherent(on, unit)
+            self._need(self.kvm, "VM").set_virtio_noncoherent(on, unit)
         elif opt == "cr0-cd":
-            self._need(self.kvm, "a VM").cr0_cd = on
+            self._need(self.kvm, "VM").cr0_cd = on
         elif opt == "lazy":
             for w in self.worlds.values():
                 w.driver.lazy_default = on

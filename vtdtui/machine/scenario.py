@@ -98,7 +98,10 @@ def _get(table: dict, key: str, kind, where: str, default=...):
             raise ScenarioError(f"{where}: missing key '{key}'")
         return default
     v = table[key]
-    if kind is int and isinstance(v, bool) or not isinstance(v, kind):
+    # TOML true/false are Python bools, which are ints too: refuse them wherever an
+    # int is wanted, alone or as one of several kinds (addresses take str or int).
+    wants_int = kind is int or (isinstance(kind, tuple) and int in kind)
+    if wants_int and isinstance(v, bool) or not isinstance(v, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ScenarioError(f"{where}: '{key}' must be {names}, not {type(v).__name__} {v!r}")
     return v

@@ -24,6 +24,7 @@ ACTOR = "qemu"
 CM_REQUIRED = "Device assignment is not allowed without enabling caching-mode=on for Intel IOMMU."
 CM_REQUIRED_OLD = ("We need to set caching-mode=on for intel-iommu to enable device assignment "
                    "with IOMMU protection.")
+SC_UNSUPPORTED = "Snoop Control with vhost or VFIO is not supported"
 
 
 @dataclass
@@ -39,13 +40,22 @@ class QemuViommu:
     traps: int = 0  # guest invalidations that exited to QEMU
     shadow: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)  # iova → (size, gpa, r, w)
     refused: bool = False
+    sc_refused: bool = False  # snoop-control=on: refused whatever `force` says
 
     def attach(self) -> None:
         self.guest_unit.invalidation_listeners.append(self.on_invalidation)
 
     # ------------------------------------------------------------ policy
     def assignment_allowed(self) -> bool:
-        """vtd_iommu_notify_flag_changed(): a MAP notifier needs caching mode."""
+        """vtd_iommu_notify_flag_changed(): snoop control refuses any notifier (checked
+        first); a MAP notifier needs caching mode."""
+        if self.guest_unit.sc:
+            if not self.sc_refused:
+                self.journal.skipped(self.host_unit.name, ACTOR, "shadow-map", "qemu-sc-unsupported", SC_UNSUPPORTED,
+                                     detail=f"guest {self.guest_unit.name} ECAP.SC=1 (snoop-control=on)")
+            self.sc_refused = True
+            return False
+        self.sc_refused = False
         if self.guest_unit.cm:
             self.refused = False
             return True
@@ -146,7 +156,7 @@ class QemuViommu:
         return {
             "assigned": f"{self.assigned_sid >> 8:02x}:{(self.assigned_sid >> 3) & 31:02x}.{self.assigned_sid & 7}",
             "caching_mode": self.guest_unit.cm,
-            "refused": self.refused and not self.force,
+            "refused": (self.refused and not self.force) or self.sc_refused,
             "force": self.force,
             "traps": self.traps,
             "shadow": [{"iova": f"0x{i:x}", "size": f"0x{s:x}", "gpa": f"0x{g:x}"}
