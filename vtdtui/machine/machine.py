@@ -84,7 +84,6 @@ OPTIONS = {
     "skip-invalidation": ("off", "on"),
     "qemu-force": ("off", "on"),
 }
-TOGGLE_FIELDS = {name for name in ("CM", "RWBF", "PSI", "ESRTPS")} | {"C", "SC", "QI", "PT", "DT"}
 
 
 @dataclass
@@ -305,11 +304,8 @@ class Machine:
             return
         driver = self.driver_for(g.unit)
         d = driver.domain_alloc("driver", unit)
-        try:
-            for sid, _ in g.devices:
-                driver.attach_device(d, unit, sid)
-        except DriverError:
-            raise
+        for sid, _ in g.devices:
+            driver.attach_device(d, unit, sid)  # on failure execute() rolls the state back
         g.domain = d
         if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
             self.qemu.assignment_allowed()

@@ -601,16 +601,18 @@ class IntelIommuDriver:
         return n
 
     # ------------------------------------------------------------ faults
-    def handle_faults(self, unit: DmarUnit) -> list[str]:
-        """dmar_fault(): read each recorded fault, print it, clear its F bit."""
-        lines = []
-        for i, (lo, hi) in enumerate(unit.frcd):
+    def handle_faults(self, unit: DmarUnit) -> int:
+        """dmar_fault(): clear each recorded fault's F bit (W1C), then FSTS.PFO;
+        returns how many records it consumed.  The lines it prints are the faults'
+        own messages, already in the journal."""
+        cleared = 0
+        for i, (_, hi) in enumerate(unit.frcd):
             if hi >> 63:
                 unit.mmio_write(unit.fault_reg + i * 16 + 8, 1 << 63)
-                lines.append(i)
+                cleared += 1
         if unit.fsts & regs.FSTS_PFO:
             unit.mmio_write(regs.FSTS_REG, regs.FSTS_PFO)
-        return lines
+        return cleared
 
     # ------------------------------------------------------------ reading the tables
     def mapped_in(self, d: DmarDomain, iova: int, size: int) -> bool:
