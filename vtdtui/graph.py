@@ -16,8 +16,7 @@ from .machine import Machine
 def build(m: Machine) -> nx.DiGraph:
     g = nx.DiGraph()
     for name, u in m.units.items():
-        level = next(s.level for s in m.scenario.units if s.name == name)
-        g.add_node(("unit", name), kind="unit", label=name, level=level, sc=u.sc, c=u.coherent, cm=u.cm)
+        g.add_node(("unit", name), kind="unit", label=name, level=m.level_of(name), sc=u.sc, c=u.coherent, cm=u.cm)
     for w in m.worlds.values():
         for d in w.driver.domains.values():
             g.add_node(("domain", d.id), kind="domain", label=f"domain {d.id}", owner=d.owner,

@@ -44,6 +44,13 @@ class IotlbEntry:
         return 1 << self.shift
 
 
+def fm_mask(fm: int) -> int:
+    """The source-id mask of a device-selective invalidation's function mask: FM
+    masks the low bits of the function number — 0 none, 1 bit 2, 2 bits 2:1,
+    3 bits 2:0 (spec §10.4.7, CCMD.FM)."""
+    return ~(0, 0b100, 0b110, 0b111)[fm & 3] & 0xFFFF
+
+
 class ContextCache:
     """Context entries per source id, tagged with the DID they were read with."""
 
@@ -78,12 +85,8 @@ class ContextCache:
         return self._drop(lambda e: e.did == did)
 
     def invalidate_device(self, did: int, source_id: int, fm: int) -> int:
-        """Device-selective: entries of `source_id` (function bits masked by FM) and `did`.
-
-        FM masks the low bits of the function number: 0 none, 1 bit 2, 2 bits 2:1,
-        3 bits 2:0 (spec §10.4.7, CCMD.FM).
-        """
-        mask = ~{0: 0, 1: 0b100, 2: 0b110, 3: 0b111}[fm & 3] & 0xFFFF
+        """Device-selective: entries of `source_id` (function bits masked by FM) and `did`."""
+        mask = fm_mask(fm)
         want = source_id & mask
         return self._drop(lambda e: e.did == did and (e.source_id & mask) == want)
 

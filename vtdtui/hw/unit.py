@@ -20,7 +20,7 @@ from . import qi
 from . import regs
 from .caches import ContextCache, ContextCacheEntry, Iotlb, IotlbEntry
 from .entries import (
-    CONTEXT_ENTRY_SIZE, PTE_PS, PTE_R, PTE_SNP, PTE_TM, PTE_W, ROOT_ENTRY_SIZE,
+    CONTEXT_ENTRY_SIZE, PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_TM, PTE_W, ROOT_ENTRY_SIZE,
     TT_DEV_IOTLB, TT_MULTI_LEVEL, TT_PASS_THROUGH, ContextEntry, RootEntry,
     level_index, level_shift,
 )
@@ -317,7 +317,7 @@ class DmarUnit:
                 res.r, res.w = r, w
                 res.snp = bool(pte & PTE_SNP)
                 return res
-            table = pte & ((1 << 52) - 1) & ~0xFFF
+            table = pte & PTE_ADDR_MASK
         raise AssertionError("walk fell off level 1")  # unreachable: level 1 is a leaf
 
     # ------------------------------------------------------------ translation
@@ -462,7 +462,7 @@ class DmarUnit:
             out.append(f"DMAR: context entry: hi 0x{chi:016x}, low 0x{clo:016x}")
             if not clo & 1:
                 return out + ["DMAR: legacy mode page table is not present"]
-            level, table = (chi & 7) + 2, clo & ~0xFFF & ((1 << 52) - 1)
+            level, table = (chi & 7) + 2, clo & PTE_ADDR_MASK
             while True:
                 pte = read(table + level_index(addr, level) * 8)
                 out.append(f"DMAR: pte level: {level}, pte value: 0x{pte:016x}")
@@ -471,7 +471,7 @@ class DmarUnit:
                     break
                 if level == 1 or pte & PTE_PS:
                     break
-                table, level = pte & ((1 << 52) - 1) & ~0xFFF, level - 1
+                table, level = pte & PTE_ADDR_MASK, level - 1
         except MemoryError_:
             out.append("DMAR: (table beyond memory)")
         return out

@@ -10,6 +10,7 @@ share one mechanism.  Bad input raises CommandError and leaves the state unchang
 from __future__ import annotations
 
 import copy
+import inspect
 import shlex
 from dataclasses import dataclass, field
 
@@ -72,6 +73,9 @@ class GroupState:
     def bdfs(self) -> list[str]:
         return [bdf_str(s) for s, _ in self.devices]
 
+    def vfio_group(self) -> Group:
+        return Group(self.spec_id, self.unit, [s for s, _ in self.devices])
+
 
 OPTIONS = {
     "reuse": ("mainline", "prefer-reuse"),
@@ -129,7 +133,7 @@ class Machine:
                                            iotlb_capacity=sc.iotlb_capacity,
                                            emulated_by_qemu=us.level == "guest")
         for level, w in self.worlds.items():
-            units = [u for u in self.units.values() if self._level(u.name) == level]
+            units = [u for u in self.units.values() if self.level_of(u.name) == level]
             w.driver = IntelIommuDriver(self.journal, w.cache, w.alloc, units, domain_ids=ids)
             for u in units:
                 w.driver.init_unit(u)
@@ -160,11 +164,12 @@ class Machine:
             if gs.attached:
                 self._attach(self.groups[gs.id])
 
-    def _level(self, unit: str) -> str:
+    def level_of(self, unit: str) -> str:
+        """"host" or "guest": which kernel's world the unit lives in."""
         return next(u.level for u in self.scenario.units if u.name == unit)
 
     def driver_for(self, unit: str) -> IntelIommuDriver:
-        return self.worlds[self._level(unit)].driver
+        return self.worlds[self.level_of(unit)].driver
 
     # ------------------------------------------------------------ snapshots (undo)
     _VOLATILE = ("log", "redo_stack", "_base")
@@ -224,8 +229,12 @@ class Machine:
         handler = getattr(self, "_cmd_" + verb.replace("-", "_"), None)
         if handler is None:
             raise CommandError(f"unknown command {verb!r} (commands: {', '.join(COMMANDS)})")
+        try:
+            inspect.signature(handler).bind(*args)
+        except TypeError:
+            raise CommandError(f"usage: {USAGE[verb]}") from None
         mark = len(self.journal)
-        message, translation = handler(*args) if _arity_ok(handler, args) else _arity_error(verb)
+        message, translation = handler(*args)
         events = self.journal.since(mark)
         return Outcome(line.strip(), events, message, translation)
 
@@ -298,7 +307,7 @@ class Machine:
         if g.owner == "vfio":
             if self.vfio is None:
                 raise CommandError("this scenario has no VFIO container")
-            self.vfio.attach_group(Group(g.spec_id, g.unit, [s for s, _ in g.devices]))
+            self.vfio.attach_group(g.vfio_group())
             # kvm_vfio_file_enforced_coherent(): each device's IOMMU must have SC (6.2+).
             self.kvm.file_add(g.spec_id, unit.sc, unit.name)
             return
@@ -318,7 +327,7 @@ class Machine:
         unit = self.units[g.unit]
         if g.owner == "vfio":
             self.kvm.file_del(g.spec_id, unit.name)
-            self.vfio.detach_group(Group(g.spec_id, g.unit, [s for s, _ in g.devices]))
+            self.vfio.detach_group(g.vfio_group())
         else:
             driver = self.driver_for(g.unit)
             driver.flush_queue(d)
@@ -437,31 +446,13 @@ class Machine:
         return f"flush queue: {n} deferred unmap(s) flushed", None
 
 
-COMMANDS = (
-    "select-unit", "next-unit", "prev-unit", "select-group", "toggle", "attach", "detach",
-    "map", "unmap", "dma", "set", "flush-queue",
-)
-
 USAGE = {
     "select-unit": "select-unit NAME", "next-unit": "next-unit", "prev-unit": "prev-unit",
     "select-group": "select-group N", "toggle": "toggle UNIT FIELD", "attach": "attach GROUP",
     "detach": "detach GROUP", "map": "map GROUP IOVA SIZE [r|w|rw]", "unmap": "unmap GROUP IOVA SIZE",
     "dma": "dma GROUP IOVA [r|w]", "set": "set OPTION VALUE", "flush-queue": "flush-queue [GROUP]",
 }
-
-
-def _arity_ok(handler, args) -> bool:
-    import inspect
-
-    try:
-        inspect.signature(handler).bind(*args)
-        return True
-    except TypeError:
-        return False
-
-
-def _arity_error(verb: str):
-    raise CommandError(f"usage: {USAGE.get(verb, verb)}")
+COMMANDS = tuple(USAGE)
 
 
 __all__ = ["CommandError", "Machine", "Outcome", "ScenarioError", "COMMANDS", "USAGE", "OPTIONS"]

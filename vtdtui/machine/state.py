@@ -18,7 +18,7 @@ def _hex(n: int) -> str:
 
 def unit_json(m: Machine, name: str) -> dict:
     u = m.units[name]
-    level = next(s.level for s in m.scenario.units if s.name == name)
+    level = m.level_of(name)
     read = u.cpu_read_q
     roots, ctxs = [], []
     rta = u.rta_latched & ~0xFFF

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..hw import regs
 from ..hw.entries import (
-    CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, TT_MULTI_LEVEL, ContextEntry, Pte, RootEntry,
+    CONTEXT_ENTRY_SIZE, PTE_ADDR_MASK, ROOT_ENTRY_SIZE, TT_MULTI_LEVEL, ContextEntry, Pte, RootEntry,
     bdf_str, level_index, level_shift,
 )
 from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
@@ -22,7 +22,6 @@ from ..hw.unit import DmarUnit
 from .journal import Journal
 
 ACTOR = "driver"
-PTE_ADDR = ((1 << 52) - 1) & ~0xFFF
 VTD_PAGE = PAGE_SIZE
 
 
@@ -188,16 +187,11 @@ class IntelIommuDriver:
     def domain_free(self, d: DmarDomain) -> None:
         if d.devices:
             raise DriverError(f"domain {d.id} still has devices attached")
-        self._free_tables(d, d.pgd, d.levels)
+        tables: list[int] = []
+        self._collect(d.pgd, d.levels, tables)
+        for t in tables:
+            self.alloc.free(t)
         self.domains.pop(d.id, None)
-
-    def _free_tables(self, d: DmarDomain, table: int, level: int) -> None:
-        if level > 1:
-            for i in range(512):
-                pte = self._read(table + i * 8)
-                if pte & 3 and not pte & (1 << 7):
-                    self._free_tables(d, pte & PTE_ADDR, level - 1)
-        self.alloc.free(table)
 
     def _domain_coherent(self, d: DmarDomain) -> bool:
         """domain->iommu_coherency: the unit's ECAP.C when the domain was allocated
@@ -379,7 +373,7 @@ class IntelIommuDriver:
                 old = self._read(slot)
                 if old & 3:
                     # switch_to_super_page(): an emptied lower table makes room.
-                    self._collect(old & PTE_ADDR, level - 1, superseded)
+                    self._collect(old & PTE_ADDR_MASK, level - 1, superseded)
                     self._write(slot, 0)
                 self._write(slot, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
                 d.mapped_pages += step >> 12
@@ -436,7 +430,7 @@ class IntelIommuDriver:
                 pte = self._read(slot)
             elif pte & (1 << 7):
                 raise DriverError(f"IOVA {iova:#x} is inside an existing large page")
-            table = pte & PTE_ADDR
+            table = pte & PTE_ADDR_MASK
         return table
 
     def _iotlb_sync_map(self, d: DmarDomain, iova: int, size: int) -> None:
@@ -498,15 +492,8 @@ class IntelIommuDriver:
         return end - start
 
     def _leaf_level(self, d: DmarDomain, iova: int) -> int:
-        table = d.pgd
-        for level in range(d.levels, 0, -1):
-            pte = self._read(table + level_index(iova, level) * 8)
-            if not pte & 3:
-                return 0
-            if level == 1 or pte & (1 << 7):
-                return level
-            table = pte & PTE_ADDR
-        return 0
+        hit = self.iova_to_phys(d, iova)
+        return hit[1] if hit else 0
 
     def _clear_level(self, d, table, level, start, end, freed, coherent, units) -> None:
         """dma_pte_clear_level(): clear leaves in [start, end); a sub-table wholly
@@ -527,13 +514,13 @@ class IntelIommuDriver:
                     if leaf:
                         d.mapped_pages -= span >> 12
                     else:
-                        d.mapped_pages -= self._count_pages(pte & PTE_ADDR, level - 1)
-                        self._collect(pte & PTE_ADDR, level - 1, freed)
+                        d.mapped_pages -= self._count_pages(pte & PTE_ADDR_MASK, level - 1)
+                        self._collect(pte & PTE_ADDR_MASK, level - 1, freed)
                     self._write(slot, 0)
                     first = idx if first is None else first
                     last = idx
                 else:
-                    self._clear_level(d, pte & PTE_ADDR, level - 1, max(cur, start), nxt, freed, coherent, units)
+                    self._clear_level(d, pte & PTE_ADDR_MASK, level - 1, max(cur, start), nxt, freed, coherent, units)
             cur = nxt
         if first is not None and units:
             self.flush_cache(units[0], table + first * 8, (last - first + 1) * 8,
@@ -544,7 +531,7 @@ class IntelIommuDriver:
         for i in range(512):
             pte = self._read(table + i * 8)
             if pte & 3:
-                n += (1 << (level_shift(level) - 12)) if level == 1 or pte & (1 << 7) else self._count_pages(pte & PTE_ADDR, level - 1)
+                n += (1 << (level_shift(level) - 12)) if level == 1 or pte & (1 << 7) else self._count_pages(pte & PTE_ADDR_MASK, level - 1)
         return n
 
     def _collect(self, table: int, level: int, freed: list[int]) -> None:
@@ -552,7 +539,7 @@ class IntelIommuDriver:
             for i in range(512):
                 pte = self._read(table + i * 8)
                 if pte & 3 and not pte & (1 << 7):
-                    self._collect(pte & PTE_ADDR, level - 1, freed)
+                    self._collect(pte & PTE_ADDR_MASK, level - 1, freed)
         freed.append(table)
 
     def _tlb_sync(self, d: DmarDomain, iova: int, size: int, freed: list[int], lazy: bool | None) -> None:
@@ -627,7 +614,7 @@ class IntelIommuDriver:
                 pte = self._read(table + i * 8)
                 if not pte & 3:
                     continue
-                if level == 1 or pte & (1 << 7) or visit(pte & PTE_ADDR, level - 1, lo):
+                if level == 1 or pte & (1 << 7) or visit(pte & PTE_ADDR_MASK, level - 1, lo):
                     return True
             return False
         return visit(d.pgd, d.levels, 0)
@@ -641,8 +628,8 @@ class IntelIommuDriver:
                 return None
             if level == 1 or pte & (1 << 7):
                 shift = level_shift(level)
-                return (pte & PTE_ADDR & ~((1 << shift) - 1)) | (iova & ((1 << shift) - 1)), level
-            table = pte & PTE_ADDR
+                return (pte & PTE_ADDR_MASK & ~((1 << shift) - 1)) | (iova & ((1 << shift) - 1)), level
+            table = pte & PTE_ADDR_MASK
         return None
 
 

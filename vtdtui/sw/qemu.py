@@ -15,15 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..hw import regs
-from ..hw.entries import level_shift
+from ..hw.caches import fm_mask
+from ..hw.entries import PTE_ADDR_MASK, bdf_str, level_shift
 from ..hw.unit import DmarUnit
 from .journal import Journal
 from .vfio import Group, VfioContainer, VfioError
 
 ACTOR = "qemu"
 CM_REQUIRED = "Device assignment is not allowed without enabling caching-mode=on for Intel IOMMU."
-CM_REQUIRED_OLD = ("We need to set caching-mode=on for intel-iommu to enable device assignment "
-                   "with IOMMU protection.")
 SC_UNSUPPORTED = "Snoop Control with vhost or VFIO is not supported"
 
 
@@ -73,7 +72,7 @@ class QemuViommu:
             return
         if kind == "context":
             if f["gran"] == regs.GRAN_DEVICE:
-                mask = ~{0: 0, 1: 4, 2: 6, 3: 7}[f["fm"]] & 0xFFFF
+                mask = fm_mask(f["fm"])
                 if f["source_id"] & mask != self.assigned_sid & mask:
                     return
             self.sync(0, None, f"guest context-cache invalidation ({('', 'global', 'domain', 'device')[f['gran']]})")
@@ -145,7 +144,7 @@ class QemuViommu:
             if not pte & 3:
                 continue
             pr, pw = r and bool(pte & 1), w and bool(pte & 2)
-            addr = pte & ((1 << 52) - 1) & ~0xFFF
+            addr = pte & PTE_ADDR_MASK
             if level == 1 or pte & (1 << 7):
                 if iova + span > start:
                     out[iova] = (span, addr & ~(span - 1), pr, pw)
@@ -154,7 +153,7 @@ class QemuViommu:
 
     def to_json(self) -> dict:
         return {
-            "assigned": f"{self.assigned_sid >> 8:02x}:{(self.assigned_sid >> 3) & 31:02x}.{self.assigned_sid & 7}",
+            "assigned": bdf_str(self.assigned_sid),
             "caching_mode": self.guest_unit.cm,
             "refused": (self.refused and not self.force) or self.sc_refused,
             "force": self.force,
