@@ -199,15 +199,11 @@ def test_subcommands_are_a_table():
     assert callable(COMMANDS["decode"].run) and callable(COMMANDS["decode"].add_arguments)
 
 
-def test_tui_not_built_yet(capsys, monkeypatch):
-    # None in sys.modules makes the import fail the way a missing module does.
-    monkeypatch.setitem(sys.modules, "vtdtui.tui", None)
-    monkeypatch.setitem(sys.modules, "vtdtui.tui.app", None)
-    for argv in ([], ["--scenario", "desktop"]):
-        assert_bad_input(
-            *run(capsys, *argv),
-            "vtdtui: error: the TUI is not built yet; try 'vtdtui decode --help'",
-        )
+def test_tui_with_a_bad_scenario_is_one_line_and_exit_2(capsys, tmp_path):
+    missing = tmp_path / "nope.toml"
+    code, out, err = run(capsys, "--scenario", str(missing))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("vtdtui: error: ") and "nope.toml" in err
 
 
 def test_tui_gets_the_scenario(capsys, monkeypatch):

@@ -9,9 +9,12 @@ import sys
 
 import pytest
 
-# vtdtui.hw is required; the others are checked when they exist.
-REQUIRED = ["vtdtui", "vtdtui.hw"]
-OPTIONAL = ["vtdtui.decode", "vtdtui.sw", "vtdtui.machine"]
+# Every core module; optional ones are checked when they exist (replay parsing, later).
+REQUIRED = ["vtdtui", "vtdtui.hw", "vtdtui.decode", "vtdtui.cli", "vtdtui.sw", "vtdtui.machine", "vtdtui.graph",
+            "vtdtui.views", "vtdtui.views.registers", "vtdtui.views.tables", "vtdtui.views.ioptes",
+            "vtdtui.views.caches", "vtdtui.views.graph", "vtdtui.views.journal", "vtdtui.views.status",
+            "vtdtui.views.prompts", "vtdtui.machine.state"]
+OPTIONAL = ["vtdtui.replay"]
 
 SCRIPT = r"""
 import importlib, importlib.util, json, sys

@@ -158,16 +158,8 @@ COMMANDS: dict[str, Command] = {
 # --- the TUI --------------------------------------------------------------------------
 
 def run_tui(scenario: str | None) -> int:
-    """Start the TUI; vtdtui.tui.app must provide `run(scenario: str | None) -> int`."""
-    try:
-        app = importlib.import_module("vtdtui.tui.app")
-    except ModuleNotFoundError as exc:
-        # Only the TUI's own absence means "not built yet"; a missing dependency
-        # inside it is a real failure and must show as one.
-        if exc.name not in ("vtdtui.tui", "vtdtui.tui.app"):
-            raise
-        error_line("the TUI is not built yet; try 'vtdtui decode --help'")
-        return EXIT_BAD_INPUT
+    """Start the TUI.  Imported here so that the core commands never load Textual."""
+    app = importlib.import_module("vtdtui.tui.app")
     return app.run(scenario)
 
 

@@ -430,6 +430,22 @@ class Machine:
         self.journal.issued(unit, "hw", "policy-change", "option", f"{opt} = {val}")
         return f"{opt} = {val}", None
 
+    def option_value(self, opt: str) -> str | None:
+        """The current value of a `set` option, None where this scenario lacks the actor."""
+        w = next(iter(self.worlds.values()))
+        values = {
+            "reuse": self.vfio.policy if self.vfio else None,
+            "kvm-model": self.kvm.model if self.kvm else None,
+            "vfio-flush": _onoff(self.vfio.flush_noncoherent) if self.vfio else None,
+            "virtio-noncoherent": _onoff(self.kvm.virtio_noncoherent) if self.kvm else None,
+            "cr0-cd": _onoff(self.kvm.cr0_cd) if self.kvm else None,
+            "lazy": _onoff(w.driver.lazy_default),
+            "skip-clflush": _onoff(w.driver.skip_clflush),
+            "skip-invalidation": _onoff(w.driver.skip_invalidation),
+            "qemu-force": _onoff(self.qemu.force) if self.qemu else None,
+        }
+        return values[opt]
+
     @staticmethod
     def _need(thing, what):
         if thing is None:
@@ -444,6 +460,10 @@ class Machine:
             if d is not None and d.flush_queue:
                 n += self.driver_for(g.unit).flush_queue(d)
         return f"flush queue: {n} deferred unmap(s) flushed", None
+
+
+def _onoff(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 USAGE = {

@@ -99,11 +99,7 @@ class QemuViommu:
 
     def sync(self, start: int, end: int | None, why: str) -> None:
         """vtd_sync_shadow_page_table_range() over [start, end) (None: everything)."""
-        ce = self._context()
-        want: dict[int, tuple[int, int, bool, bool]] = {}
-        if ce is not None and ce.tt != 2:
-            limit = 1 << min(self.guest_unit.mgaw_bits, ce.agaw)
-            self._walk(ce.slptptr, ce.levels, 0, start, limit if end is None else min(end, limit), True, True, want)
+        want = self.guest_mappings(start, end)
         lo, hi = start, (1 << 64) if end is None else end
         gone = [iova for iova in self.shadow if lo <= iova < hi and self.shadow[iova] != want.get(iova)]
         new = [iova for iova, m in want.items() if self.shadow.get(iova) != m]
@@ -130,6 +126,15 @@ class QemuViommu:
                                 "page", f"{iova:#x}+{size:#x} → HPA {gpa + self.gpa_to_hpa:#x}")
         if not gone and not new:
             self.journal.skipped(host, ACTOR, "shadow-map", "qemu-shadow", f"{why}: shadow already matches the guest")
+
+    def guest_mappings(self, start: int = 0, end: int | None = None) -> dict[int, tuple[int, int, bool, bool]]:
+        """What the guest's tables map for the assigned device now: iova → (size, gpa, r, w)."""
+        ce = self._context()
+        want: dict[int, tuple[int, int, bool, bool]] = {}
+        if ce is not None and ce.tt != 2:
+            limit = 1 << min(self.guest_unit.mgaw_bits, ce.agaw)
+            self._walk(ce.slptptr, ce.levels, 0, start, limit if end is None else min(end, limit), True, True, want)
+        return want
 
     def _walk(self, table, level, base, start, end, r, w, out) -> None:
         """vtd_page_walk_level(): present leaves in [start, end) with stacked permissions."""

@@ -1,0 +1,1 @@
+"""The Textual front end: panes that render the views, prompts, help and palette."""

@@ -1,0 +1,373 @@
+"""The vtdtui application: the panes, the keys of DESIGN.md, prompts, help, palette.
+
+Every state change is a machine command, so what a key does is exactly what a
+fixture line or `vtdtui dump --do` does.  After each command the visible panes
+recompute their views; hidden ones wait until they are shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ..hw.entries import bdf_str
+from ..machine import CommandError, Machine, Outcome, ScenarioError
+from ..machine.machine import OPTIONS
+from ..views.journal import OUTCOMES, JournalFilter
+from ..views.prompts import PROMPTS, check_filter
+from ..views.status import sentence
+from .help import HelpScreen
+from .palette import VtdCommands
+from .panes import PANES, JournalPane, Pane, TablesPane, IoptePane
+from .prompt import PromptScreen
+
+# Below this the panes do not fit side by side: one pane at a time, with tabs.
+WIDE = (140, 40)
+
+
+class MainScreen(Screen):
+    # tab / shift+tab walk the panes in a fixed order, shown or not.
+    BINDINGS = [
+        Binding("tab", "app.pane(1)", "Next pane", show=False),
+        Binding("shift+tab", "app.pane(-1)", "Previous pane", show=False),
+    ]
+
+    def on_mount(self) -> None:
+        self.app.start()  # type: ignore[attr-defined]
+
+    def on_descendant_focus(self) -> None:
+        if self.app.panes:  # type: ignore[attr-defined]
+            self.app.relayout()  # type: ignore[attr-defined]
+
+    def on_resize(self) -> None:
+        if self.app.panes:  # type: ignore[attr-defined]
+            self.app.relayout()  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="context")
+        yield Static("", id="tabs")
+        with Container(id="panes"):
+            for cls in PANES:
+                yield cls(id=cls.SHORT)
+        yield Static("", id="status")
+        yield Footer()
+
+
+class VtdApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "vtdtui"
+    COMMANDS = App.COMMANDS | {VtdCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    # (key, action, description, in footer): the single table behind the bindings,
+    # the help screen and the palette.
+    ACTIONS = (
+        ("m", "toggle('CM')", "CM", "Toggle CAP.CM (caching mode) of the selected unit", True),
+        ("c", "toggle('C')", "C", "Toggle ECAP.C (page-walk coherency) of the selected unit", True),
+        ("s", "toggle('SC')", "SC", "Toggle ECAP.SC (snoop control) of the selected unit", True),
+        ("]", "command('next-unit')", "unit", "Select the next unit", True),
+        ("[", "command('prev-unit')", "unit", "Select the previous unit", False),
+        ("g", "prompt('group')", "group", "Select a group (prompt for its number)", True),
+        ("a", "group_command('attach')", "attach", "Attach the selected group", True),
+        ("d", "group_command('detach')", "detach", "Detach the selected group", True),
+        ("n", "prompt('map')", "map", "Map IOVA SIZE [r|w|rw] into the selected group's domain", True),
+        ("x", "prompt('unmap')", "unmap", "Unmap IOVA SIZE from the selected group's domain", True),
+        ("t", "prompt('dma')", "DMA", "DMA from the selected group's first device (IOVA [r|w])", True),
+        ("u", "undo", "undo", "Undo the last command", True),
+        ("ctrl+r", "redo", "redo", "Redo the last undone command", False),
+        ("colon", "prompt('command')", "command", "Run any machine command (e.g. set lazy off)", True),
+        ("o", "cycle_outcome", "outcome", "Journal: show all / issued / skipped", False),
+        ("slash", "journal_filter", "filter", "Journal: filter by op, unit, actor, rule", False),
+        ("p", "cycle_option('reuse')", "reuse", "VFIO reuse policy: mainline / prefer-reuse", False),
+        ("k", "cycle_option('kvm-model')", "kvm", "KVM memory-type model: 6.10 / 6.11+", False),
+        ("l", "cycle_option('lazy')", "lazy", "Lazy (flush-queue) unmaps on / off", False),
+        ("f", "command('flush-queue')", "flush", "Run the flush-queue timer now", False),
+        ("w", "cycle_option('skip-clflush')", "no-clflush", "What-if: the driver skips clflush", False),
+        ("i", "cycle_option('skip-invalidation')", "no-inval", "What-if: the driver skips caching-mode invalidations", False),
+        ("v", "cycle_option('qemu-force')", "force", "What-if: QEMU assigns the device without CM", False),
+        ("z", "zoom", "zoom", "Zoom the focused pane (again: all panes)", True),
+        ("1-7", "", "", "Focus pane 1-7: regs, tables, caches, vm, ioptes, graph, journal", False),
+        ("tab / shift+tab", "", "", "Move focus between panes", False),
+        ("up down pgup pgdn", "", "", "Move the cursor in the focused pane", False),
+        ("enter", "", "", "Tables: open a bus, or a device's page tables; IOPTEs: expand or collapse", False),
+        ("backspace", "", "", "Tables: back to the root table", False),
+        ("ctrl+s", "screenshot", "shot", "Save an SVG screenshot in the current directory", False),
+        ("question_mark", "help", "help", "Help: panes and keys", True),
+        ("ctrl+p", "", "", "Command palette: every action and switch", False),
+        ("q", "quit", "quit", "Quit", True),
+    )
+    BINDINGS = [Binding(k, a, short, show=show, tooltip=d) for k, a, short, d, show in ACTIONS if a] + [
+        Binding(str(i), f"pane_to({i - 1})", f"pane {i}", show=False) for i in range(1, 8)
+    ]
+
+    def __init__(self, machine: Machine) -> None:
+        super().__init__()
+        self.machine = machine
+        self.zoomed = False
+        self.version = 0  # bumped by every state change; panes redo their view when behind
+        self.last_status = ""
+        self.main: MainScreen | None = None  # built on mount, inside the running app
+        self.panes: list[Pane] = []
+
+    _OWN = frozenset(a.split("(")[0] for _k, a, *_ in ACTIONS if a) | {"pane", "pane_to"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A prompt or modal takes keys only while open: the global keys wait.
+        if action in self._OWN and self.main is not None and self.screen is not self.main:
+            return False
+        return True
+
+    async def on_event(self, event: events.Event) -> None:
+        screen = self.screen if self._screen_stack else None
+        if isinstance(event, events.Key) and isinstance(screen, PromptScreen) and screen.hold(event.key, event.character):
+            return
+        await super().on_event(event)
+
+    # ------------------------------------------------------------ layout
+    def on_mount(self) -> None:
+        self.main = MainScreen()
+        self.push_screen(self.main)
+
+    def start(self) -> None:
+        self.panes = list(self.main.query(Pane))
+        self.panes[0].focus()
+        self.relayout()
+        m = self.machine
+        self.say(f"{m.scenario.name} scenario: {len(m.units)} unit(s), {len(m.groups)} group(s). "
+                 "g picks a group, a attaches it, n maps, t issues DMA; m c s flip CM, C, SC; ? explains every pane.")
+
+    def single(self) -> bool:
+        w, h = self.size
+        return self.zoomed or w < WIDE[0] or h < WIDE[1]
+
+    def relayout(self) -> None:
+        if not self.panes:
+            return
+        main = self.main
+        single = self.single()
+        main.set_class(single, "-single")
+        main.query_one(Footer).compact = single
+        focused = self.current_pane()
+        for p in self.panes:
+            p.set_class(p is focused, "-shown")
+        self._tabs()
+        self.refresh_panes()
+
+    def current_pane(self) -> Pane:
+        panes = self.panes
+        f = self.main.focused
+        return f if isinstance(f, Pane) else panes[0]
+
+    def _tabs(self) -> None:
+        cur = self.current_pane()
+        parts = []
+        for i, p in enumerate(self.panes, 1):
+            label = f" {i} {p.SHORT} "
+            parts.append(f"[reverse bold]{label}[/]" if p is cur else label)
+        hint = "   tab / 1-7 switch" + ("   z: all panes" if self.zoomed else "")
+        self.main.query_one("#tabs", Static).update("".join(parts) + f"[dim]{hint}[/]")
+
+    # ------------------------------------------------------------ refresh
+    def refresh_panes(self) -> None:
+        """Recompute what is on screen; panes hidden by the single-pane layout wait."""
+        single = self.single()
+        cur = self.current_pane()
+        for p in self.panes:
+            if (not single or p is cur) and p.seen != self.version:
+                p.seen = self.version
+                p.update_view()
+        self._update_context_line()
+
+    def _update_context_line(self) -> None:
+        m = self.machine
+        g = m.groups.get(m.selected_group)
+        d = m.domain_of(g) if g else None
+        gtext = "no group"
+        if g is not None:
+            devs = ", ".join(f"{s}" for s in g.bdfs[:2]) + (" …" if len(g.bdfs) > 2 else "")
+            dom = f"domain {d.id}" if d else "detached"
+            gtext = f"group {g.spec_id} ({devs}, {g.devices[0][1]}) → {dom}"
+        undo = f" · {len(m.log)} command(s), u undoes" if m.log else ""
+        text = (f"[b]vtdtui[/] · scenario [b]{m.scenario.name}[/] · unit [b]{m.selected_unit}[/] · {gtext}{undo}"
+                "  [dim]? help · ctrl+p palette[/]")
+        self.main.query_one("#context", Static).update(text)
+
+    def say(self, text: str, error: bool = False) -> None:
+        self.last_status = text
+        w = self.main.query_one("#status", Static)
+        w.update(text)
+        w.set_class(error, "-error")
+
+    # ------------------------------------------------------------ running commands
+    def run_command(self, line: str) -> str | None:
+        """Run one machine command; the status line says what it did. Returns the
+        refusal (state unchanged) or None."""
+        try:
+            outcome = self.machine.execute(line)
+        except CommandError as exc:
+            self.say(f"{line}: {exc}", error=True)
+            return str(exc)
+        self._after(outcome)
+        return None
+
+    def _after(self, outcome: Outcome) -> None:
+        self.say(sentence(outcome))
+        self.changed()
+
+    def changed(self) -> None:
+        self.version += 1
+        self.refresh_panes()
+
+    def palette_action(self, action: str) -> None:
+        self.call_later(self.run_action, action)
+
+    # ------------------------------------------------------------ actions
+    def action_toggle(self, bit: str) -> None:
+        self.run_command(f"toggle {self.machine.selected_unit} {bit}")
+
+    def action_command(self, line: str) -> None:
+        self.run_command(line)
+
+    def action_group_command(self, verb: str) -> None:
+        self.run_command(f"{verb} {self.machine.selected_group}")
+
+    def action_prompt(self, name: str) -> None:
+        spec = PROMPTS[name]
+        m = self.machine
+        title = spec.title
+        if name in ("map", "unmap", "dma"):
+            g = m.groups[m.selected_group]
+            d = m.domain_of(g)
+            if d is None and name != "dma":  # a DMA from a detached device is a fair question
+                self.say(f"group {g.spec_id} is not attached: attach it first (a), or pick another (g)", error=True)
+                return
+            where = f"domain {d.id}" if d else "detached: attach it first (a)"
+            title = f"{spec.title}: group {g.spec_id} ({g.bdfs[0]}) · {where}"
+
+        def submit(text: str) -> str | None:
+            ok, hint = spec.validate(text)
+            if not ok:
+                return hint
+            error = self.run_command(spec.command(text, m.selected_group))
+            if name in ("group",) and error is None:
+                self._follow_group()
+            return error
+
+        self.push_screen(PromptScreen(title, spec.usage, spec.validate, submit))
+
+    def show_page_tables(self, unit: str, sid: int) -> None:
+        """Drill-down from a context entry: that device's page tables, focused."""
+        ioptes = self.main.query_one(IoptePane)
+        ioptes.pinned = (unit, sid)
+        ioptes.update_view()
+        ioptes.move_cursor(0)
+        self.action_pane_to(self.panes.index(ioptes))
+        self.say(f"page tables of {bdf_str(sid)} on {unit}; g or a group change goes back to the selected group")
+
+    def _follow_group(self) -> None:
+        for p in self.panes:
+            if isinstance(p, IoptePane):
+                p.pinned = None
+            if isinstance(p, TablesPane):
+                p.bus = None
+        self.changed()
+
+    def action_undo(self) -> None:
+        self._history(self.machine.undo)
+
+    def action_redo(self) -> None:
+        self._history(self.machine.redo)
+
+    def _history(self, step) -> None:
+        try:
+            outcome = step()
+        except CommandError as exc:
+            self.say(str(exc), error=True)
+            return
+        self._after(outcome)
+
+    def action_cycle_option(self, opt: str) -> None:
+        value = self.machine.option_value(opt)
+        if value is None:
+            self.say(f"{opt}: this scenario has nothing it applies to", error=True)
+            return
+        values = OPTIONS[opt]
+        self.run_command(f"set {opt} {values[(values.index(value) + 1) % len(values)]}")
+
+    def journal(self) -> JournalPane:
+        return self.main.query_one(JournalPane)
+
+    def action_cycle_outcome(self) -> None:
+        j = self.journal()
+        f = j.view.filter
+        nxt = OUTCOMES[(OUTCOMES.index(f.outcome) + 1) % len(OUTCOMES)]
+        j.view.set_filter(JournalFilter(nxt, f.op, f.unit, f.actor, f.rule))
+        j.follow = True
+        j.update_view()
+        self.say(f"journal shows {nxt} events · filter: {j.view.filter.describe()}")
+
+    def action_journal_filter(self) -> None:
+        j = self.journal()
+
+        def submit(text: str) -> str | None:
+            ok, hint = check_filter(text)
+            if not ok:
+                return hint
+            j.view.set_filter(JournalFilter.parse(text, keep_outcome=j.view.filter.outcome))
+            j.follow = True
+            j.update_view()
+            self.say(f"journal filter: {j.view.filter.describe()} · {len(j.view.indices)} event(s)")
+            return None
+
+        usage = "KEY=VALUE …  keys: outcome op unit actor rule   e.g. op=iotlb unit=dmar1"
+        current = " ".join(p for p in j.view.filter.describe().split() if not p.startswith("outcome=")
+                           ) if j.view.filter.describe() != "none" else ""
+        self.push_screen(PromptScreen("Filter the journal", usage, check_filter, submit, value=current))
+
+    def action_zoom(self) -> None:
+        w, h = self.size
+        if not self.zoomed and (w < WIDE[0] or h < WIDE[1]):
+            self.say(f"the terminal is {w}x{h}: one pane at a time already (all panes from {WIDE[0]}x{WIDE[1]})")
+            return
+        self.zoomed = not self.zoomed
+        self.relayout()
+        self.say("zoomed: one pane, z again for all" if self.zoomed else "all panes")
+
+    def action_pane(self, delta: int) -> None:
+        panes = self.panes
+        i = panes.index(self.current_pane())
+        self.action_pane_to((i + delta) % len(panes))
+
+    def action_pane_to(self, i: int) -> None:
+        panes = self.panes
+        if 0 <= i < len(panes):
+            panes[i].add_class("-shown")
+            panes[i].focus()
+
+    def action_screenshot(self) -> None:
+        path = self.save_screenshot(path=str(Path.cwd()))
+        self.say(f"screenshot saved to {path}")
+
+    def action_help(self) -> None:
+        keys = [(k.replace("question_mark", "?").replace("colon", ":").replace("slash", "/"), d)
+                for k, _a, _short, d, _s in self.ACTIONS]
+        self.push_screen(HelpScreen(keys))
+
+
+def run(scenario: str | None) -> int:
+    """`vtdtui [--scenario NAME|PATH]`: build the machine, then run the app."""
+    from ..cli import EXIT_BAD_INPUT, error_line
+
+    try:
+        machine = Machine.from_scenario(scenario)
+    except ScenarioError as exc:
+        error_line(str(exc))
+        return EXIT_BAD_INPUT
+    VtdApp(machine).run()
+    return 0

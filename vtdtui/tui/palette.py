@@ -1,0 +1,46 @@
+"""The command palette (ctrl+p): every key's action, every switch value, every unit."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from ..machine import OPTIONS
+from ..views.status import OPTION_HELP
+
+if TYPE_CHECKING:
+    from .app import VtdApp
+
+
+class VtdCommands(Provider):
+    def _entries(self) -> list[tuple[str, str, object]]:
+        app: VtdApp = self.app  # type: ignore[assignment]
+        out: list[tuple[str, str, object]] = []
+        for key, action, _short, description, _show in app.ACTIONS:
+            if not action:
+                continue
+            out.append((description, f"key {key}", partial(app.palette_action, action)))
+        m = app.machine
+        for opt, values in OPTIONS.items():
+            if m.option_value(opt) is None:
+                continue
+            for v in values:
+                out.append((f"set {opt} {v}", OPTION_HELP[opt], partial(app.run_command, f"set {opt} {v}")))
+        for name in m.units:
+            for bit in ("CM", "C", "SC", "RWBF", "PSI"):
+                out.append((f"toggle {name} {bit}", f"flip {bit} of {name}", partial(app.run_command, f"toggle {name} {bit}")))
+            out.append((f"select-unit {name}", "show this unit in the panes", partial(app.run_command, f"select-unit {name}")))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, help_, cb in self._entries():
+            yield DiscoveryHit(title, cb, help=help_)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_, cb in self._entries():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), cb, help=help_)

@@ -1,0 +1,98 @@
+"""One-line prompts (group, map, unmap, DMA, command, filter).
+
+The prompt checks the text as it is typed and explains what is wrong inline; Enter
+runs it through the app, and a refusal keeps the prompt open with the reason.
+Escape closes it without changing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+# check(text) → (ok, hint); submit(text) → error message or None when done.
+Check = Callable[[str], tuple[bool, str]]
+Submit = Callable[[str], str | None]
+
+
+class PromptScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, usage: str, check: Check, submit: Submit, value: str = "") -> None:
+        super().__init__()
+        self.title_text, self.usage, self.check, self.submit = title, usage, check, submit
+        self.value = value
+        self._ready = False
+        self._dismissed = False
+        self._pending: list[tuple[str, str | None]] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Static(self.title_text, id="prompt-title")
+            yield Static(self.usage, id="prompt-usage")
+            yield Input(value=self.value, placeholder=self.usage, id="prompt-input")
+            yield Static("", id="prompt-hint")
+            yield Static("Enter runs it · Escape cancels", id="prompt-keys")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+        if self.value:
+            self._show(*self.check(self.value))
+        self.call_after_refresh(self._drain)
+
+    def hold(self, key: str, character: str | None) -> bool:
+        """Keep a key that arrived before the input is ready (a fast typist, a
+        replay); True when it was kept.  The app calls this before dispatching."""
+        if self._ready:
+            return False
+        self._pending.append((key, character))
+        return True
+
+    def _drain(self) -> None:
+        self._ready = True
+        field = self.query_one(Input)
+        pending, self._pending = self._pending, []
+        for i, (key, ch) in enumerate(pending):
+            if key == "escape":
+                self.action_cancel()
+            elif key == "enter":
+                self.on_input_submitted(Input.Submitted(field, field.value))
+            elif ch and ch.isprintable():
+                field.insert_text_at_cursor(ch)
+            elif key == "backspace":
+                field.action_delete_left()
+            if self._dismissed:
+                # The rest was typed for whatever comes after this prompt.
+                for key, ch in pending[i + 1:]:
+                    self.app.post_message(events.Key(key, ch))
+                return
+
+    def _show(self, ok: bool, hint: str) -> None:
+        w = self.query_one("#prompt-hint", Static)
+        w.update(hint)
+        w.set_class(not ok, "-error")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show(*self.check(event.value)) if event.value.strip() else self._show(True, "")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._dismissed:
+            return
+        error = self.submit(event.value)
+        if error is None:
+            self._dismissed = True
+            self.dismiss(True)
+        else:
+            self._show(False, error)
+
+    def action_cancel(self) -> None:
+        if not self._dismissed:
+            self._dismissed = True
+            self.dismiss(False)

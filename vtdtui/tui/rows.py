@@ -1,0 +1,124 @@
+"""A pane of view lines drawn with Textual's Line API.
+
+Only the rows on screen are turned into strips, so a pane over thousands of rows
+costs what its height costs.  Rows may be any sequence (a lazy one too); a few
+header lines stay put while the body scrolls under them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.segment import Segment
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ..views.style import Line
+from .theme import CURSOR, CURSOR_UNFOCUSED, THEME
+
+
+def to_strip(line: Line) -> Strip:
+    return Strip([Segment(text, THEME.get(tok, THEME[""])) for text, tok in line if text])
+
+
+class RowsPane(ScrollView, can_focus=True):
+    """Base of every pane: header lines, scrolling body rows, one cursor row."""
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "Top", show=False),
+        Binding("end", "jump(-1)", "Bottom", show=False),
+    ]
+    TITLE = ""
+    SHORT = ""  # the name on the tab strip at small sizes
+
+    class Activated(Message):
+        """Enter on a row (panes that drill down handle it)."""
+
+        def __init__(self, pane: RowsPane, index: int) -> None:
+            super().__init__()
+            self.pane = pane
+            self.index = index
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.header: list[Line] = []
+        self.rows: Sequence[Line] = []
+        self.cursor = 0
+        self.seen = -1  # the app's state version this pane last rendered
+        self.border_title = self.TITLE
+
+    # ------------------------------------------------------------ content
+    def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None, width: int | None = None) -> None:
+        self.header = header or []
+        self.rows = rows
+        if width is None:
+            width = max((sum(len(t) for t, _ in line) for line in self.header + list(rows)), default=0)
+        self.cursor = max(0, min(self.cursor, len(rows) - 1))
+        self.virtual_size = Size(width, len(self.header) + len(rows))
+        self.refresh()
+
+    def update_view(self) -> None:
+        """Recompute this pane's rows from the machine (subclasses)."""
+
+    @property
+    def body_height(self) -> int:
+        return max(1, self.scrollable_content_region.height - len(self.header))
+
+    # ------------------------------------------------------------ Line API
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        scroll_x, scroll_y = self.scroll_offset
+        if y < len(self.header):
+            line, cursor = self.header[y], False
+        else:
+            i = y - len(self.header) + scroll_y
+            if i >= len(self.rows):
+                return Strip.blank(width, THEME[""])
+            line, cursor = self.rows[i], i == self.cursor
+        full = to_strip(line)
+        strip = full.crop_extend(scroll_x, scroll_x + width, THEME[""])
+        if full.cell_length > scroll_x + width and width > 1:
+            # Say that the line goes on: a cut number must not read as another number.
+            strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", THEME["dim"])])])
+        if cursor:
+            strip = strip.apply_style(CURSOR if self.has_focus else CURSOR_UNFOCUSED)
+        return strip
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    # ------------------------------------------------------------ cursor
+    def move_cursor(self, index: int) -> None:
+        n = len(self.rows)
+        if not n:
+            return
+        self.cursor = max(0, min(index, n - 1))
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + self.body_height:
+            self.scroll_to(y=self.cursor - self.body_height + 1, animate=False, immediate=True)
+        self.refresh()
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self.cursor + direction * self.body_height)
+
+    def action_jump(self, where: int) -> None:
+        self.move_cursor(where if where >= 0 else len(self.rows) - 1)
+
+    def key_enter(self) -> None:
+        if self.rows:
+            self.post_message(self.Activated(self, self.cursor))

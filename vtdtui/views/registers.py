@@ -1,0 +1,60 @@
+"""The selected unit: capability badges, CAP/ECAP by field, GSTS, fault status."""
+
+from __future__ import annotations
+
+from ..hw import regs
+from ..hw.faults import reason_string
+from ..machine import Machine
+from .style import Line, badge, plain
+
+# The bits the stories turn on; each toggles from a key or the palette.
+BADGES = (("CM", "CAP"), ("C", "ECAP"), ("SC", "ECAP"), ("RWBF", "CAP"), ("PSI", "CAP"), ("QI", "ECAP"))
+GSTS_BITS = (("TES", regs.GSTS_TES), ("RTPS", regs.GSTS_RTPS), ("WBFS", regs.GSTS_WBFS), ("QIES", regs.GSTS_QIES))
+FSTS_BITS = (("PFO", regs.FSTS_PFO), ("PPF", regs.FSTS_PPF), ("IQE", regs.FSTS_IQE), ("ICE", regs.FSTS_ICE),
+             ("ITE", regs.FSTS_ITE))
+
+
+def unit_badges(m: Machine, name: str) -> Line:
+    u = m.units[name]
+    segs = []
+    for field, reg in BADGES:
+        value = u.capf(field) if reg == "CAP" else u.ecapf(field)
+        segs += [badge(field, bool(value)), (" ", "")]
+    return tuple(segs)
+
+
+def _bits(value: int, names) -> str:
+    set_ = [n for n, bit in names if value & bit]
+    return " ".join(set_) if set_ else "-"
+
+
+def registers(m: Machine, name: str) -> list[Line]:
+    u = m.units[name]
+    out: list[Line] = []
+    units = [("units ", "dim")]
+    for n in m.units:
+        units.append((f"▶{n}" if n == name else f" {n}", "sel" if n == name else "dim"))
+        units.append(("  ", ""))
+    units.append(("([ ] to switch)", "dim"))
+    out.append(tuple(units))
+    level = m.level_of(name)
+    out.append(((name, "head"), (f" · {level} · base {u.base:#x} · {u.mgaw_bits}-bit MGAW", "dim"),
+                (" · emulated by QEMU" if u.emulated_by_qemu else "", "dim")))
+    out.append(unit_badges(m, name))
+    out.append(((" GSTS ", "key"), (f"{u.gsts:#010x} ", "addr"), (_bits(u.gsts, GSTS_BITS), "")))
+    fsts_tok = "bad" if u.fsts else ""
+    out.append(((" FSTS ", "key"), (f"{u.fsts:#010x} ", "addr"), (_bits(u.fsts, FSTS_BITS), fsts_tok),
+                (f" FRI {u.fsts >> 8 & 0xFF}", "dim")))
+    faults = [f for f in u.faults if not f.suppressed_by_fpd]
+    if faults:
+        out.append(plain(f" faults: {len(faults)} recorded, newest last", "bad"))
+        for f in faults[-3:]:
+            out.append(plain(f"  {f.bdf} {f.access} {f.iova:#x} reason {f.reason:#x} {reason_string(f.reason)}", "bad"))
+    for layout, value in ((regs.CAP, u.cap), (regs.ECAP, u.ecap)):
+        out.append(((f" {layout.name} ", "head"), (f"{value:#018x}", "addr")))
+        for f in layout:
+            v = f.get(value)
+            tok = "on" if f.width == 1 and v else ("dim" if f.width == 1 else "")
+            out.append(((f"  {f.name:<7}", "key"), (f"{v:>#6x} " if f.width > 1 else f"{v:>6} ", tok),
+                        (f"{f.bits:>5}  ", "dim"), (f.meaning, "dim")))
+    return out
