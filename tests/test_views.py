@@ -1064,3 +1064,19 @@ def test_views_do_not_change_the_machine():
     pte_rows(m, "dmar1", NVME)
     status.qemu_lines(machine("viommu"))
     assert json.dumps(to_json(m), sort_keys=True) == before
+
+
+@pytest.mark.parametrize("scenario, commands", [
+    ("desktop", ("attach 0", "select-group 5", "attach 5", "toggle dmar1 SC", "set reuse prefer-reuse", "attach 4",
+                 "map 4 0x100000 8K", "toggle dmar0 CM", "detach 0", "select-group 2")),
+    ("viommu", ("select-group 3", "attach 3", "toggle dmar0 CM", "set qemu-force on", "map 3 0x100000 4K", "detach 3")),
+])
+def test_cached_graph_view_always_equals_a_fresh_drawing(scenario, commands):
+    m = Machine.from_scenario(scenario)
+    view = graph.GraphView()
+    assert view.lines(m) == graph.graph_lines(m)
+    for c in commands:
+        m.execute(c)
+        assert view.lines(m) == graph.graph_lines(m), c
+    m.undo()
+    assert view.lines(m) == graph.graph_lines(m)

@@ -221,8 +221,12 @@ class GraphPane(Pane):
     TITLE = "domains · groups · devices · VM"
     SHORT = "graph"
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view = graph.GraphView()
+
     def update_view(self) -> None:
-        self.set_rows(graph.graph_lines(self.machine))
+        self.set_rows(self.view.lines(self.machine))
 
 
 class VmPane(Pane):
@@ -259,7 +263,7 @@ class JournalPane(Pane):
         m = self.machine
         at_end = self.cursor >= len(self.rows) - 1
         self.view.update(m.journal)
-        self.set_rows(_JournalRows(self.view, m.journal.events), header=[self.view.counter_line()], width=240)
+        self.set_rows(_JournalRows(self.view, m.journal.events), header=[self.view.counter_line()])
         if self.follow or at_end:
             self.move_cursor(len(self.rows) - 1)
             # Scrolling waits for the new height to be laid out.

@@ -55,13 +55,13 @@ class RowsPane(ScrollView, can_focus=True):
         self.border_title = self.TITLE
 
     # ------------------------------------------------------------ content
-    def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None, width: int | None = None) -> None:
+    def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None) -> None:
         self.header = header or []
         self.rows = rows
-        if width is None:
-            width = max((sum(len(t) for t, _ in line) for line in self.header + list(rows)), default=0)
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
-        self.virtual_size = Size(width, len(self.header) + len(rows))
+        # No horizontal scrolling (cut lines end in …), so the width is the pane's:
+        # nothing here may cost more than the rows on screen.
+        self.virtual_size = Size(0, len(self.header) + len(rows))
         self.refresh()
 
     def update_view(self) -> None:

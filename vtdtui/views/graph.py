@@ -29,17 +29,62 @@ def _tree(out: list[Line], prefix: str, items: list, render) -> None:
 
 
 def graph_lines(m: Machine, g: nx.DiGraph | None = None) -> list[Line]:
-    g = g if g is not None else G.build(m)
+    body, group_at = _body(m, g if g is not None else G.build(m))
+    return _mark(body, group_at, m.selected_group) + units_lines(m)
+
+
+def _mark(body: list[Line], group_at: dict, selected) -> list[Line]:
+    i = group_at.get(selected)
+    if i is None:
+        return list(body)
+    out = list(body)
+    first, (label, _tok), *rest = out[i]
+    out[i] = (first, ("▶" + label, "sel"), *rest)
+    return out
+
+
+class GraphView:
+    """graph_lines() for every keypress at any size: the tree above the units is
+    rebuilt only when a software decision, a policy, or a unit's SC changed it.
+
+    Those are the only inputs of that part: every attach, detach, map and unmap is
+    journaled by a software actor, a switch as a policy change.  The selection
+    marker and the units section (CM/C/SC badges) are cheap and redone each time."""
+
+    def __init__(self) -> None:
+        self._journal = None
+        self._seen = 0
+        self._changes = 0
+        self._key: tuple | None = None
+        self._body: list[Line] = []
+        self._group_at: dict = {}
+
+    def lines(self, m: Machine) -> list[Line]:
+        j = m.journal
+        if j is not self._journal or len(j) < self._seen:
+            self._journal, self._seen, self._changes = j, 0, 0
+        for e in j.events[self._seen:]:
+            if e.actor != "hw" or e.op == "policy-change":
+                self._changes += 1
+        self._seen = len(j)
+        key = (id(j), self._changes, tuple((n, u.sc) for n, u in m.units.items()))
+        if key != self._key:
+            self._body, self._group_at = _body(m, G.build(m))
+            self._key = key
+        return _mark(self._body, self._group_at, m.selected_group) + units_lines(m)
+
+
+def _body(m: Machine, g: nx.DiGraph) -> tuple[list[Line], dict]:
     out: list[Line] = []
-    selected = ("group", m.selected_group)
+    group_at: dict = {}
 
     def device(out, first, _rest, node):
         out.append(((first, "dim"), (g.nodes[node]["label"], "")))
 
     def group(out, first, rest, node):
         devs = _kids(g, node, "device")
-        sel = node == selected
-        label: tuple[Seg, ...] = ((first, "dim"), (("▶" if sel else "") + g.nodes[node]["label"], "sel" if sel else "key"))
+        group_at[node[1]] = len(out)
+        label: tuple[Seg, ...] = ((first, "dim"), (g.nodes[node]["label"], "key"))
         if len(devs) == 1:
             out.append(label + ((" ─ " + g.nodes[devs[0]]["label"], ""),))
         else:
@@ -82,24 +127,24 @@ def graph_lines(m: Machine, g: nx.DiGraph | None = None) -> list[Line]:
     if kernel:
         out.append(plain("kernel DMA-API domains (owner driver)", "head"))
         _tree(out, "", kernel, domain)
-    out.append(plain("units", "head"))
+    return out, group_at
 
-    def unit(out, first, rest, node):
-        u = g.nodes[node]
-        detached = [grp for grp in _users_of_devices(g, node) if not _kids(g, grp, "domain")]
-        segs: list[Seg] = [(first, "dim"), (u["label"], "sel" if u["label"] == m.selected_unit else "key"),
-                           (f" {u['level']} ", "dim"), badge("CM", u["cm"]), (" ", ""), badge("C", u["c"]), (" ", ""),
-                           badge("SC", u["sc"])]
-        if detached:
-            segs.append((" · detached: " + ", ".join(str(n[1]) for n in detached[:24])
-                         + (" …" if len(detached) > 24 else ""), "dim"))
+
+def units_lines(m: Machine) -> list[Line]:
+    """Each unit with its badges and the groups behind it that are detached."""
+    out: list[Line] = [plain("units", "head")]
+    detached: dict[str, list[int]] = {n: [] for n in m.units}
+    for gid, gs in m.groups.items():
+        if m.domain_of(gs) is None:
+            detached[gs.unit].append(gid)
+    names = sorted(m.units)
+    for i, name in enumerate(names):
+        u = m.units[name]
+        segs: list[Seg] = [("└─ " if i == len(names) - 1 else "├─ ", "dim"),
+                           (name, "sel" if name == m.selected_unit else "key"), (f" {m.level_of(name)} ", "dim"),
+                           badge("CM", u.cm), (" ", ""), badge("C", u.coherent), (" ", ""), badge("SC", u.sc)]
+        gone = sorted(detached[name])
+        if gone:
+            segs.append((" · detached: " + ", ".join(map(str, gone[:24])) + (" …" if len(gone) > 24 else ""), "dim"))
         out.append(tuple(segs))
-
-    _tree(out, "", sorted((n for n, d in g.nodes(data=True) if d["kind"] == "unit"), key=lambda n: n[1]), unit)
     return out
-
-
-def _users_of_devices(g: nx.DiGraph, unit) -> list:
-    groups = {grp for dev in g.predecessors(unit) if g.nodes[dev]["kind"] == "device"
-              for grp in g.predecessors(dev) if g.nodes[grp]["kind"] == "group"}
-    return sorted(groups, key=lambda n: (isinstance(n[1], str), n[1] if isinstance(n[1], int) else 0))

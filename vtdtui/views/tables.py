@@ -71,7 +71,7 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     re_ = RootEntry.decode(*pair) if pair else None
     if re_ is None or not re_.present:
         return [Row(None, plain(f"bus {bus:02x} has no present root entry · Backspace: root table", "warn"))]
-    names = {sid: (gid, dev) for gid, g in m.groups.items() if g.unit == name for sid, dev in g.devices}
+    names = _device_names(m, name)
     rows = [Row(None, plain(f"context table of bus {bus:02x} @ {re_.ctp:#x} · Enter: page tables · Backspace: root", "dim"))]
     for dfn in range(256):
         addr = re_.ctp + dfn * CONTEXT_ENTRY_SIZE
@@ -95,6 +95,21 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     if len(rows) == 1:
         rows.append(Row(None, plain("no present context entries on this bus (attach a group: g, a)", "dim")))
     return rows
+
+
+_names: dict[tuple[int, str], tuple[object, dict]] = {}
+
+
+def _device_names(m: Machine, unit: str) -> dict[int, tuple[int, str]]:
+    """Source id → (group, device name) on a unit; groups never change after boot,
+    so the index is kept until the machine's group table is replaced (undo)."""
+    hit = _names.get((id(m), unit))
+    if hit is None or hit[0] is not m.groups:
+        if len(_names) > 64:
+            _names.clear()
+        index = {sid: (gid, dev) for gid, g in m.groups.items() if g.unit == unit for sid, dev in g.devices}
+        hit = _names[(id(m), unit)] = (m.groups, index)
+    return hit[1]
 
 
 def context_entry(m: Machine, name: str, sid: int) -> ContextEntry | None:
