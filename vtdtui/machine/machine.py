@@ -106,6 +106,7 @@ class Machine:
     log: list[str] = field(default_factory=list)
     redo_stack: list[str] = field(default_factory=list)
     _base: dict | None = None
+    _device_index: dict[str, dict[int, tuple[int, str]]] = field(default_factory=dict)  # fixed at boot
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -139,6 +140,7 @@ class Machine:
                 w.driver.init_unit(u)
         for gs in sc.groups:
             self.groups[gs.id] = GroupState(gs.id, gs.unit, [(d.source_id, d.name) for d in gs.devices], sc.owner)
+            self._device_index.setdefault(gs.unit, {}).update({d.source_id: (gs.id, d.name) for d in gs.devices})
             for d in gs.devices:  # every enumerated device was probed at boot
                 self.driver_for(gs.unit).probe_device(self.units[gs.unit], d.source_id)
         host = self.worlds.get("host")
@@ -168,11 +170,15 @@ class Machine:
         """"host" or "guest": which kernel's world the unit lives in."""
         return next(u.level for u in self.scenario.units if u.name == unit)
 
+    def device_names(self, unit: str) -> dict[int, tuple[int, str]]:
+        """Source id → (group, device name) of the devices behind a unit."""
+        return self._device_index.get(unit, {})
+
     def driver_for(self, unit: str) -> IntelIommuDriver:
         return self.worlds[self.level_of(unit)].driver
 
     # ------------------------------------------------------------ snapshots (undo)
-    _VOLATILE = ("log", "redo_stack", "_base")
+    _VOLATILE = ("log", "redo_stack", "_base", "_device_index")
 
     def _snapshot(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in self._VOLATILE})

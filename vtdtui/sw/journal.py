@@ -38,6 +38,11 @@ class Event:
     reason: str
     detail: str = ""  # the arguments (DID, address, mask …) for the curious
 
+    @property
+    def is_decision(self) -> bool:
+        """A software actor's choice; actor hw events are records (toggles, DMAs, faults)."""
+        return self.actor != "hw"
+
     def to_json(self) -> dict:
         return {
             "seq": self.seq, "unit": self.unit, "actor": self.actor, "op": self.op,

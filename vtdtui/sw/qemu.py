@@ -41,6 +41,11 @@ class QemuViommu:
     refused: bool = False
     sc_refused: bool = False  # snoop-control=on: refused whatever `force` says
 
+    @property
+    def refusing(self) -> bool:
+        """Is the assigned device's shadow refused now (CM=0 unforced, or SC=1)?"""
+        return (self.refused and not self.force) or self.sc_refused
+
     def attach(self) -> None:
         self.guest_unit.invalidation_listeners.append(self.on_invalidation)
 
@@ -160,7 +165,7 @@ class QemuViommu:
         return {
             "assigned": bdf_str(self.assigned_sid),
             "caching_mode": self.guest_unit.cm,
-            "refused": (self.refused and not self.force) or self.sc_refused,
+            "refused": self.refusing,
             "force": self.force,
             "traps": self.traps,
             "shadow": [{"iova": f"0x{i:x}", "size": f"0x{s:x}", "gpa": f"0x{g:x}"}

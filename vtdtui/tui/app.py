@@ -63,7 +63,6 @@ class VtdApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "vtdtui"
     COMMANDS = App.COMMANDS | {VtdCommands}
-    ENABLE_COMMAND_PALETTE = True
 
     # (key, action, description, in footer): the single table behind the bindings,
     # the help screen and the palette.
@@ -255,7 +254,7 @@ class VtdApp(App[int]):
             if not ok:
                 return hint
             error = self.run_command(spec.command(text, m.selected_group))
-            if name in ("group",) and error is None:
+            if name == "group" and error is None:
                 self._follow_group()
             return error
 

@@ -27,14 +27,23 @@ class Pane(RowsPane):
         return app.machine
 
 
-class RegistersPane(Pane):
-    TITLE = "unit & registers"
-    SHORT = "regs"
+class UnitPane(Pane):
+    """A pane that shows one view of the selected unit."""
+
+    @staticmethod
+    def view(m: Machine, unit: str) -> list[Line]:
+        raise NotImplementedError
 
     def update_view(self) -> None:
         m = self.machine
         self.border_title = f"{self.TITLE} · {m.selected_unit}"
-        self.set_rows(registers.registers(m, m.selected_unit))
+        self.set_rows(self.view(m, m.selected_unit))
+
+
+class RegistersPane(UnitPane):
+    TITLE = "unit & registers"
+    SHORT = "regs"
+    view = staticmethod(registers.registers)
 
 
 class TablesPane(Pane):
@@ -132,6 +141,7 @@ class IoptePane(Pane):
         super().__init__(**kwargs)
         self.pinned: tuple[str, int] | None = None  # (unit, source id) opened by drill-down
         self.trees: dict[tuple, PteTree] = {}
+        self.shown_tree: PteTree | None = None  # the tree on screen
         self.prow: list[PteRow] = []
 
     def target(self) -> tuple[str, int] | None:
@@ -150,16 +160,13 @@ class IoptePane(Pane):
             g = m.groups.get(m.selected_group)
             who = f"{bdf_str(t[1])} on {t[0]}" if t else "no device"
             self.border_title = f"{self.TITLE} · {who}"
-            self.prow = []
+            self.shown_tree, self.prow = None, []
             hint = " — attach its group (a) and map (n)" if g and m.domain_of(g) is None else ""
             self.set_rows([plain(f"{who}: {what}{hint}", "dim")])
             return
         unit = m.units[t[0]]
-        dom = self._domain(t[0], ce.did)
-        key = (t[0], ce.did, ce.slptptr)
-        tree = self.trees.get(key)
-        if tree is None:
-            tree = self.trees[key] = PteTree()
+        dom = m.driver_for(t[0]).attached_domain(t[1], unit)
+        tree = self.shown_tree = self.trees.setdefault((t[0], ce.did, ce.slptptr), PteTree())
         if not tree.touched and not tree.expanded:
             tree.expand_first_path(ce.slptptr, ce.levels, unit.cpu_read_q)
         self.prow = tree.rows(ce.slptptr, ce.levels, unit.cpu_read_q, unit.hw_read_q)
@@ -169,21 +176,13 @@ class IoptePane(Pane):
         rows = [r.line for r in self.prow] or [plain("no present entries: map something (n)", "dim")]
         self.set_rows(rows, header=head)
 
-    def _domain(self, unit: str, did: int):
-        for d in self.machine.driver_for(unit).domains.values():
-            if d.dids.get(unit) == did:
-                return d
-        return None
-
     def _expand(self, open_: bool | None) -> None:
         if not self.prow or self.cursor >= len(self.prow):
             return
         row = self.prow[self.cursor]
-        t = self.target()
-        ce = tables.context_entry(self.machine, *t) if t else None
-        if not row.expandable or ce is None or row.key is None:
+        tree = self.shown_tree
+        if not row.expandable or tree is None or row.key is None:
             return
-        tree = self.trees[(t[0], ce.did, ce.slptptr)]
         if open_ is None or (row.key in tree.expanded) != open_:
             tree.toggle(row.key)
             self.update_view()
@@ -207,14 +206,10 @@ class IoptePane(Pane):
             self._expand(None)
 
 
-class CachesPane(Pane):
+class CachesPane(UnitPane):
     TITLE = "IOTLB & context cache"
     SHORT = "caches"
-
-    def update_view(self) -> None:
-        m = self.machine
-        self.border_title = f"{self.TITLE} · {m.selected_unit}"
-        self.set_rows(caches.cache_lines(m, m.selected_unit))
+    view = staticmethod(caches.cache_lines)
 
 
 class GraphPane(Pane):

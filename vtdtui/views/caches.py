@@ -21,7 +21,7 @@ def cache_lines(m: Machine, name: str) -> list[Line]:
     tlb = sorted(u.iotlb, key=lambda e: (e.did, e.iova))
     stale_tlb = [u.iotlb_stale(e) for e in tlb]
     n_stale = sum(map(bool, stale_ctx)) + sum(map(bool, stale_tlb))
-    cap = f"/{u.iotlb.capacity}" if getattr(u.iotlb, "capacity", None) else ""
+    cap = f"/{u.iotlb.capacity}" if u.iotlb.capacity else ""
     out.append(((f"{name} ", "head"),
                 (f"context cache {len(ctx)} · IOTLB {len(tlb)}{cap} · ", "dim"),
                 (f"{n_stale} stale" if n_stale else "none stale", "stale" if n_stale else "dim"),

@@ -64,7 +64,7 @@ class GraphView:
         if j is not self._journal or len(j) < self._seen:
             self._journal, self._seen, self._changes = j, 0, 0
         for e in j.events[self._seen:]:
-            if e.actor != "hw" or e.op == "policy-change":
+            if e.is_decision or e.op == "policy-change":
                 self._changes += 1
         self._seen = len(j)
         key = (id(j), self._changes, tuple((n, u.sc) for n, u in m.units.items()))

@@ -78,7 +78,7 @@ class JournalView:
         for i in range(self._seen, len(events)):
             e = events[i]
             self.counts[e.op, e.outcome] += 1
-            if e.actor != "hw":
+            if e.is_decision:
                 self.decisions[e.outcome] += 1
             if self.filter.matches(e):
                 self.indices.append(i)

@@ -4,6 +4,7 @@ one-sentence summary of the last action for the status line."""
 from __future__ import annotations
 
 from ..graph import kvm_noncoherent_why
+from ..hw.entries import bdf_str
 from ..machine import OPTIONS, Machine, Outcome
 from ..machine.parse import fmt_size
 from .style import Line, plain
@@ -62,9 +63,9 @@ def qemu_lines(m: Machine) -> list[Line]:
     guest = q.guest_mappings()
     missing = sorted(i for i, mp in guest.items() if q.shadow.get(i) != mp)
     extra = sorted(i for i in q.shadow if i not in guest)
-    refused = q.to_json()["refused"]
+    refused = q.refusing
     out: list[Line] = [plain("QEMU vIOMMU → host shadow", "head")]
-    out.append((("  assigned ", "key"), (f"{q.to_json()['assigned']} via host {q.host_unit.name}", "")))
+    out.append((("  assigned ", "key"), (f"{bdf_str(q.assigned_sid)} via host {q.host_unit.name}", "")))
     out.append((("  guest CAP.CM ", "key"), ("1" if q.guest_unit.cm else "0", "on" if q.guest_unit.cm else "warn"),
                 ("  assignment ", "key"),
                 ("refused" if refused else ("forced (what-if)" if q.force and not q.guest_unit.cm else "allowed"),
@@ -86,7 +87,7 @@ def sentence(outcome: Outcome) -> str:
     The counts are the software's decisions (driver, VFIO, KVM, QEMU); the hardware's
     own records (a toggle, a DMA, a fault) are in the journal but are not decisions.
     A refusal by QEMU leads, because it changes what the rest of the story means."""
-    decisions = [e for e in outcome.events if e.actor != "hw"]
+    decisions = [e for e in outcome.events if e.is_decision]
     msg = outcome.message
     refusal = next((e for e in decisions if e.rule in QEMU_REFUSALS), None)
     if refusal is not None:

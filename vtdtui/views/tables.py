@@ -29,6 +29,17 @@ def _pair(u: DmarUnit, addr: int, read) -> tuple[int, int] | None:
         return None
 
 
+def _present(u: DmarUnit, table: int, size: int, decode):
+    """(index, address, entry) of each present entry of a 256-entry table, as the CPU wrote it."""
+    for i in range(256):
+        addr = table + i * size
+        pair = _pair(u, addr, u.cpu_read_q)
+        if pair is not None:
+            entry = decode(*pair)
+            if entry.present:
+                yield i, addr, entry
+
+
 def unit_view_differs(u: DmarUnit, addr: int) -> str:
     """What the unit reads at a 16-byte entry when it is not what the CPU wrote."""
     cpu, hw = _pair(u, addr, u.cpu_read_q), _pair(u, addr, u.hw_read_q)
@@ -45,14 +56,7 @@ def root_rows(m: Machine, name: str) -> list[Row]:
     rows = [Row(None, head)]
     if not rta:
         return [Row(None, plain("no root table: translation is not set up on this unit", "warn"))]
-    for bus in range(256):
-        addr = rta + bus * ROOT_ENTRY_SIZE
-        pair = _pair(u, addr, u.cpu_read_q)
-        if pair is None:
-            continue
-        re_ = RootEntry.decode(*pair)
-        if not re_.present:
-            continue
+    for bus, addr, re_ in _present(u, rta, ROOT_ENTRY_SIZE, RootEntry.decode):
         line = ((f"bus {bus:02x}  ", "key"), ("P=1 ", "on"), (f"CTP {re_.ctp:#x}  ", "addr"),
                 (f"{re_.hi:016x}:{re_.lo:016x}", "dim"))
         rows.append(Row(bus, line))
@@ -71,19 +75,12 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     re_ = RootEntry.decode(*pair) if pair else None
     if re_ is None or not re_.present:
         return [Row(None, plain(f"bus {bus:02x} has no present root entry · Backspace: root table", "warn"))]
-    names = _device_names(m, name)
+    names = m.device_names(name)
     rows = [Row(None, plain(f"context table of bus {bus:02x} @ {re_.ctp:#x} · Enter: page tables · Backspace: root", "dim"))]
-    for dfn in range(256):
-        addr = re_.ctp + dfn * CONTEXT_ENTRY_SIZE
-        pair = _pair(u, addr, u.cpu_read_q)
-        if pair is None:
-            continue
-        ce = ContextEntry.decode(*pair)
+    for dfn, addr, ce in _present(u, re_.ctp, CONTEXT_ENTRY_SIZE, ContextEntry.decode):
         sid = bus << 8 | dfn
         who = names.get(sid)
         label = f"grp {who[0]} {who[1]}" if who else ""
-        if not ce.present:
-            continue
         line = ((f"{bdf_str(sid)} ", "key"), (f"DID {ce.did:<4}", "head"), (f" TT {ce.tt} ", ""),
                 (f"AW {ce.aw} ({ce.agaw}-bit) ", "dim"), (f"SLPTPTR {ce.slptptr:#x} ", "addr"),
                 ("FPD " if ce.fpd else "", "warn"), (TT_NAMES[ce.tt] + "  ", "dim"), (label, "dim"))
@@ -95,21 +92,6 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     if len(rows) == 1:
         rows.append(Row(None, plain("no present context entries on this bus (attach a group: g, a)", "dim")))
     return rows
-
-
-_names: dict[tuple[int, str], tuple[object, dict]] = {}
-
-
-def _device_names(m: Machine, unit: str) -> dict[int, tuple[int, str]]:
-    """Source id → (group, device name) on a unit; groups never change after boot,
-    so the index is kept until the machine's group table is replaced (undo)."""
-    hit = _names.get((id(m), unit))
-    if hit is None or hit[0] is not m.groups:
-        if len(_names) > 64:
-            _names.clear()
-        index = {sid: (gid, dev) for gid, g in m.groups.items() if g.unit == unit for sid, dev in g.devices}
-        hit = _names[(id(m), unit)] = (m.groups, index)
-    return hit[1]
 
 
 def context_entry(m: Machine, name: str, sid: int) -> ContextEntry | None:
