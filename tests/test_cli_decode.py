@@ -210,13 +210,14 @@ def test_tui_gets_the_scenario(capsys, monkeypatch):
     seen = []
     tui = types.ModuleType("vtdtui.tui")
     app = types.ModuleType("vtdtui.tui.app")
-    app.run = lambda scenario: seen.append(scenario) or 0
+    app.run = lambda scenario, record=None: seen.append((scenario, record)) or 0
     tui.app = app
     monkeypatch.setitem(sys.modules, "vtdtui.tui", tui)
     monkeypatch.setitem(sys.modules, "vtdtui.tui.app", app)
     assert main([]) == 0
     assert main(["--scenario", "viommu"]) == 0
-    assert seen == [None, "viommu"]
+    assert main(["--record", "s.keys"]) == 0
+    assert seen == [(None, None), ("viommu", None), (None, "s.keys")]
 
 
 def test_python_dash_m(tmp_path):

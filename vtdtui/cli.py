@@ -141,6 +141,65 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# --- replay -------------------------------------------------------------------------
+
+MAX_SPEED = 100.0
+
+
+def _replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("fixture", metavar="FIXTURE", help="a keystroke fixture (.keys), e.g. fixtures/caching-mode.keys")
+    p.add_argument("--headless", action="store_true",
+                   help="no terminal, no pauses, as fast as possible (CI); the fixture's size is used")
+    p.add_argument("--json", dest="replay_json", metavar="OUT|-",
+                   help="write the state JSON after the last line to OUT, or - for stdout")
+    p.add_argument("--svg-dir", metavar="DIR",
+                   help="write an SVG for each 'snapshot NAME' (DIR/NAME.svg) and one at the end")
+    p.add_argument("--speed", default="1", metavar="X",
+                   help="paced replay: divide pauses and the per-key delay by X (default 1; 2 is twice as fast)")
+
+
+def _speed(text: str, parser: argparse.ArgumentParser) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not 0 < x <= MAX_SPEED:  # also false for nan
+        parser.error(f"argument --speed: wants a number above 0 and at most {MAX_SPEED:g}, not {text!r}")
+    return x
+
+
+def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from vtdtui.machine import Machine, ScenarioError
+    from vtdtui.replay import FixtureError, load
+
+    speed = _speed(args.speed, parser)
+    try:
+        fixture = load(args.fixture)
+    except FixtureError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        machine = Machine.from_scenario(fixture.scenario)
+    except ScenarioError as exc:
+        where = f"{fixture.source}:{fixture.scenario_line}" if fixture.scenario_line else fixture.source
+        raise BadInput(f"{where}: scenario: {exc}") from None
+    svg_dir = None
+    if args.svg_dir is not None:
+        svg_dir = Path(args.svg_dir)
+        try:
+            svg_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--svg-dir {args.svg_dir}: {exc.strerror or exc}") from None
+    if args.replay_json not in (None, "-") and not Path(args.replay_json).resolve().parent.is_dir():
+        raise BadInput(f"--json {args.replay_json}: no such directory")
+    if not args.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadInput("replay: a paced replay needs a terminal; add --headless to run without one")
+    replayer = importlib.import_module("vtdtui.tui.replayer")
+    return replayer.run(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
+                        json_out=args.replay_json)
+
+
 COMMANDS: dict[str, Command] = {
     "decode": Command(
         help="decode CAP/ECAP values, or every unit in a boot log",
@@ -152,15 +211,20 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_dump_arguments,
         run=_run_dump,
     ),
+    "replay": Command(
+        help="replay a keystroke fixture: paced with captions in a terminal, or --headless for CI",
+        add_arguments=_replay_arguments,
+        run=_run_replay,
+    ),
 }
 
 
 # --- the TUI --------------------------------------------------------------------------
 
-def run_tui(scenario: str | None) -> int:
+def run_tui(scenario: str | None, record: str | None = None) -> int:
     """Start the TUI.  Imported here so that the core commands never load Textual."""
     app = importlib.import_module("vtdtui.tui.app")
-    return app.run(scenario)
+    return app.run(scenario, record)
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -174,6 +238,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
         "--scenario", metavar="NAME|PATH", help="scenario for the TUI (default: desktop)"
+    )
+    parser.add_argument(
+        "--record", metavar="FILE",
+        help="record the session's keys to FILE as a fixture (written as you type; replay with 'vtdtui replay FILE')",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs = {}
@@ -189,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            return run_tui(args.scenario)
-        if args.scenario is not None:
-            parser.error(f"--scenario starts the TUI; it does not apply to '{args.command}'")
+            return run_tui(args.scenario, args.record)
+        for opt in ("scenario", "record"):
+            if getattr(args, opt) is not None:
+                parser.error(f"--{opt} starts the TUI; it does not apply to '{args.command}'")
         return COMMANDS[args.command].run(args, subs[args.command])
     except SystemExit as exc:
         # --help, --version and usage errors: return the status rather than exit, so

@@ -7,18 +7,23 @@ recompute their views; hidden ones wait until they are shown.
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 from ..hw.entries import bdf_str
 from ..machine import CommandError, Machine, Outcome, ScenarioError
 from ..machine.machine import OPTIONS
+from ..replay import Recorder
 from ..views.journal import OUTCOMES, JournalFilter
 from ..views.prompts import PROMPTS, check_filter
 from ..views.status import sentence
@@ -26,6 +31,12 @@ from .help import HelpScreen
 from .palette import VtdCommands
 from .panes import PANES, JournalPane, Pane, TablesPane, IoptePane
 from .prompt import PromptScreen
+
+if TYPE_CHECKING:
+    from .replayer import Replayer
+
+# The key that starts and stops recording; it is not itself recorded.
+RECORD_KEY = "R"
 
 # Below this the panes do not fit side by side: one pane at a time, with tabs.
 WIDE = (140, 40)
@@ -51,6 +62,7 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="context")
+        yield Static("", id="caption")
         yield Static("", id="tabs")
         with Container(id="panes"):
             for cls in PANES:
@@ -97,6 +109,7 @@ class VtdApp(App[int]):
         ("enter", "", "", "Tables: open a bus, or a device's page tables; IOPTEs: expand or collapse", False),
         ("backspace", "", "", "Tables: back to the root table", False),
         ("ctrl+s", "screenshot", "shot", "Save an SVG screenshot in the current directory", False),
+        (RECORD_KEY, "record", "rec", "Record this session's keys as a fixture (again: stop)", False),
         ("question_mark", "help", "help", "Help: panes and keys", True),
         ("ctrl+p", "", "", "Command palette: every action and switch", False),
         ("q", "quit", "quit", "Quit", True),
@@ -105,9 +118,18 @@ class VtdApp(App[int]):
         Binding(str(i), f"pane_to({i - 1})", f"pane {i}", show=False) for i in range(1, 8)
     ]
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, *, scenario_arg: str | None = None,
+                 replayer: "Replayer | None" = None, record_to: str | None = None) -> None:
         super().__init__()
         self.machine = machine
+        self.scenario_arg = scenario_arg or machine.scenario.name
+        self.replayer = replayer
+        self.record_to = record_to
+        self.recorder: Recorder | None = None
+        # Every key the user typed, so that a recording started mid-session replays
+        # from the start: (key, character, typed into a text field).
+        self.keylog: list[tuple[str, str | None, bool]] = []
+        self._injected: set[int] = set()  # keys sent by a replay or re-sent by a prompt
         self.zoomed = False
         self.version = 0  # bumped by every state change; panes redo their view when behind
         self.last_status = ""
@@ -123,10 +145,39 @@ class VtdApp(App[int]):
         return True
 
     async def on_event(self, event: events.Event) -> None:
-        screen = self.screen if self._screen_stack else None
-        if isinstance(event, events.Key) and isinstance(screen, PromptScreen) and screen.hold(event.key, event.character):
-            return
+        # A key comes here first from the terminal (or inject_key), and again when it
+        # bubbles back up from the focused widget: only the first visit is ours.
+        if isinstance(event, events.Key):
+            screen = self.screen if self._screen_stack else None
+            if event.is_forwarded:
+                pass
+            elif id(event) in self._injected:
+                self._injected.discard(id(event))
+            else:
+                r = self.replayer
+                if r is not None and r.live and r.control(event.key):
+                    return
+                self._log_key(event, screen)
+            # Either visit: a key that beat the prompt it was typed for waits for it.
+            if isinstance(screen, PromptScreen) and screen.hold(event.key, event.character):
+                return
         await super().on_event(event)
+
+    def inject_key(self, key: str, character: str | None) -> None:
+        """Send a key that the user did not type now (a replay, or a key a prompt
+        kept and hands on): not recorded, not a presenter's control."""
+        event = events.Key(key, character)
+        event.set_sender(self)
+        self._injected.add(id(event))
+        self.post_message(event)
+
+    def _log_key(self, event: events.Key, screen: Screen | None) -> None:
+        if event.key == RECORD_KEY and screen is self.main and screen is not None:
+            return
+        typing = isinstance(self.focused, Input)
+        self.keylog.append((event.key, event.character, typing))
+        if self.recorder is not None:
+            self.recorder.key(event.key, event.character, typing)
 
     # ------------------------------------------------------------ layout
     def on_mount(self) -> None:
@@ -137,6 +188,9 @@ class VtdApp(App[int]):
         self.panes = list(self.main.query(Pane))
         self.panes[0].focus()
         self.relayout()
+        if self.record_to:
+            self._start_recording(self.record_to)
+            return
         m = self.machine
         self.say(f"{m.scenario.name} scenario: {len(m.units)} unit(s), {len(m.groups)} group(s). "
                  "g picks a group, a attaches it, n maps, t issues DMA; m c s flip CM, C, SC; ? explains every pane.")
@@ -193,7 +247,8 @@ class VtdApp(App[int]):
             dom = f"domain {d.id}" if d else "detached"
             gtext = f"group {g.spec_id} ({devs}, {g.devices[0][1]}) → {dom}"
         undo = f" · {len(m.log)} command(s), u undoes" if m.log else ""
-        text = (f"[b]vtdtui[/] · scenario [b]{m.scenario.name}[/] · unit [b]{m.selected_unit}[/] · {gtext}{undo}"
+        rec = f"[bold red]● REC[/] {escape(str(self.recorder.path.name))} · " if self.recorder else ""
+        text = (f"{rec}[b]vtdtui[/] · scenario [b]{m.scenario.name}[/] · unit [b]{m.selected_unit}[/] · {gtext}{undo}"
                 "  [dim]? help · ctrl+p palette[/]")
         self.main.query_one("#context", Static).update(text)
 
@@ -353,14 +408,64 @@ class VtdApp(App[int]):
         path = self.save_screenshot(path=str(Path.cwd()))
         self.say(f"screenshot saved to {path}")
 
+    # ------------------------------------------------------------ replay and recording
+    def show_caption(self, caption: str, state: str, hint: str, error: str = "") -> None:
+        """The replay banner: the current caption, progress, and the presenter's keys."""
+        from rich.text import Text
+
+        w = self.main.query_one("#caption", Static)
+        text = Text.assemble((f" {state} ", "reverse"), "  ", (caption, "bold"))
+        if error:
+            text.append(f"\n{error}", "bold red")
+        elif hint:
+            text.append(f"\n{hint}", "dim")
+        w.update(text)
+        w.add_class("-on")
+        w.set_class(bool(error), "-error")
+
+    def _start_recording(self, path: str) -> None:
+        try:
+            rec = Recorder(path, scenario=self._scenario_for(path), size=tuple(self.size),
+                           note=f"from the {self.machine.scenario.name} scenario")
+        except OSError as exc:
+            self.say(f"cannot record to {path}: {exc.strerror or exc}", error=True)
+            return
+        for key, ch, typing in self.keylog:
+            rec.key(key, ch, typing)
+        self.recorder = rec
+        self.record_to = path
+        self._update_context_line()
+        so_far = f" (with the {len(self.keylog)} key(s) so far)" if self.keylog else ""
+        self.say(f"recording keys to {path}{so_far}; {RECORD_KEY} stops. Replay: vtdtui replay {path}")
+
+    def _scenario_for(self, path: str) -> str:
+        """The scenario as the fixture must name it: a file relative to the fixture."""
+        from ..machine.scenario import BUILTIN
+
+        arg = self.scenario_arg
+        if arg in BUILTIN:
+            return arg
+        return os.path.relpath(Path(arg).resolve(), Path(path).resolve().parent)
+
+    def action_record(self) -> None:
+        rec = self.recorder
+        if rec is not None:
+            rec.close()
+            self.recorder = None
+            self._update_context_line()
+            self.say(f"recording stopped: {rec.keys} key(s) in {rec.path}. Replay: vtdtui replay {rec.path}")
+            return
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self._start_recording(f"vtdtui-{self.machine.scenario.name}-{stamp}.keys")
+
     def action_help(self) -> None:
         keys = [(k.replace("question_mark", "?").replace("colon", ":").replace("slash", "/"), d)
                 for k, _a, _short, d, _s in self.ACTIONS]
         self.push_screen(HelpScreen(keys))
 
 
-def run(scenario: str | None) -> int:
-    """`vtdtui [--scenario NAME|PATH]`: build the machine, then run the app."""
+def run(scenario: str | None, record: str | None = None) -> int:
+    """`vtdtui [--scenario NAME|PATH] [--record FILE]`: build the machine, run the app."""
     from ..cli import EXIT_BAD_INPUT, error_line
 
     try:
@@ -368,5 +473,12 @@ def run(scenario: str | None) -> int:
     except ScenarioError as exc:
         error_line(str(exc))
         return EXIT_BAD_INPUT
-    VtdApp(machine).run()
+    if record is not None:
+        try:
+            Path(record).open("ab").close()  # fail now, not after the session
+        except OSError as exc:
+            error_line(f"--record {record}: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
+    # A recording holds keys only: with the mouse off, nothing unrecorded changes state.
+    VtdApp(machine, scenario_arg=scenario, record_to=record).run(mouse=record is None)
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -46,6 +45,11 @@ class PromptScreen(ModalScreen[bool]):
             self._show(*self.check(self.value))
         self.call_after_refresh(self._drain)
 
+    @property
+    def ready(self) -> bool:
+        """The input has focus and takes keys directly."""
+        return self._ready
+
     def hold(self, key: str, character: str | None) -> bool:
         """Keep a key that arrived before the input is ready (a fast typist, a
         replay); True when it was kept.  The app calls this before dispatching."""
@@ -70,7 +74,7 @@ class PromptScreen(ModalScreen[bool]):
             if self._dismissed:
                 # The rest was typed for whatever comes after this prompt.
                 for key, ch in pending[i + 1:]:
-                    self.app.post_message(events.Key(key, ch))
+                    self.app.inject_key(key, ch)  # type: ignore[attr-defined]
                 return
 
     def _show(self, ok: bool, hint: str) -> None:

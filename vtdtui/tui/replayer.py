@@ -1,0 +1,327 @@
+"""Driving the app with a keystroke fixture: headless for CI, paced for a talk.
+
+The replay runs inside the app (Textual's auto-pilot task) and injects the same key
+events a keyboard or Pilot would.  After each key it waits until every widget has
+handled what that key caused, so the next key lands on the same state whatever the
+machine's speed: that, and a deterministic core, make a fixture give the same JSON
+every time.  `expect` and `snapshot` also wait for the screen to be redrawn.
+
+While a paced replay runs, the presenter's own keys steer it (see CONTROLS) and are
+not passed to the app; once it ends the keyboard is the presenter's again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual._context import visible_screen_stack
+
+from ..replay import Fixture, Step, key_event, typed
+
+if TYPE_CHECKING:
+    from .app import VtdApp
+
+# Paced replay, at --speed 1: the delay after each key of a `keys` line, and after
+# each character of a `type` line (typing reads better a little faster).
+KEY_DELAY = 0.35
+TYPE_DELAY = 0.06
+
+CONTROLS = (
+    ("space", "pause / resume"),
+    ("→ or .", "step one line (pauses)"),
+    ("n or pgdn", "jump to the next caption"),
+    ("esc", "stop the replay: the keyboard is yours"),
+    ("q", "quit"),
+)
+_PAUSE = {"space"}
+_STEP = {"right", "full_stop"}
+_NEXT = {"pagedown", "n"}
+_STOP = {"escape"}
+_QUIT = {"q", "ctrl+c", "ctrl+q"}
+
+
+@dataclass
+class Failure:
+    where: str    # file:line
+    message: str
+    screen: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def screen_lines(app: "VtdApp") -> list[str]:
+    """The text now on the screen, one string per row (what `expect` searches).
+
+    Textual has no public text export; this is the compositor call behind
+    App.export_screenshot, without its side effect of clearing the dirty regions a
+    live terminal still has to paint."""
+    visible_screen_stack.set(app._background_screens)
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+async def _barrier(nodes: list) -> None:
+    """Wait until each node has handled everything queued to it before now."""
+    waiting: dict[int, object] = {}
+    done = asyncio.Event()
+
+    def fired(key: int) -> None:
+        waiting.pop(key, None)
+        if not waiting:
+            done.set()
+
+    for node in nodes:
+        if node.call_later(fired, id(node)):
+            waiting[id(node)] = node
+    while waiting:
+        try:
+            await asyncio.wait_for(done.wait(), 0.05)
+        except TimeoutError:
+            # A widget removed meanwhile (a prompt that closed) never runs its queue.
+            for key, node in list(waiting.items()):
+                if node._closing or node._closed:
+                    waiting.pop(key, None)
+
+
+async def settle(app: "VtdApp", redraw: bool = False) -> None:
+    """Wait until the app has handled every event the last key caused (screens
+    pushed or popped included); with `redraw`, also until the screen is redrawn."""
+    for _ in range(200):
+        if app._exit:
+            return
+        screen = app.screen
+        nodes = [app, *screen.walk_children(with_self=True)]
+        await _barrier(nodes)
+        if (app.screen is screen and getattr(screen, "ready", True)
+                and all(n._message_queue.empty() for n in nodes)):
+            break
+    if redraw and not app._exit:
+        drawn = asyncio.Event()
+        app.screen.call_after_refresh(drawn.set)
+        try:
+            await asyncio.wait_for(drawn.wait(), 2.0)
+        except TimeoutError:
+            pass
+
+
+class Replayer:
+    """One replay of one fixture.  Results: `failures`, `stopped_at`, `finished`."""
+
+    def __init__(self, fixture: Fixture, *, headless: bool, speed: float = 1.0,
+                 svg_dir: Path | None = None, json_out: str | None = None) -> None:
+        self.fixture = fixture
+        self.headless = headless
+        self.speed = speed
+        self.svg_dir = svg_dir
+        self.json_out = json_out
+        self.failures: list[Failure] = []
+        self.finished = False        # every line ran
+        self.stopped_at: int | None = None  # line where the presenter stopped it, or the app quit
+        self.quit_early = False
+        self.live = False            # the replay owns the keyboard
+        self.caption = ""
+        self.index = 0
+        self.paused = False
+        self._steps = 0              # lines granted by "step" while paused
+        self._line_pass = False      # the current line was granted by a step
+        self._skip = False           # running ahead to the next caption
+        self._stop = False
+        self._wake = asyncio.Event()
+        self.app: VtdApp | None = None
+
+    # ------------------------------------------------------------ presenter keys
+    def control(self, key: str) -> bool:
+        """A key the presenter pressed; True when the replay used it."""
+        if key in _QUIT:
+            return False
+        if key in _PAUSE:
+            self.paused = not self.paused
+        elif key in _STEP:
+            self.paused = True
+            self._steps += 1
+        elif key in _NEXT:
+            self._skip = True
+        elif key in _STOP:
+            self._stop = True
+        self._wake.set()
+        self._banner()
+        return True
+
+    async def _hold(self, line_start: bool) -> None:
+        """Wait here while paused, unless a step lets this line run."""
+        if line_start:
+            self._line_pass = False
+        while self.paused and not self._skip and not self._stop and not self._line_pass:
+            if self._steps:
+                self._steps -= 1
+                self._line_pass = True
+                break
+            self._banner()
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _delay(self, seconds: float) -> None:
+        if self.headless or self._skip or self._stop or seconds <= 0:
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds / self.speed)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------ banner
+    def _banner(self, error: str = "") -> None:
+        app = self.app
+        if app is None or app._exit:
+            return
+        total = len(self.fixture.steps)
+        if self.headless:
+            # What a slide shows: no progress counter, no keys to press.
+            state, hint = self.fixture.name, ""
+        elif self.finished or self.stopped_at is not None:
+            state = "■ replay finished" if self.finished else f"■ replay stopped at line {self.stopped_at}"
+            hint = "the keyboard is yours · q quits"
+        else:
+            state = ("⏸" if self.paused else "▶") + f" {min(self.index + 1, total)}/{total}"
+            hint = " · ".join(f"{k} {what.split(' (')[0].split(':')[0]}" for k, what in CONTROLS[:4])
+        app.show_caption(self.caption, state, hint, error or (self.failures[-1].line() if self.failures else ""))
+
+    # ------------------------------------------------------------ running
+    async def run(self, app: "VtdApp") -> None:
+        self.app = app
+        self.live = not self.headless
+        try:
+            await settle(app, redraw=True)
+            await self._run(app)
+        finally:
+            self.live = False
+        if app._exit:
+            return
+        if self.headless:
+            app.exit(1 if self.failures else 0)
+
+    async def _run(self, app: "VtdApp") -> None:
+        steps = self.fixture.steps
+        self._banner()
+        for self.index, step in enumerate(steps):
+            if self._skip and step.kind == "caption":
+                self._skip = False
+            if not self.headless:
+                self._banner()
+            await self._hold(True)
+            if self._stop:
+                self.stopped_at = step.line
+                break
+            ok = await self._do(app, step)
+            if app._exit:
+                if self.index < len(steps) - 1:
+                    self.quit_early = True
+                    self.stopped_at = step.line
+                return
+            if not ok and self.headless:
+                self._banner()
+                return
+        else:
+            self.finished = True
+        await settle(app, redraw=True)
+        if self.finished:
+            self._write_outputs(app)
+        self._banner()
+
+    async def _do(self, app: "VtdApp", step: Step) -> bool:
+        kind = step.kind
+        if kind == "caption":
+            self.caption = step.arg
+            self._banner()
+        elif kind == "pause":
+            await self._delay(step.seconds)
+        elif kind in ("keys", "type"):
+            events = [key_event(k) for k in step.keys] if kind == "keys" else typed(step.arg)
+            delay = KEY_DELAY if kind == "keys" else TYPE_DELAY
+            for key, ch in events:
+                await self._hold(False)
+                app.inject_key(key, ch)
+                await settle(app)
+                if app._exit:
+                    return True
+                await self._delay(delay)
+        elif kind == "expect":
+            await settle(app, redraw=True)
+            lines = screen_lines(app)
+            if not any(step.arg in line for line in lines):
+                self.failures.append(Failure(step.where(self.fixture), f"expect {step.arg!r}: not on the screen",
+                                             lines))
+                self._save_svg(app, f"{self.fixture.name}-failed-line{step.line}")
+                self._banner()
+                return False
+        elif kind == "snapshot":
+            await settle(app, redraw=True)
+            self._save_svg(app, step.arg)
+        return True
+
+    def _save_svg(self, app: "VtdApp", name: str) -> None:
+        if self.svg_dir is None:
+            return
+        svg = app.export_screenshot(title=f"vtdtui · {self.fixture.name} · {name}")
+        (self.svg_dir / f"{name}.svg").write_text(svg, encoding="utf-8")
+
+    def _write_outputs(self, app: "VtdApp") -> None:
+        self._save_svg(app, f"{self.fixture.name}-end")
+        if self.json_out is None:
+            return
+        # Taken now: in a paced replay the presenter may go on with the keyboard.
+        self.json_text = state_json(app)
+        if self.json_out != "-":  # stdout belongs to the terminal until the app exits
+            try:
+                Path(self.json_out).write_text(self.json_text, encoding="utf-8")
+            except OSError as exc:
+                self.json_write_error = f"--json {self.json_out}: {exc.strerror or exc}"
+
+    json_text: str | None = None
+    json_write_error: str = ""
+
+
+def state_json(app: "VtdApp") -> str:
+    from ..machine.state import to_json
+
+    return json.dumps(to_json(app.machine), indent=2) + "\n"
+
+
+def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
+        json_out: str | None = None) -> int:
+    """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
+    one failed or the fixture quit the app early."""
+    import sys
+
+    from ..cli import EXIT_BAD_INPUT, error_line
+    from .app import VtdApp
+
+    replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
+    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer)
+
+    async def pilot(_pilot) -> None:
+        await replayer.run(app)
+
+    app.run(headless=headless, size=fixture.size if headless else None, auto_pilot=pilot, mouse=not headless)
+    for f in replayer.failures:
+        print(f.line(), file=sys.stderr)
+        if headless and f.screen:
+            print("  the screen was:", file=sys.stderr)
+            print("\n".join("  | " + line.rstrip() for line in f.screen), file=sys.stderr)
+    if replayer.quit_early:
+        print(f"{fixture.source}:{replayer.stopped_at}: the app quit at this line; "
+              "the lines after it were not replayed", file=sys.stderr)
+    elif replayer.stopped_at is not None:
+        print(f"{fixture.source}:{replayer.stopped_at}: replay stopped here by the presenter", file=sys.stderr)
+    if replayer.json_text is not None and json_out == "-":
+        sys.stdout.write(replayer.json_text)
+    elif json_out not in (None, "-") and replayer.json_text is None and not replayer.failures:
+        print(f"{fixture.source}: the replay did not reach the last line; no JSON written", file=sys.stderr)
+    if replayer.json_write_error:
+        error_line(replayer.json_write_error)
+        return EXIT_BAD_INPUT
+    return 1 if replayer.failures or replayer.quit_early else 0
