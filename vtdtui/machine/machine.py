@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..hw.entries import bdf_str
+from ..hw.faults import reason_string
 from ..hw.memory import CpuCache, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
@@ -390,21 +391,23 @@ class Machine:
         sid = g.devices[0][0]
         unit = self.units[g.unit]
         via = ""
+        source = bdf_str(sid)
         if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
             unit, sid = self.qemu.host_unit, self.qemu.host_group.devices[0]
-            via = " (assigned: the host IOMMU translates)"
+            via = f" (assigned: host {bdf_str(sid)} on {unit.name} translates)"
+            source = f"{bdf_str(g.devices[0][0])}"
         t = unit.translate(sid, iova, write)
         kind = "write" if write else "read"
         if t.ok:
             how = "IOTLB hit" if t.iotlb_hit else "page walk"
             self.journal.issued(unit.name, "hw", "dma", "translate",
                                 f"{bdf_str(sid)} {kind} {iova:#x} → {t.hpa:#x} ({how}{', SNP' if t.snp else ''})")
-            return f"DMA {kind} from {bdf_str(sid)} at {iova:#x} → {t.hpa:#x}{via}", t
+            return f"DMA {kind} from {source} at {iova:#x} → {t.hpa:#x}{via}", t
         f = t.fault
         self.journal.issued(unit.name, "hw", "fault", f.reason_name.lower().replace("_", "-"), f.message,
                             detail="not recorded: FPD" if f.suppressed_by_fpd else "")
         self.driver_for(unit.name).handle_faults(unit)
-        return f"DMA {kind} from {bdf_str(sid)} at {iova:#x} faulted: reason {f.reason:#04x}{via}", t
+        return f"DMA {kind} from {source} at {iova:#x} faulted: reason {f.reason:#04x}, {reason_string(f.reason)}{via}", t
 
     def _cmd_set(self, option, value):
         opt = option.lower()

@@ -17,6 +17,10 @@ ACTOR = "kvm"
 MODELS = ("6.10", "6.11+")
 
 
+def _label(group: int) -> str:
+    return f"group {group}" if group >= 0 else "the host group"
+
+
 @dataclass
 class Kvm:
     journal: Journal
@@ -32,11 +36,11 @@ class Kvm:
     # ------------------------------------------------------------ kvm-vfio
     def file_add(self, group: int, enforced_coherent: bool, unit: str) -> None:
         self.files[group] = enforced_coherent
-        self._update_coherency(unit, f"group {group} added")
+        self._update_coherency(unit, f"{_label(group)} added")
 
     def file_del(self, group: int, unit: str) -> None:
         self.files.pop(group, None)
-        self._update_coherency(unit, f"group {group} deleted")
+        self._update_coherency(unit, f"{_label(group)} deleted")
 
     def _update_coherency(self, unit: str, why: str) -> None:
         """kvm_vfio_update_coherency()."""

@@ -50,6 +50,12 @@ class Group:
     unit: str
     devices: list[int]
 
+    @property
+    def label(self) -> str:
+        # Negative ids are groups the scenario builds on its own (the host group
+        # behind a vIOMMU's assigned device), not numbered groups a user picks.
+        return f"group {self.id}" if self.id >= 0 else "the host group"
+
 
 class VfioContainer:
     def __init__(self, journal: Journal, driver: IntelIommuDriver, *, policy: str = "mainline"):
@@ -96,14 +102,14 @@ class VfioContainer:
     def attach_group(self, g: Group) -> VfioDomain:
         """vfio_iommu_type1_attach_group()."""
         if self.domain_of(g.id) is not None:
-            raise VfioError(f"group {g.id} is already in the container (-EINVAL)")
+            raise VfioError(f"{g.label} is already in the container (-EINVAL)")
         unit = self._unit(g)
         new = self.driver.domain_alloc("vfio", unit)
         try:
             self._attach(new, g)
         except DriverError as exc:
             self.driver.domain_free(new)
-            raise VfioError(f"group {g.id}: {exc}") from None
+            raise VfioError(f"{g.label}: {exc}") from None
         ecc = self.driver.enforce_cache_coherency(new)
         vnew = VfioDomain(new, ecc)
         for vd in self.domains:
@@ -113,7 +119,7 @@ class VfioContainer:
                     unit.name, ACTOR, "domain-reuse", "vfio-reuse",
                     f"mainline: domain {vd.domain.id} has enforce_cache_coherency="
                     f"{str(vd.enforce_cache_coherency).lower()}, group {g.id} needs {str(ecc).lower()}",
-                    "domain", f"group {g.id}")
+                    "domain", g.label)
                 continue
             # iommu_detach_group() from the new domain, try the existing one.
             self._detach(new, g)
@@ -121,20 +127,20 @@ class VfioContainer:
                 self._attach(vd.domain, g)
             except DriverError as exc:
                 self.journal.skipped(unit.name, ACTOR, "domain-reuse", "vfio-reuse",
-                                     f"domain {vd.domain.id} refused the group: {exc}", "domain", f"group {g.id}")
+                                     f"domain {vd.domain.id} refused the group: {exc}", "domain", g.label)
                 self._attach(new, g)
                 continue
             why = ("ops and enforce_cache_coherency match" if same_cc else
                    "prefer-reuse: ops match; coherency differs but KVM ORs it over all devices anyway")
             self.journal.issued(unit.name, ACTOR, "domain-reuse", "vfio-reuse",
-                                f"group {g.id} joins domain {vd.domain.id}: {why}", "domain", f"group {g.id}")
+                                f"{g.label} joins domain {vd.domain.id}: {why}", "domain", g.label)
             self.driver.domain_free(new)
             vd.groups.append(g.id)
             return vd
         self.journal.issued(unit.name, ACTOR, "domain-reuse", "vfio-reuse",
                             f"no compatible domain: group {g.id} keeps new domain {new.id}"
                             + (f", replaying {len(self.dmas)} mapping(s)" if self.dmas else ""),
-                            "domain", f"group {g.id}")
+                            "domain", g.label)
         vnew.groups.append(g.id)
         self.domains.append(vnew)
         self._replay(vnew)
@@ -152,7 +158,7 @@ class VfioContainer:
         DMA list goes with the last domain (vfio_iommu_unmap_unpin_all)."""
         vd = self.domain_of(g.id)
         if vd is None:
-            raise VfioError(f"group {g.id} is not in the container (-ENODEV)")
+            raise VfioError(f"{g.label} is not in the container (-ENODEV)")
         self._detach(vd.domain, g)
         vd.groups.remove(g.id)
         if vd.groups:
