@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-# Every core module; optional ones are checked when they exist (replay parsing, later).
+# Every core module; optional ones are checked when they exist.
 REQUIRED = ["vtdtui", "vtdtui.hw", "vtdtui.decode", "vtdtui.cli", "vtdtui.sw", "vtdtui.machine", "vtdtui.graph",
             "vtdtui.views", "vtdtui.views.registers", "vtdtui.views.tables", "vtdtui.views.ioptes",
             "vtdtui.views.caches", "vtdtui.views.graph", "vtdtui.views.journal", "vtdtui.views.status",
-            "vtdtui.views.prompts", "vtdtui.machine.state"]
-OPTIONAL = ["vtdtui.replay"]
+            "vtdtui.views.prompts", "vtdtui.machine.state", "vtdtui.replay", "vtdtui.replay.fixture",
+            "vtdtui.replay.keys", "vtdtui.replay.recorder"]
+OPTIONAL: list[str] = []
 
 SCRIPT = r"""
 import importlib, importlib.util, json, sys

@@ -254,8 +254,6 @@ def test_headers_may_follow_captions_and_pauses():
     assert (fx.size, fx.scenario) == ((80, 24), "server")
 
 
-@pytest.mark.xfail(strict=True, reason="parse() splits lines with str.splitlines, which also breaks on "
-                                       "U+2028, U+0085, \\x0c etc., so later line numbers drift")
 @pytest.mark.parametrize("sep", ["\u2028", "\x0c", "\x85"])
 def test_line_numbers_count_only_newlines(sep):
     # An editor shows two lines here; the bad key is on line 2.

@@ -22,8 +22,8 @@ EXTRA = ["space", "enter", "escape", "tab", "backspace", "delete", "question_mar
          "left_square_bracket", "ctrl+r", "f5"]
 TOKENS = sorted(set(KEYS + PRINTABLE + CHAR_NAMES + EXTRA))
 
-# The Textual names key_event / check_key get wrong (see the xfail tests below).
-_HYPHENATED = {"minus", "-", "less_than_sign", "<", "greater_than_sign", ">"}
+# Unicode names with a hyphen (HYPHEN-MINUS, LESS-THAN SIGN) that key names flatten.
+HYPHENATED = ["minus", "-", "less_than_sign", "<", "greater_than_sign", ">"]
 
 
 def textual_event(key: str) -> tuple[str, str | None]:
@@ -36,12 +36,6 @@ def textual_event(key: str) -> tuple[str, str | None]:
     except KeyError:
         char = key if len(key) == 1 else None
     return key, char
-
-
-def _known_bad(t: str):
-    marks = [pytest.mark.xfail(strict=True, reason="key_event misses Unicode names with a hyphen "
-                                                   "(HYPHEN-MINUS, LESS-THAN SIGN, GREATER-THAN SIGN)")]
-    return pytest.param(t, marks=marks) if t in _HYPHENATED else t
 
 
 def test_token_sets_are_broad():
@@ -59,12 +53,7 @@ def test_accepts_printable_character(ch):
     check_key(ch)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="check_key rejects Textual's name for '<' "
-                                                                "and '>' (Unicode name has a hyphen)"))
-    if n in ("less_than_sign", "greater_than_sign") else n
-    for n in CHAR_NAMES
-])
+@pytest.mark.parametrize("name", CHAR_NAMES)
 def test_accepts_textual_character_name(name):
     check_key(name)
 
@@ -91,7 +80,7 @@ def test_rejection_suggests_a_name():
         check_key("foo+a")
 
 
-@pytest.mark.parametrize("token", [_known_bad(t) for t in TOKENS])
+@pytest.mark.parametrize("token", TOKENS)
 def test_key_event_matches_textual(token):
     assert key_event(token) == textual_event(token)
 
@@ -122,3 +111,9 @@ def test_typed_matches_textual(ch):
 @pytest.mark.parametrize("ch", PRINTABLE + ["é", "ß", "€", "Ω", "ü"])
 def test_char_to_key_matches_textual(ch):
     assert char_to_key(ch) == _character_to_key(ch)
+
+
+@pytest.mark.parametrize("token", HYPHENATED)
+def test_hyphenated_unicode_names_keep_their_character(token):
+    key, ch = key_event(token)
+    assert ch is not None and ch == textual_event(token)[1]

@@ -161,22 +161,18 @@ def test_scenario_file_next_to_the_fixture(tmp_path):
     rec.close()
 
 
-# Consequences of the keys.py bugs (see test_replay_keys.py): outside a prompt these
-# replay with character None where Textual delivers the character.
-@pytest.mark.xfail(strict=True, reason="key_event() loses the character of minus/less_than_sign/greater_than_sign")
+# Keys whose Unicode names hold a hyphen replay with their character.
 @pytest.mark.parametrize("press", [("minus", "-", False), ("less_than_sign", "<", False),
                                    ("greater_than_sign", ">", False)])
 def test_hyphenated_character_keys(tmp_path, press):
     record(tmp_path, [press])[0].close()
 
 
-@pytest.mark.xfail(strict=True, reason="a modified key typed into a prompt (alt+x, character 'x') is written "
-                                       "as `type x` and replays as key 'x', not 'alt+x'")
+@pytest.mark.xfail(strict=True, reason="a limit of the format: a fixture names keys, not characters, so alt+x "
+                                       "replays as Pilot sends it, without the character 'x' a terminal adds")
 def test_modified_key_typed_in_a_prompt(tmp_path):
     record(tmp_path, [*text("a"), ("alt+x", "x", True)])[0].close()
 
 
-@pytest.mark.xfail(strict=True, reason="the header is written unchecked: a terminal smaller than MIN_SIZE "
-                                       "gives a fixture load() rejects")
 def test_small_terminal_still_gives_a_valid_fixture(tmp_path):
     record(tmp_path, [G], size=(30, 10))[0].close()

@@ -98,7 +98,10 @@ def parse(text: str, source: str) -> Fixture:
     seen: dict[str, int] = {}
     snapshots: dict[str, int] = {}
     first_key = 0
-    for n, raw in enumerate(text.splitlines(), 1):
+    # Lines end at \n only (as the file:line of load() counts them), not at the
+    # other breaks str.splitlines() knows.
+    for n, raw in enumerate(text.split("\n"), 1):
+        raw = raw.rstrip("\r")
         where = f"{source}:{n}"
         line = _strip_comment(raw)
         if not line:

@@ -42,9 +42,16 @@ def char_to_key(ch: str) -> str:
     return _REPLACEMENTS.get(key, key)
 
 
+# Unicode names mix spaces and hyphens ("LESS-THAN SIGN"), which the key names flatten
+# to underscores; for ASCII, where fixtures live, look the name up directly.
+_ASCII = {char_to_key(chr(c)): chr(c) for c in range(33, 127)}
+
+
 @lru_cache(4096)
 def _char_of_name(name: str) -> str | None:
     """The character a character key name stands for, or None."""
+    if name in _ASCII:
+        return _ASCII[name]
     original = _ORIGINAL.get(name, name)
     for guess in (original.replace("_", " "), original.replace("_", "-"), original):
         try:
@@ -97,6 +104,8 @@ def key_event(token: str) -> tuple[str, str | None]:
         key = char_to_key(key)
     if len(key) == 1:
         return key, key
+    if key in _ASCII:
+        return key, _ASCII[key]
     original = _ORIGINAL.get(key, key)
     for guess in (original.replace("_", " "), original):
         try:

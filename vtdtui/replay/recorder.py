@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from .keys import KeyNameError, check_key
+from .fixture import MAX_SIZE, MIN_SIZE
+from .keys import KeyNameError, char_to_key, check_key
 
 KEYS_PER_LINE = 16
 ENDS_LINE = frozenset(("enter", "escape"))
@@ -33,6 +34,9 @@ class Recorder:
         self.path = Path(path)
         self.keys = 0
         self._f: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - held open for the session
+        # A terminal outside the range a fixture accepts records at the nearest size
+        # that replays (only paging keys depend on the height).
+        size = (min(max(size[0], MIN_SIZE[0]), MAX_SIZE[0]), min(max(size[1], MIN_SIZE[1]), MAX_SIZE[1]))
         head = ["# recorded by vtdtui" + (f" {note}" if note else ""),
                 "# replay: vtdtui replay THIS-FILE   (--headless for CI)",
                 f"size {size[0]}x{size[1]}", f"scenario {scenario}", ""]
@@ -70,7 +74,10 @@ class Recorder:
         the key has no name a fixture can say (it is not recorded)."""
         if self._f is None:
             return False
+        # A `type` character replays as the plain key of that character: only a key
+        # that is exactly that (no alt+x) may go into a type line.
         as_text = (typing and character is not None and len(character) == 1 and character.isprintable()
+                   and key == char_to_key(character)
                    and character != "#" and not (character == " " and self._kind != "type"))
         if as_text:
             if self._kind != "type":

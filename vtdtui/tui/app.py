@@ -424,8 +424,13 @@ class VtdApp(App[int]):
         w.set_class(bool(error), "-error")
 
     def _start_recording(self, path: str) -> None:
+        scenario = self._scenario_for(path)
+        if "#" in scenario:  # a fixture line ends at '#'
+            self.say(f"cannot record: the scenario path {scenario!r} holds a '#', which a fixture reads as a comment",
+                     error=True)
+            return
         try:
-            rec = Recorder(path, scenario=self._scenario_for(path), size=tuple(self.size),
+            rec = Recorder(path, scenario=scenario, size=tuple(self.size),
                            note=f"from the {self.machine.scenario.name} scenario")
         except OSError as exc:
             self.say(f"cannot record to {path}: {exc.strerror or exc}", error=True)

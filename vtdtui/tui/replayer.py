@@ -221,6 +221,9 @@ class Replayer:
                 if self.index < len(steps) - 1:
                     self.quit_early = True
                     self.stopped_at = step.line
+                else:  # the fixture's last key quit: the state is whole, the screen gone
+                    self.finished = True
+                    self._write_outputs(app)
                 return
             if not ok and self.headless:
                 self._banner()
@@ -264,7 +267,7 @@ class Replayer:
         return True
 
     def _save_svg(self, app: "VtdApp", name: str) -> None:
-        if self.svg_dir is None:
+        if self.svg_dir is None or app._exit:
             return
         svg = app.export_screenshot(title=f"vtdtui · {self.fixture.name} · {name}")
         (self.svg_dir / f"{name}.svg").write_text(svg, encoding="utf-8")
