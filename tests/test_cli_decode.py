@@ -210,7 +210,7 @@ def test_tui_gets_the_scenario(capsys, monkeypatch):
     seen = []
     tui = types.ModuleType("vtdtui.tui")
     app = types.ModuleType("vtdtui.tui.app")
-    app.run = lambda scenario, record=None: seen.append((scenario, record)) or 0
+    app.run = lambda scenario, record=None, **generate: seen.append((scenario, record)) or 0
     tui.app = app
     monkeypatch.setitem(sys.modules, "vtdtui.tui", tui)
     monkeypatch.setitem(sys.modules, "vtdtui.tui.app", app)

@@ -108,9 +108,27 @@ def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 # --- dump ---------------------------------------------------------------------------
 
+def _devices(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a number of devices (1 to 65536), not {text!r}") from None
+    if not 1 <= n <= 65536:
+        raise argparse.ArgumentTypeError(f"{n} is outside 1..65536")
+    return n
+
+
+def _generator_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--devices", dest=f"{prefix}devices", type=_devices, metavar="N",
+                   help="generate N devices, each in its own group and domain (replaces the scenario's [generate])")
+    p.add_argument("--map", dest=f"{prefix}map_spec", metavar="SIZE[:PAGE]",
+                   help="map SIZE in total, spread evenly over the generated domains, in PAGE pages "
+                        "(4K, 2M or 1G; default 4K), e.g. 4G:4K is 1,048,576 leaf entries")
+
 def _dump_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", dest="dump_scenario", metavar="NAME|PATH",
                    help="built-in scenario (desktop, viommu, server) or a TOML file; default desktop")
+    _generator_arguments(p)
     p.add_argument("--do", dest="commands", action="append", default=[], metavar="COMMAND",
                    help="apply a machine command first, e.g. --do 'attach 5' (repeatable)")
     p.add_argument("--json", required=True, metavar="OUT|-", help="write the state JSON to OUT, or - for stdout")
@@ -121,7 +139,7 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from vtdtui.machine.state import to_json
 
     try:
-        machine = Machine.from_scenario(args.dump_scenario)
+        machine = Machine.from_scenario(args.dump_scenario, devices=args.devices, map_spec=args.map_spec)
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
     for i, line in enumerate(args.commands, 1):
@@ -221,10 +239,18 @@ COMMANDS: dict[str, Command] = {
 
 # --- the TUI --------------------------------------------------------------------------
 
-def run_tui(scenario: str | None, record: str | None = None) -> int:
+def run_tui(scenario: str | None, record: str | None = None, *, devices: int | None = None,
+            map_spec: str | None = None) -> int:
     """Start the TUI.  Imported here so that the core commands never load Textual."""
+    from vtdtui.machine import ScenarioError
+    from vtdtui.machine.scenario import load
+
+    try:  # bad scenario input is reported before Textual loads
+        load(scenario, devices=devices, map_spec=map_spec)
+    except ScenarioError as exc:
+        raise BadInput(str(exc)) from None
     app = importlib.import_module("vtdtui.tui.app")
-    return app.run(scenario, record)
+    return app.run(scenario, record, devices=devices, map_spec=map_spec)
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -239,6 +265,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument(
         "--scenario", metavar="NAME|PATH", help="scenario for the TUI (default: desktop)"
     )
+    _generator_arguments(parser, "tui_")
     parser.add_argument(
         "--record", metavar="FILE",
         help="record the session's keys to FILE as a fixture (written as you type; replay with 'vtdtui replay FILE')",
@@ -257,10 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            return run_tui(args.scenario, args.record)
-        for opt in ("scenario", "record"):
+            return run_tui(args.scenario, args.record, devices=args.tui_devices, map_spec=args.tui_map_spec)
+        for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
+                          ("tui_map_spec", "--map")):
             if getattr(args, opt) is not None:
-                parser.error(f"--{opt} starts the TUI; it does not apply to '{args.command}'")
+                where = " (give it after the subcommand)" if args.command == "dump" and opt != "record" else ""
+                parser.error(f"{flag} starts the TUI; it does not apply to "
+                             f"'{args.command}'{where}")
         return COMMANDS[args.command].run(args, subs[args.command])
     except SystemExit as exc:
         # --help, --version and usage errors: return the status rather than exit, so

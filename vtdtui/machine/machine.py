@@ -111,8 +111,9 @@ class Machine:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_scenario(cls, name_or_path: str | None = None) -> "Machine":
-        m = cls(load(name_or_path))
+    def from_scenario(cls, name_or_path: str | None = None, *, devices: int | None = None,
+                      map_spec: str | None = None) -> "Machine":
+        m = cls(load(name_or_path, devices=devices, map_spec=map_spec))
         m._build()
         m._base = m._snapshot()
         return m
@@ -166,6 +167,28 @@ class Machine:
         for gs in sc.groups:
             if gs.attached:
                 self._attach(self.groups[gs.id])
+        if sc.generate is not None and sc.generate.map_size:
+            self._generate_mappings(sc.generate)
+
+    def _generate_mappings(self, spec) -> None:
+        """[generate] map: each generated group's domain gets `share` bytes at IOVA 0,
+        backed by its own slice of RAM, in pages no larger than `page` (for 4K this
+        is the kernel's intel_iommu=sp_off)."""
+        share, cap = spec.share, {1 << 12: 1, 1 << 21: 2, 1 << 30: 3}[spec.page]
+        unit = self.units[spec.unit]
+        if IntelIommuDriver.superpage_levels(unit) < cap:
+            raise ScenarioError(f"{spec.where}: {unit.name} has no {fmt_size(spec.page)} pages "
+                                f"(CAP.SLLPS={unit.capf('SLLPS'):#x})")
+        for i in range(spec.devices):
+            g = self.groups[spec.first_group + i]
+            d = g.domain
+            driver = self.driver_for(g.unit)
+            level = d.superpage_level
+            d.superpage_level = min(level, cap)
+            try:
+                driver.map_range(d, 0, self.scenario.ram_base + i * share, share, True, True)
+            finally:
+                d.superpage_level = level
 
     def level_of(self, unit: str) -> str:
         """"host" or "guest": which kernel's world the unit lives in."""

@@ -35,6 +35,21 @@ def parse_size(text: str, what: str = "size") -> int:
     return value
 
 
+PAGE_SIZES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
+
+
+def parse_map_spec(text: str, what: str = "map") -> tuple[int, int]:
+    """SIZE[:PAGE], e.g. 4G:4K (PAGE 4K, 2M or 1G; default 4K) → (size, page)."""
+    size_t, _, page_t = text.partition(":")
+    size = parse_size(size_t, what)
+    page_key = (page_t or "4K").strip().upper().removesuffix("IB").removesuffix("B")
+    if page_key not in PAGE_SIZES:
+        raise ValueError(f"{what}: page size {page_t!r} must be 4K, 2M or 1G")
+    if size == 0:
+        raise ValueError(f"{what}: size 0 maps nothing")
+    return size, PAGE_SIZES[page_key]
+
+
 def parse_perms(text: str | None, default: str = "rw") -> tuple[bool, bool]:
     s = (text or default).strip().lower()
     if s not in ("r", "w", "rw", "wr"):
@@ -51,7 +66,7 @@ def parse_access(text: str | None) -> bool:
 
 
 def fmt_size(n: int) -> str:
-    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+    for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= unit and n % unit == 0:
             return f"{n // unit}{suffix}"
     return str(n)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..hw.entries import bdf_str, parse_bdf
 from ..hw.regs import parse_reg_value
-from .parse import parse_size
+from .parse import fmt_size, parse_map_spec, parse_size
 
 BUILTIN = ("desktop", "viommu", "server")
 
@@ -74,10 +74,39 @@ class Scenario:
     qemu: QemuSpec | None = None
     iotlb_capacity: int | None = 1024
     extra: dict = field(default_factory=dict)
+    generate: GenerateSpec | None = None
 
 
-def load(name_or_path: str | None) -> Scenario:
-    """A built-in scenario by name, or a TOML file by path."""
+@dataclass
+class GenerateSpec:
+    """[generate] (or --devices / --map): N devices, one per group, each group in its
+    own domain, and `map` bytes mapped in total, spread evenly, in pages of `page`."""
+
+    devices: int
+    first_bus: int
+    unit: str
+    attached: bool = True
+    map_size: int = 0
+    page: int = 4096
+    first_group: int = 0
+    where: str = "generate"
+
+    @property
+    def share(self) -> int:
+        """Bytes mapped into each generated domain."""
+        return self.map_size // self.devices
+
+
+def load(name_or_path: str | None, *, devices: int | None = None, map_spec: str | None = None) -> Scenario:
+    """A built-in scenario by name, or a TOML file by path; `devices` and `map_spec`
+    (the command line's --devices N and --map SIZE[:PAGE]) replace its [generate]."""
+    sc = _load(name_or_path)
+    if devices is not None or map_spec is not None:
+        regenerate(sc, devices, map_spec)
+    return sc
+
+
+def _load(name_or_path: str | None) -> Scenario:
     name = name_or_path or "desktop"
     if name in BUILTIN:
         text = resources.files("vtdtui.scenarios").joinpath(f"{name}.toml").read_bytes()
@@ -195,30 +224,26 @@ def parse(data: bytes, source: str) -> Scenario:
         groups.append(GroupSpec(gid, gunit, devs, bool(_get(g, "attached", bool, where, False))))
 
     gen = _get(doc, "generate", dict, top, None)
+    spec = None
     if gen is not None:
         where = f"{source}: generate"
-        n = _get(gen, "devices", int, where)
-        if not 1 <= n <= 65536:
-            raise ScenarioError(f"{where}: 'devices' = {n} is outside 1..65536")
-        first_bus = _get(gen, "first_bus", int, where, 1)
-        gunit = _get(gen, "unit", str, where, units[0].name)
-        if gunit not in unit_names:
-            raise ScenarioError(f"{where}: unknown unit {gunit!r}")
-        if first_bus + (n - 1) // 32 > 0xFF:
-            raise ScenarioError(f"{where}: {n} devices from bus {first_bus:#x} run past bus 0xff")
-        start = max((g.id for g in groups), default=-1) + 1
-        attached = bool(_get(gen, "attached", bool, where, True))
-        for i in range(n):
-            sid = ((first_bus + i // 32) << 8) | ((i % 32) << 3)
-            key = f"{gunit}/{sid}"
-            if key in seen:
-                raise ScenarioError(f"{where}: generated device {bdf_str(sid)} is already in {seen[key]}")
-            seen[key] = f"group {start + i}"
-            groups.append(GroupSpec(start + i, gunit, [DeviceSpec(sid, f"function {i}")], attached))
+        spec = GenerateSpec(_get(gen, "devices", int, where), _get(gen, "first_bus", int, where, 1),
+                            _get(gen, "unit", str, where, units[0].name),
+                            bool(_get(gen, "attached", bool, where, True)), where=where)
+        map_t = _get(gen, "map", str, where, "")
+        if map_t:
+            try:
+                spec.map_size, spec.page = parse_map_spec(map_t, "'map'")
+            except ValueError as exc:
+                raise ScenarioError(f"{where}: {exc}") from None
+        _generate(groups, seen, spec, unit_names)
     if not groups:
         raise ScenarioError(f"{top}: no [[group]] and no [generate]: nothing to attach")
 
     sc = Scenario(name, _get(doc, "description", str, top, ""), source, owner, memory, ram_base, units, groups)
+    sc.generate = spec
+    if spec is not None:
+        _check_map(sc, spec)
     vm = _get(doc, "vm", dict, top, None)
     if vm is not None:
         where = f"{source}: vm"
@@ -251,3 +276,74 @@ def parse(data: bytes, source: str) -> Scenario:
         if sc.qemu and g.unit == sc.qemu.host_unit:
             raise ScenarioError(f"{source}: group {g.id} sits on host unit {g.unit}; the guest's groups go on guest units")
     return sc
+
+
+# 16 Mi leaf entries: 64 GiB in 4 KiB pages, some 128 MiB of page tables.
+MAX_GENERATED_ENTRIES = 1 << 24
+
+
+def _generate(groups: list[GroupSpec], seen: dict[str, str], spec: GenerateSpec, unit_names: set[str]) -> None:
+    where, n = spec.where, spec.devices
+    if not 1 <= n <= 65536:
+        raise ScenarioError(f"{where}: 'devices' = {n} is outside 1..65536")
+    if spec.unit not in unit_names:
+        raise ScenarioError(f"{where}: unknown unit {spec.unit!r}")
+    if not 0 <= spec.first_bus <= 0xFF or spec.first_bus + (n - 1) // 32 > 0xFF:
+        raise ScenarioError(f"{where}: {n} devices from bus {spec.first_bus:#x} run past bus 0xff")
+    spec.first_group = start = max((g.id for g in groups), default=-1) + 1
+    for i in range(n):
+        sid = ((spec.first_bus + i // 32) << 8) | ((i % 32) << 3)
+        key = f"{spec.unit}/{sid}"
+        if key in seen:
+            raise ScenarioError(f"{where}: generated device {bdf_str(sid)} is already in {seen[key]}")
+        seen[key] = f"group {start + i}"
+        groups.append(GroupSpec(start + i, spec.unit, [DeviceSpec(sid, f"function {i}")], spec.attached))
+
+
+def _check_map(sc: Scenario, spec: GenerateSpec) -> None:
+    if not spec.map_size:
+        return
+    where, n, page = spec.where, spec.devices, spec.page
+    if sc.owner != "driver":
+        raise ScenarioError(f"{where}: 'map' needs a scenario whose host kernel owns the groups (owner = \"driver\", "
+                            f"like server): here a VM's VFIO container takes them")
+    if not spec.attached:
+        raise ScenarioError(f"{where}: 'map' needs attached = true: a detached group has no domain to map into")
+    if spec.map_size % (n * page):
+        raise ScenarioError(f"{where}: {fmt_size(spec.map_size)} over {n} domain(s) is not a whole number of "
+                            f"{fmt_size(page)} pages per domain")
+    entries = spec.map_size // page
+    if entries > MAX_GENERATED_ENTRIES:
+        raise ScenarioError(f"{where}: {fmt_size(spec.map_size)} in {fmt_size(page)} pages is {entries:,} leaf "
+                            f"entries; the generator stops at {MAX_GENERATED_ENTRIES:,} (use larger pages)")
+    if spec.map_size > sc.memory:
+        raise ScenarioError(f"{where}: mapping {fmt_size(spec.map_size)} needs that much RAM; the scenario has "
+                            f"{fmt_size(sc.memory)}")
+
+
+def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
+    """Apply --devices / --map: replace the scenario's generated groups."""
+    old = sc.generate
+    if old is None:
+        if devices is None:
+            raise ScenarioError(f"--map: the {sc.name} scenario generates no devices; add --devices N")
+        buses = [g.devices[0].source_id >> 8 for g in sc.groups if g.unit == sc.units[0].name]
+        old = GenerateSpec(devices, max(buses, default=0) + 1, sc.units[0].name)
+    first = old.first_group if sc.generate is not None else None
+    keep = [g for g in sc.groups if first is None or g.id < first or g.id >= first + old.devices]
+    spec = GenerateSpec(devices if devices is not None else old.devices, old.first_bus, old.unit, old.attached,
+                        old.map_size, old.page, where="--devices" if devices is not None else "--map")
+    if map_spec is not None:
+        try:
+            spec.map_size, spec.page = parse_map_spec(map_spec, "--map")
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        spec.where = "--map"
+    seen = {f"{g.unit}/{d.source_id}": f"group {g.id}" for g in keep for d in g.devices}
+    try:
+        _generate(keep, seen, spec, {u.name for u in sc.units})
+    except ScenarioError as exc:
+        raise ScenarioError(str(exc).replace(f"{spec.where}: 'devices'", "--devices")) from None
+    sc.groups = keep
+    sc.generate = spec
+    _check_map(sc, spec)

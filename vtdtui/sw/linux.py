@@ -180,6 +180,11 @@ class IntelIommuDriver:
         raise DriverError(f"{unit.name}: SAGAW {unit.capf('SAGAW'):#x} supports no usable width")
 
     @staticmethod
+    def superpage_levels(unit: DmarUnit) -> int:
+        """The largest leaf level the unit's SLLPS allows: 1 4K, 2 2M, 3 1G."""
+        return IntelIommuDriver._superpage_level(unit)
+
+    @staticmethod
     def _superpage_level(unit: DmarUnit) -> int:
         sllps = unit.capf("SLLPS")
         return 3 if sllps & 2 and sllps & 1 else 2 if sllps & 1 else 1

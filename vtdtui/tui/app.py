@@ -469,12 +469,14 @@ class VtdApp(App[int]):
         self.push_screen(HelpScreen(keys))
 
 
-def run(scenario: str | None, record: str | None = None) -> int:
-    """`vtdtui [--scenario NAME|PATH] [--record FILE]`: build the machine, run the app."""
+def run(scenario: str | None, record: str | None = None, *, devices: int | None = None,
+        map_spec: str | None = None) -> int:
+    """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]`:
+    build the machine, run the app."""
     from ..cli import EXIT_BAD_INPUT, error_line
 
     try:
-        machine = Machine.from_scenario(scenario)
+        machine = Machine.from_scenario(scenario, devices=devices, map_spec=map_spec)
     except ScenarioError as exc:
         error_line(str(exc))
         return EXIT_BAD_INPUT
