@@ -103,9 +103,17 @@ def test_bad_generate_tables(generate, message):
     assert str(e.value).startswith("gen.toml: generate: ")
 
 
-def test_map_on_a_vm_scenario_is_refused():
-    with pytest.raises(ScenarioError, match="owner = \"driver\""):
-        Machine.from_scenario("desktop", devices=4, map_spec="8M")
+def test_generating_into_a_vm_scenario_is_refused():
+    # A VM's container shares domains: "each group in its own domain" cannot hold.
+    with pytest.raises(ScenarioError, match="--devices: the desktop scenario's groups go to a VM"):
+        Machine.from_scenario("desktop", devices=4)
+
+
+def test_devices_on_a_scenario_without_generate_start_after_its_buses():
+    m = Machine.from_scenario("viommu", devices=40, map_spec="80M:2M")
+    new = [g for g in m.groups.values() if g.spec_id >= 5]
+    assert len(new) == 40 and min(sid >> 8 for g in new for sid, _ in g.devices) == 1
+    assert all(g.domain.mapped_pages == 512 for g in new)
 
 
 def test_map_without_devices_on_a_scenario_that_generates_none():

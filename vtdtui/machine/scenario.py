@@ -323,6 +323,9 @@ def _check_map(sc: Scenario, spec: GenerateSpec) -> None:
 
 def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
     """Apply --devices / --map: replace the scenario's generated groups."""
+    if sc.owner != "driver":
+        raise ScenarioError(f"--devices: the {sc.name} scenario's groups go to a VM's VFIO container, which would "
+                            "share domains; generated devices need a scenario whose kernel owns them (server)")
     old = sc.generate
     if old is None:
         if devices is None:
@@ -340,10 +343,7 @@ def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
             raise ScenarioError(str(exc)) from None
         spec.where = "--map"
     seen = {f"{g.unit}/{d.source_id}": f"group {g.id}" for g in keep for d in g.devices}
-    try:
-        _generate(keep, seen, spec, {u.name for u in sc.units})
-    except ScenarioError as exc:
-        raise ScenarioError(str(exc).replace(f"{spec.where}: 'devices'", "--devices")) from None
+    _generate(keep, seen, spec, {u.name for u in sc.units})
     sc.groups = keep
     sc.generate = spec
     _check_map(sc, spec)
