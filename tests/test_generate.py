@@ -146,3 +146,10 @@ def test_bad_generator_arguments_exit_2(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_both_arguments_name_the_one_at_fault(capsys):
+    assert main(["dump", "--scenario", "server", "--devices", "8000", "--map", "8G", "--json", "-"]) == 2
+    assert "vtdtui: error: --devices: 8000 devices from bus 0x10 run past bus 0xff" in capsys.readouterr().err
+    assert main(["dump", "--scenario", "server", "--devices", "3", "--map", "8G:2M", "--json", "-"]) == 2
+    assert "vtdtui: error: --map: 8G over 3 domain(s)" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def _dump_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from vtdtui.machine import CommandError, Machine, ScenarioError
-    from vtdtui.machine.state import to_json
+    from vtdtui.machine.state import to_json_text
 
     try:
         machine = Machine.from_scenario(args.dump_scenario, devices=args.devices, map_spec=args.map_spec)
@@ -147,7 +147,7 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             machine.execute(line)
         except CommandError as exc:
             raise BadInput(f"--do #{i} {line!r}: {exc}") from None
-    text = json.dumps(to_json(machine), indent=2) + "\n"
+    text = to_json_text(machine)
     if args.json == "-":
         sys.stdout.write(text)
     else:

@@ -341,9 +341,10 @@ def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
             spec.map_size, spec.page = parse_map_spec(map_spec, "--map")
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
-        spec.where = "--map"
     seen = {f"{g.unit}/{d.source_id}": f"group {g.id}" for g in keep for d in g.devices}
     _generate(keep, seen, spec, {u.name for u in sc.units})
+    if map_spec is not None:  # what follows checks the mapping
+        spec.where = "--map"
     sc.groups = keep
     sc.generate = spec
     _check_map(sc, spec)

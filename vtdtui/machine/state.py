@@ -6,6 +6,8 @@ cached entries carry an extra "stale" reason when they no longer match.
 
 from __future__ import annotations
 
+import json
+
 from ..hw.entries import ContextEntry, RootEntry, bdf_str
 from .machine import Machine
 
@@ -74,6 +76,11 @@ def domains_json(m: Machine) -> list[dict]:
                 "levels": d.levels, "pgd": _hex(d.pgd), "owner": d.owner,
             })
     return sorted(out, key=lambda x: x["id"])
+
+
+def to_json_text(m: Machine) -> str:
+    """The state JSON as `dump --json` and `replay --json` write it."""
+    return json.dumps(to_json(m), indent=2) + "\n"
 
 
 def to_json(m: Machine) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..machine.scenario import BUILTIN
-from .keys import KeyNameError, check_key
+from .keys import KeyNameError, check_key, did_you_mean
 
 DEFAULT_SIZE = (160, 50)  # the talk layout
 MIN_SIZE = (40, 12)
@@ -109,9 +109,8 @@ def parse(text: str, source: str) -> Fixture:
         word, *more = line.split(None, 1)
         rest = more[0].strip() if more else ""
         if word not in DIRECTIVES:
-            hint = _close(word)
             raise FixtureError(f"{where}: unknown directive {word!r}; expected one of {', '.join(DIRECTIVES)}"
-                               + (f" (did you mean {hint!r}?)" if hint else ""))
+                               f"{did_you_mean(word.lower(), DIRECTIVES)}")
         if word in HEADERS:
             if first_key:
                 raise FixtureError(f"{where}: {word} is a header and must come before the first key "
@@ -166,13 +165,6 @@ def parse(text: str, source: str) -> Fixture:
                                    + ("'caption Attach the NIC with CM off'" if word == "caption" else "'expect CM=1'"))
             fx.steps.append(Step(n, word, rest))
     return fx
-
-
-def _close(word: str) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(word.lower(), DIRECTIVES, n=1, cutoff=0.6)
-    return close[0] if close else None
 
 
 def load(path: str | Path) -> Fixture:

@@ -85,16 +85,16 @@ def check_key(token: str) -> None:
     else:
         base = token
     if not _base_ok(base):
-        hint = suggest(base)
-        raise KeyNameError(f"unknown key name {token!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        raise KeyNameError(f"unknown key name {token!r}{did_you_mean(base, _COMMON)}")
 
 
 _COMMON = sorted(NAMED | {char_to_key(chr(c)) for c in range(33, 127)})
 
 
-def suggest(name: str) -> str | None:
-    close = difflib.get_close_matches(name, _COMMON, n=1, cutoff=0.6)
-    return close[0] if close else None
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def key_event(token: str) -> tuple[str, str | None]:

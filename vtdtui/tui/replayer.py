@@ -13,13 +13,13 @@ not passed to the app; once it ends the keyboard is the presenter's again.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual._context import visible_screen_stack
 
+from ..machine.state import to_json_text
 from ..replay import Fixture, Step, key_event, typed
 
 if TYPE_CHECKING:
@@ -132,6 +132,8 @@ class Replayer:
         self._stop = False
         self._wake = asyncio.Event()
         self.app: VtdApp | None = None
+        self.json_text: str | None = None  # the state after the last line, for --json
+        self.json_write_error = ""
 
     # ------------------------------------------------------------ presenter keys
     def control(self, key: str) -> bool:
@@ -277,21 +279,13 @@ class Replayer:
         if self.json_out is None:
             return
         # Taken now: in a paced replay the presenter may go on with the keyboard.
-        self.json_text = state_json(app)
+        self.json_text = to_json_text(app.machine)
         if self.json_out != "-":  # stdout belongs to the terminal until the app exits
             try:
                 Path(self.json_out).write_text(self.json_text, encoding="utf-8")
             except OSError as exc:
                 self.json_write_error = f"--json {self.json_out}: {exc.strerror or exc}"
 
-    json_text: str | None = None
-    json_write_error: str = ""
-
-
-def state_json(app: "VtdApp") -> str:
-    from ..machine.state import to_json
-
-    return json.dumps(to_json(app.machine), indent=2) + "\n"
 
 
 def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
