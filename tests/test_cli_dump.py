@@ -143,3 +143,17 @@ def test_dump_as_a_process(ok, tmp_path):
     else:
         assert p.returncode == 2 and p.stdout == ""
         assert p.stderr == "vtdtui: error: --do #1 'attach 0 0': usage: attach GROUP\n"
+
+
+def test_bench_outside_a_checkout_and_unknown_names_are_bad_input(tmp_path, monkeypatch, capsys):
+    """`vtdtui bench` runs bench/ from a source checkout; elsewhere, or with a name that
+    is no benchmark, one line and exit 2 (the benchmarks themselves are not tests)."""
+    from vtdtui.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "core"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no bench/ here" in err[0]
+    assert main(["bench", "speed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice 'speed'" in err[0]

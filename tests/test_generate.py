@@ -153,3 +153,22 @@ def test_both_arguments_name_the_one_at_fault(capsys):
     assert "vtdtui: error: --devices: 8000 devices from bus 0x10 run past bus 0xff" in capsys.readouterr().err
     assert main(["dump", "--scenario", "server", "--devices", "3", "--map", "8G:2M", "--json", "-"]) == 2
     assert "vtdtui: error: --map: 8G over 3 domain(s)" in capsys.readouterr().err
+
+
+def test_undo_on_a_generated_scenario_gives_back_the_built_state():
+    """Dense table pages (a domain's full leaf tables) are shared copy-on-write with
+    the undo base: writes after the build must not reach it."""
+    from vtdtui.machine.state import to_json_text
+
+    m = Machine.from_scenario("server", devices=64, map_spec="1G:4K")  # 4096 pages a domain
+    built = to_json_text(m)
+    m.execute("unmap 5 0 64K")  # clears entries in a dense leaf table
+    m.execute("map 3 0x40000000 2M")
+    m.execute("toggle dmar0 cm")
+    after = to_json_text(m)
+    for _ in range(3):
+        m.undo()
+    assert to_json_text(m) == built
+    for _ in range(3):
+        m.redo()
+    assert to_json_text(m) == after

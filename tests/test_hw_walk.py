@@ -221,3 +221,18 @@ def test_sid_used_for_context_lookup():
     assert rig.dma(0x1000).ok
     # 03:00.1 has no context entry in the same context table
     assert rig.unit.translate(SID | 1, 0x1000, False).fault.reason == 0x2
+
+
+def test_translation_steps_are_worded_when_read():
+    """The steps of a translation are kept as arguments and worded on reading: the
+    words are those of the walk (the views and tests read them; a DMA in a loop
+    does not pay for them)."""
+    rig = Rig()
+    pgd = rig.domain()
+    rig.map(pgd, 0x4000, 0x9000)
+    first = rig.dma(0x4000)
+    again = rig.dma(0x4000)
+    assert first.ok and again.ok and again.iotlb_hit
+    assert any(s.startswith("L1[4] @") for s in first.steps)
+    assert any(s == "IOTLB hit: 0x4000/0x1000 → 0x9000" for s in again.steps)
+    assert all(isinstance(s, str) for s in first.steps + again.steps)

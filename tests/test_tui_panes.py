@@ -268,3 +268,38 @@ async def test_a_large_scenario_opens_and_scrolls(tmp_path):
         await prompt(pilot, "g", "4095")
         await pilot.press("m")
         assert m.units["dmar0"].cm and m.selected_group == 4095
+
+
+async def test_footer_is_not_rebuilt_by_tab_or_a_prompt_and_still_shows_the_keys():
+    """KeyFooter recomposes only when the keys it shows change (Textual's rebuilds on
+    every focus change: most of what a Tab cost)."""
+    from textual.widgets._footer import FooterKey
+
+    async with started() as (app, pilot):
+        keys = list(app.main.query(FooterKey))
+        shown = {k.key for k in keys}
+        assert {"m", "c", "s", "a", "d"} <= shown
+        await pilot.press("tab", "tab")
+        await prompt(pilot, "g", "5")
+        await pilot.pause()
+        assert app.screen is app.main
+        assert list(app.main.query(FooterKey)) == keys  # the same widgets: not rebuilt
+        await pilot.press("z")  # the compact footer of the zoomed layout is a change
+        await pilot.pause()
+        assert {k.key for k in app.main.query(FooterKey)} == shown
+
+
+async def test_a_prompt_opens_clean_each_time():
+    """The prompt screen is kept between prompts: each opens with its own title, an
+    empty field (or the filter's current text, selected) and no old hint."""
+    async with started(commands=ATTACHED_5) as (app, pilot):
+        await prompt(pilot, "n", "0x1000 zz", submit=True)  # refused: stays open with a hint
+        assert hint(app)  # the refusal, inline
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen)
+        assert app.screen.query_one("Input").value == ""
+        assert hint(app) == ""
+        assert "DMA" in str(app.screen.query_one("#prompt-title").render())

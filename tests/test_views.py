@@ -18,7 +18,7 @@ import json
 
 import pytest
 
-from vtdtui.hw.memory import MemoryError_
+from vtdtui.hw.memory import MemoryError_, PhysMem
 from vtdtui.machine import Machine
 from vtdtui.machine.state import to_json
 from vtdtui.sw.journal import Journal
@@ -86,7 +86,7 @@ def pte_rows(m: Machine, unit: str, sid: int, tree: PteTree | None = None, first
     tree = tree if tree is not None else PteTree()
     if first_path:
         tree.expand_first_path(ce.slptptr, ce.levels, u.cpu_read_q)
-    return tree, tree.rows(ce.slptptr, ce.levels, u.cpu_read_q, u.hw_read_q)
+    return tree, tree.rows(ce.slptptr, ce.levels, u.cpu_read_page, u.hw_read_page)
 
 
 def context_addr(m: Machine, unit: str, sid: int) -> int:
@@ -442,7 +442,9 @@ def test_unreadable_memory_reads_as_empty():
     tree = PteTree()
     tree.expand_first_path(0x1000, 4, read)
     assert tree.expanded == set()
-    assert tree.rows(0x1000, 4, read, read) == []
+    small = PhysMem(0x1000)  # the table at 0x1000 lies beyond it
+    assert small.read_page(0x1000) == [0] * 512
+    assert tree.rows(0x1000, 4, small.read_page, small.read_page) == []
 
 
 def test_no_unit_reads_rows_when_the_driver_flushes():

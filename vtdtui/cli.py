@@ -218,6 +218,33 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                         json_out=args.replay_json)
 
 
+# --- bench --------------------------------------------------------------------------
+
+BENCHES = ("core", "build", "tui", "replay")
+
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"which benchmarks: {', '.join(BENCHES)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a first look (not the figures)")
+
+
+def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`vtdtui bench`: the benchmarks of bench/, which live in the source tree (they
+    are not tests and not installed): run from a checkout, as `python -m bench`."""
+    for name in args.names:
+        if name not in BENCHES:
+            parser.error(f"argument NAME: invalid choice {name!r} (choose from {', '.join(BENCHES)})")
+    from pathlib import Path
+
+    checkout = Path.cwd()
+    if not (checkout / "bench" / "__main__.py").is_file():
+        raise BadInput("bench: no bench/ here: run it from a vtdtui source checkout (python -m bench works too)")
+    sys.path.insert(0, str(checkout))
+    bench_main = importlib.import_module("bench.__main__")
+    return bench_main.main([*args.names, *(["--quick"] if args.quick else [])])
+
+
 COMMANDS: dict[str, Command] = {
     "decode": Command(
         help="decode CAP/ECAP values, or every unit in a boot log",
@@ -233,6 +260,11 @@ COMMANDS: dict[str, Command] = {
         help="replay a keystroke fixture: paced with captions in a terminal, or --headless for CI",
         add_arguments=_replay_arguments,
         run=_run_replay,
+    ),
+    "bench": Command(
+        help="run the benchmarks (bench/) from a source checkout: figures as ratios to baselines",
+        add_arguments=_bench_arguments,
+        run=_run_bench,
     ),
 }
 

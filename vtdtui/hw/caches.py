@@ -8,7 +8,7 @@ invalid structure; the unit only ever inserts one when CAP.CM=1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 PAGE_SHIFTS = (12, 21, 30)  # 4 KiB, 2 MiB, 1 GiB translations
@@ -22,6 +22,8 @@ class ContextCacheEntry:
     lo: int  # the context entry as read when cached
     hi: int
     fault_reason: int = 0  # for a negative entry: the fault it stands for
+    # The decoded ContextEntry of (lo, hi), kept so that a hit does not decode again.
+    decoded: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Physical memory, the CPU cache in front of it, and a page allocator.
 
-Memory is sparse and page-granular: a 4 KiB page exists (as an array of 512 64-bit
-words) only once something writes to it; reading an untouched page gives zeros.
+Memory is sparse and page-granular: a 4 KiB page exists only once something writes
+to it (see PhysMem for how); reading an untouched page gives zeros.
 
 The CPU cache sits between the CPU and memory.  A CPU write lands in a cache line and
 stays there, dirty, until `clflush` writes it back (or the line is evicted).  The IOMMU
@@ -12,6 +12,7 @@ old entry — which is the whole point of the `clflush` rule.
 
 from __future__ import annotations
 
+import copy
 import heapq
 from array import array
 from collections import OrderedDict
@@ -22,6 +23,10 @@ LINE_SIZE = 64
 _WORDS_PER_PAGE = PAGE_SIZE // 8
 _WORDS_PER_LINE = LINE_SIZE // 8
 _ZERO_PAGE = bytes(PAGE_SIZE)
+_ZERO_LINE = bytes(LINE_SIZE)
+# A sparse page costs ~70 bytes a word (dict slot and int) against 8 dense: past this
+# many nonzero words the dense array of 512 is the smaller.
+_SPARSE_MAX = 48
 
 
 class MemoryError_(Exception):
@@ -29,63 +34,129 @@ class MemoryError_(Exception):
 
 
 class PhysMem:
-    """Sparse physical memory of `size` bytes, 64-bit word access."""
+    """Sparse physical memory of `size` bytes, 64-bit word access.
+
+    A page holding a few nonzero words (the upper levels of a small domain's page
+    table hold one) is kept as a dict of word index → value; past _SPARSE_MAX words it
+    becomes a dense array of 512 words.  A million 4 KiB mappings spread over 4,096
+    domains thus cost their leaf tables and little else.
+
+    Pages are copy-on-write between a memory and its deep copies (the undo base), so
+    taking or restoring a snapshot costs a dict of page references, not the tables.
+    """
 
     def __init__(self, size: int = 1 << 36):
         self.size = size
-        self._pages: dict[int, array] = {}
-        # Called with (line address, the line's words before the write); a unit with
-        # CAP.RWBF uses it to keep posted writes invisible until a write-buffer flush.
+        self._pages: dict[int, array | dict[int, int]] = {}
+        # Page frames whose storage a copy also holds; copied before the first write.
+        self._shared: set[int] = set()
+        # Called with a line's address before a write to it; a unit with CAP.RWBF uses
+        # it to keep posted writes invisible until a write-buffer flush.
         self._observers: list = []
+
+    def __deepcopy__(self, memo) -> "PhysMem":
+        new = PhysMem.__new__(PhysMem)
+        memo[id(self)] = new
+        new.size = self.size
+        new._pages = dict(self._pages)
+        self._shared = set(self._pages)
+        new._shared = set(self._pages)
+        new._observers = copy.deepcopy(self._observers, memo)
+        return new
 
     def add_write_observer(self, fn) -> None:
         self._observers.append(fn)
 
-    def _notify(self, addr: int) -> None:
-        line = addr & ~(LINE_SIZE - 1)
-        old = self.read_line(line)
+    def _notify(self, line: int) -> None:
         for fn in self._observers:
-            fn(line, old)
+            fn(line)
 
     def valid(self, addr: int, length: int = 8) -> bool:
         return 0 <= addr and addr + length <= self.size
 
-    def _page(self, pfn: int) -> array:
+    def _writable(self, pfn: int) -> array | dict[int, int]:
         page = self._pages.get(pfn)
         if page is None:
-            page = array("Q", _ZERO_PAGE)
-            self._pages[pfn] = page
+            page = self._pages[pfn] = {}
+        elif self._shared and pfn in self._shared:
+            page = self._pages[pfn] = copy.copy(page)  # a dict or an array alike
+            self._shared.discard(pfn)
         return page
+
+    def _densify(self, pfn: int, page: dict[int, int]) -> None:
+        dense = array("Q", _ZERO_PAGE)
+        for i, value in page.items():
+            dense[i] = value
+        self._pages[pfn] = dense
 
     def read_q(self, addr: int) -> int:
         if addr & 7 or not self.valid(addr):
             raise MemoryError_(f"read of {addr:#x} outside memory")
         page = self._pages.get(addr >> PAGE_SHIFT)
-        return 0 if page is None else page[(addr & (PAGE_SIZE - 1)) >> 3]
+        if page is None:
+            return 0
+        i = (addr & (PAGE_SIZE - 1)) >> 3
+        return page.get(i, 0) if type(page) is dict else page[i]
 
     def write_q(self, addr: int, value: int) -> None:
         if addr & 7 or not self.valid(addr):
             raise MemoryError_(f"write of {addr:#x} outside memory")
         if self._observers:
-            self._notify(addr)
-        self._page(addr >> PAGE_SHIFT)[(addr & (PAGE_SIZE - 1)) >> 3] = value
+            self._notify(addr & ~(LINE_SIZE - 1))
+        pfn = addr >> PAGE_SHIFT
+        page = self._writable(pfn)
+        i = (addr & (PAGE_SIZE - 1)) >> 3
+        if type(page) is not dict:
+            page[i] = value
+        elif value:
+            page[i] = value
+            if len(page) > _SPARSE_MAX:
+                self._densify(pfn, page)
+        else:
+            page.pop(i, None)
 
-    def read_line(self, line: int) -> list[int]:
-        page = self._pages.get(line >> PAGE_SHIFT)
+    def read_page(self, addr: int) -> list[int]:
+        """The 512 words of the 4 KiB page at `addr` (a table, read whole by a view);
+        zeros beyond memory, as word reads there would fail."""
+        page = self._pages.get(addr >> PAGE_SHIFT) if self.valid(addr & ~(PAGE_SIZE - 1), PAGE_SIZE) else None
         if page is None:
-            return [0] * _WORDS_PER_LINE
-        i = (line & (PAGE_SIZE - 1)) >> 3
-        return list(page[i : i + _WORDS_PER_LINE])
+            return [0] * _WORDS_PER_PAGE
+        if type(page) is dict:
+            words = [0] * _WORDS_PER_PAGE
+            for i, value in page.items():
+                words[i] = value
+            return words
+        return page.tolist()
 
-    def write_line(self, line: int, words: list[int]) -> None:
+    def read_line(self, line: int) -> array:
+        page = self._pages.get(line >> PAGE_SHIFT)
+        i = (line & (PAGE_SIZE - 1)) >> 3
+        if page is None:
+            return array("Q", _ZERO_LINE)
+        if type(page) is dict:
+            return array("Q", [page.get(j, 0) for j in range(i, i + _WORDS_PER_LINE)])
+        return page[i : i + _WORDS_PER_LINE]
+
+    def write_line(self, line: int, words) -> None:
         if self._observers:
             self._notify(line)
-        page = self._page(line >> PAGE_SHIFT)
+        pfn = line >> PAGE_SHIFT
+        page = self._writable(pfn)
         i = (line & (PAGE_SIZE - 1)) >> 3
-        page[i : i + _WORDS_PER_LINE] = array("Q", words)
+        if type(page) is not dict:
+            page[i : i + _WORDS_PER_LINE] = array("Q", words)
+            return
+        for j, value in enumerate(words, i):
+            if value:
+                page[j] = value
+            else:
+                page.pop(j, None)
+        if len(page) > _SPARSE_MAX:
+            self._densify(pfn, page)
 
     def free_page(self, pfn: int) -> None:
         self._pages.pop(pfn, None)
+        self._shared.discard(pfn)
 
     @property
     def pages_in_use(self) -> int:
@@ -97,14 +168,34 @@ class CpuCache:
 
     `capacity` bounds the dirty lines; the oldest is written back when it is
     exceeded, as a real cache evicts.  Eviction order is insertion order, so the
-    model stays deterministic.
+    model stays deterministic.  Like memory, lines are copy-on-write between a
+    cache and its deep copies.
     """
 
     def __init__(self, mem: PhysMem, capacity: int | None = 1 << 15):
         self.mem = mem
         self.capacity = capacity
-        self._lines: OrderedDict[int, list[int]] = OrderedDict()
+        self._lines: OrderedDict[int, array] = OrderedDict()  # 8 words each
+        self._shared: set[int] = set()  # lines a copy also holds
         self.clflushes = 0  # lines written back by clflush, for the views
+
+    def __deepcopy__(self, memo) -> "CpuCache":
+        new = CpuCache.__new__(CpuCache)
+        memo[id(self)] = new
+        new.mem = copy.deepcopy(self.mem, memo)
+        new.capacity = self.capacity
+        new._lines = self._lines.copy()
+        self._shared = set(self._lines)
+        new._shared = set(self._lines)
+        new.clflushes = self.clflushes
+        return new
+
+    def _writable_line(self, base: int) -> array | None:
+        line = self._lines.get(base)
+        if line is not None and self._shared and base in self._shared:
+            line = self._lines[base] = array("Q", line)
+            self._shared.discard(base)
+        return line
 
     # CPU side -----------------------------------------------------------
     def cpu_read_q(self, addr: int) -> int:
@@ -113,11 +204,23 @@ class CpuCache:
             return line[(addr & (LINE_SIZE - 1)) >> 3]
         return self.mem.read_q(addr)
 
+    def cpu_read_page(self, addr: int) -> list[int]:
+        """The page at `addr` as the CPU sees it: memory with the dirty lines over it."""
+        words = self.mem.read_page(addr)
+        if self._lines:
+            first = addr & ~(PAGE_SIZE - 1)
+            get = self._lines.get
+            for j in range(0, _WORDS_PER_PAGE, _WORDS_PER_LINE):
+                line = get(first + j * 8)
+                if line is not None:
+                    words[j : j + _WORDS_PER_LINE] = line
+        return words
+
     def cpu_write_q(self, addr: int, value: int) -> None:
         if addr & 7 or not self.mem.valid(addr):
             raise MemoryError_(f"CPU write of {addr:#x} outside memory")
         base = addr & ~(LINE_SIZE - 1)
-        line = self._lines.get(base)
+        line = self._writable_line(base)
         if line is None:
             line = self.mem.read_line(base)
             self._lines[base] = line
@@ -171,7 +274,7 @@ class CpuCache:
     def device_write_q(self, addr: int, value: int) -> None:
         """A snooped device write: memory is updated and any cached copy follows."""
         self.mem.write_q(addr, value)
-        line = self._lines.get(addr & ~(LINE_SIZE - 1))
+        line = self._writable_line(addr & ~(LINE_SIZE - 1))
         if line is not None:
             line[(addr & (LINE_SIZE - 1)) >> 3] = value
 

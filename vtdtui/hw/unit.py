@@ -13,6 +13,7 @@ tagged by domain id, which only the context entry gives, so the context comes fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import faults as fr
@@ -29,7 +30,13 @@ from .memory import PAGE_SIZE, CpuCache, MemoryError_, PhysMem
 MASK64 = (1 << 64) - 1
 
 
-@dataclass
+def _format_trail(trail: list) -> list[str]:
+    # Steps are kept as (format, args...) and worded only when someone reads them: a
+    # DMA that nobody inspects should not pay for hex formatting.
+    return [t if isinstance(t, str) else t[0].format(*t[1:]) for t in trail]
+
+
+@dataclass(slots=True)
 class Translation:
     """The outcome of one DMA request."""
 
@@ -43,7 +50,12 @@ class Translation:
     fault: fr.Fault | None = None
     context_hit: bool = False
     iotlb_hit: bool = False
-    steps: list[str] = field(default_factory=list)  # what the hardware did, for the views
+    trail: list = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[str]:
+        """What the hardware did, step by step, in words."""
+        return _format_trail(self.trail)
 
 
 @dataclass
@@ -61,7 +73,11 @@ class WalkResult:
     pte_addr: int = 0
     level: int = 0  # the level the walk stopped at
     present: bool = True  # False when it stopped at a not-present entry
-    steps: list[str] = field(default_factory=list)
+    trail: list = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[str]:
+        return _format_trail(self.trail)
 
 
 @dataclass
@@ -128,7 +144,7 @@ class DmarUnit:
         self.counters: dict[str, int] = {}
         # Posted writes not yet visible to this unit's table reads (CAP.RWBF):
         # address of a 64-byte line → its contents before the write.
-        self._write_buffer: dict[int, list[int]] = {}
+        self._write_buffer: dict[int, Sequence[int]] = {}
         mem.add_write_observer(self._observe_memory_write)
 
     # ---------------------------------------------------------------- capabilities
@@ -168,7 +184,7 @@ class DmarUnit:
 
     @property
     def mgaw_bits(self) -> int:
-        return self.capf("MGAW") + 1
+        return (self.cap >> 16 & 0x3F) + 1  # CAP.MGAW, bits 21:16 (checked on every DMA)
 
     @property
     def num_fault_regs(self) -> int:
@@ -204,9 +220,9 @@ class DmarUnit:
         self.counters[key] = self.counters.get(key, 0) + n
 
     # ------------------------------------------------------------ table reads
-    def _observe_memory_write(self, line: int, old: list[int]) -> None:
+    def _observe_memory_write(self, line: int) -> None:
         if self.rwbf and line not in self._write_buffer:
-            self._write_buffer[line] = old
+            self._write_buffer[line] = self.mem.read_line(line)
 
     def hw_read_q(self, addr: int) -> int:
         """A table read by this unit: snooped when ECAP.C=1, memory otherwise."""
@@ -220,6 +236,23 @@ class DmarUnit:
 
     def cpu_read_q(self, addr: int) -> int:
         return self.cache.cpu_read_q(addr)
+
+    def hw_read_page(self, addr: int) -> list[int]:
+        """A whole table as this unit would read it, word for word as hw_read_q."""
+        if self.coherent or self.emulated_by_qemu:
+            words = self.cache.cpu_read_page(addr)
+        else:
+            words = self.mem.read_page(addr)
+        if self._write_buffer:
+            first = addr & ~(PAGE_SIZE - 1)
+            for j in range(0, 512, 8):
+                posted = self._write_buffer.get(first + j * 8)
+                if posted is not None:
+                    words[j : j + 8] = posted
+        return words
+
+    def cpu_read_page(self, addr: int) -> list[int]:
+        return self.cache.cpu_read_page(addr)
 
     # ------------------------------------------------------------ structures
     def _haw_rsvd(self) -> int:
@@ -279,7 +312,7 @@ class DmarUnit:
             except MemoryError_:
                 res.reason, res.level = fr.PAGING_ENTRY_INV, level
                 return res
-            res.steps.append(f"L{level}[{level_index(iova, level)}] @{pte_addr:#x} = {pte:#018x}")
+            res.trail.append(("L{}[{}] @{:#x} = {:#018x}", level, level_index(iova, level), pte_addr, pte))
             res.pte, res.pte_addr, res.level = pte, pte_addr, level
             if not pte & (PTE_R | PTE_W):
                 res.present = False
@@ -330,38 +363,38 @@ class DmarUnit:
         self._count("dma")
         if not self.translation_enabled:
             t.ok, t.hpa = True, iova
-            t.steps.append("translation disabled (GSTS.TES=0): address passes through")
+            t.trail.append("translation disabled (GSTS.TES=0): address passes through")
             return t
 
         cached = self.context_cache.lookup(source_id)
         if cached is not None:
             t.context_hit = True
             if not cached.present:
-                t.steps.append(f"context cache hit: cached not-present/invalid entry (DID {cached.did})")
+                t.trail.append(("context cache hit: cached not-present/invalid entry (DID {})", cached.did))
                 return self._fault(t, cached.fault_reason, ContextEntry.decode(cached.lo, cached.hi))
-            ce = ContextEntry.decode(cached.lo, cached.hi)
-            t.steps.append(f"context cache hit: DID {ce.did}")
+            ce = cached.decoded or ContextEntry.decode(cached.lo, cached.hi)
+            t.trail.append(("context cache hit: DID {}", ce.did))
         else:
             cr = self.read_context(source_id)
             if not cr.ok:
-                t.steps.append(f"context walk: fault {cr.reason:#x}")
+                t.trail.append(("context walk: fault {:#x}", cr.reason))
                 if self.cm and self.caches_negative and cr.reason in (fr.ROOT_ENTRY_P, fr.CONTEXT_ENTRY_P, fr.CONTEXT_ENTRY_INV):
                     # Caching mode: the not-present/invalid entry is cached, tagged DID 0.
                     lo, hi = (cr.entry.lo, cr.entry.hi) if cr.entry else (0, 0)
                     self.context_cache.insert(ContextCacheEntry(source_id, 0, False, lo, hi, cr.reason))
-                    t.steps.append("CM=1: not-present entry cached with DID 0")
+                    t.trail.append("CM=1: not-present entry cached with DID 0")
                 return self._fault(t, cr.reason, cr.entry)
             ce = cr.entry
             assert ce is not None
-            self.context_cache.insert(ContextCacheEntry(source_id, ce.did, True, ce.lo, ce.hi))
-            t.steps.append(f"context walk: DID {ce.did}, TT {ce.tt}, AW {ce.aw}, SLPTPTR {ce.slptptr:#x}")
+            self.context_cache.insert(ContextCacheEntry(source_id, ce.did, True, ce.lo, ce.hi, 0, ce))
+            t.trail.append(("context walk: DID {}, TT {}, AW {}, SLPTPTR {:#x}", ce.did, ce.tt, ce.aw, ce.slptptr))
         t.did = ce.did
 
         if translation_request and ce.tt == TT_MULTI_LEVEL:
             return self._fault(t, fr.CONTEXT_ENTRY_TT, ce)
         if ce.tt == TT_PASS_THROUGH:
             t.ok, t.hpa = True, iova
-            t.steps.append("pass-through: output = input")
+            t.trail.append("pass-through: output = input")
             return t
         if iova >> min(self.mgaw_bits, ce.agaw):
             return self._fault(t, fr.ADDR_BEYOND_MGAW, ce)
@@ -370,11 +403,11 @@ class DmarUnit:
         if hit is not None:
             t.iotlb_hit = True
             if not hit.present:
-                t.steps.append(f"IOTLB hit: cached not-present entry (DID {ce.did})")
+                t.trail.append(("IOTLB hit: cached not-present entry (DID {})", ce.did))
                 # A not-present leaf faults by the access of this request (0x5/0x6),
                 # not by the access of the request that cached it.
                 return self._fault(t, fr.WRITE if write else fr.READ, ce)
-            t.steps.append(f"IOTLB hit: {hit.iova:#x}/{hit.size:#x} → {hit.hpa:#x}")
+            t.trail.append(("IOTLB hit: {:#x}/{:#x} → {:#x}", hit.iova, hit.size, hit.hpa))
             if not (hit.w if write else hit.r):
                 return self._fault(t, fr.WRITE if write else fr.READ, ce)
             t.ok, t.hpa, t.snp = True, hit.hpa | (iova & (hit.size - 1)), hit.snp
@@ -382,7 +415,7 @@ class DmarUnit:
             return t
 
         wr = self.walk(ce, iova, write)
-        t.steps.extend(wr.steps)
+        t.trail.extend(wr.trail)
         if wr.ok or (wr.reason in (fr.READ, fr.WRITE) and wr.present):
             if wr.ok:
                 self.iotlb.insert(IotlbEntry(
@@ -394,7 +427,7 @@ class DmarUnit:
                 ce.did, iova >> 12 << 12, 12, 0, False, False, False, False, source_id,
                 wr.pte, wr.pte_addr, wr.reason,
             ))
-            t.steps.append("CM=1: not-present translation cached")
+            t.trail.append("CM=1: not-present translation cached")
         if not wr.ok:
             return self._fault(t, wr.reason, ce)
         t.ok, t.hpa, t.snp = True, wr.hpa, wr.snp
@@ -415,7 +448,7 @@ class DmarUnit:
         )
         if ce is not None and ce.fpd and reason in fr.QUALIFIED:  # FPD counts even when P=0
             f.recorded, f.suppressed_by_fpd = False, True
-            t.steps.append("FPD=1: fault not recorded")
+            t.trail.append("FPD=1: fault not recorded")
         else:
             f.recorded = self._record(f)
         self.faults.append(f)

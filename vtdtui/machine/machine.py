@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..hw.entries import bdf_str
 from ..hw.faults import reason_string
-from ..hw.memory import CpuCache, PageAllocator, PhysMem
+from ..hw.memory import CpuCache, MemoryError_, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
 from ..sw.journal import ISSUED, Event, Journal
@@ -202,7 +202,8 @@ class Machine:
         return self.worlds[self.level_of(unit)].driver
 
     # ------------------------------------------------------------ snapshots (undo)
-    _VOLATILE = ("log", "redo_stack", "_base", "_device_index")
+    # Not part of a snapshot: the undo bookkeeping itself, and what is fixed at boot.
+    _VOLATILE = ("log", "redo_stack", "_base", "_device_index", "scenario")
 
     def _snapshot(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in self._VOLATILE})
@@ -256,7 +257,7 @@ class Machine:
         if not words:
             raise CommandError("empty command")
         verb, args = words[0].lower(), words[1:]
-        handler = getattr(self, "_cmd_" + verb.replace("-", "_"), None)
+        handler = getattr(self, "_cmd_" + verb.replace("-", "_"), None) if verb in USAGE else None
         if handler is None:
             raise CommandError(f"unknown command {verb!r} (commands: {', '.join(COMMANDS)})")
         try:
@@ -264,7 +265,10 @@ class Machine:
         except TypeError:
             raise CommandError(f"usage: {USAGE[verb]}") from None
         mark = len(self.journal)
-        message, translation = handler(*args)
+        try:
+            message, translation = handler(*args)
+        except MemoryError_ as exc:  # execute() rolls back what the command wrote so far
+            raise CommandError(f"{exc} (the scenario has {fmt_size(self.scenario.memory)} of memory)") from None
         events = self.journal.since(mark)
         return Outcome(line.strip(), events, message, translation)
 

@@ -12,6 +12,8 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 def parse_int(text: str, what: str) -> int:
     s = text.strip().replace("_", "")
     try:
+        if not s.isascii():  # int() would take other scripts' digits: '٣' is 3
+            raise ValueError
         value = int(s, 0)
     except ValueError:
         raise ValueError(f"{what}: {text!r} is not a number (try 0x100000 or 1048576)") from None

@@ -6,16 +6,35 @@ shape.  Every error names the file and the key that is wrong.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..hw.entries import bdf_str, parse_bdf
-from ..hw.regs import parse_reg_value
+from ..hw.regs import CAP, parse_reg_value
 from .parse import fmt_size, parse_map_spec, parse_size
 
 BUILTIN = ("desktop", "viommu", "server")
+
+# Page tables come from [16 MiB, min(memory, 3 GiB)) (machine.TABLES_BASE, TABLES_LIMIT).
+TABLES_BASE, TABLES_LIMIT = 16 << 20, 3 << 30
+MIN_MEMORY = TABLES_BASE + (1 << 20)
+# A page-table entry holds a host address below 2^52 (the widest HAW).
+MAX_ADDRESS = 1 << 52
+
+# The keys each table may hold: anything else is a typo, not something to ignore.
+KEYS = {
+    "": ("name", "description", "owner", "memory", "ram_base", "iotlb_capacity", "unit", "group", "generate",
+         "vm", "qemu"),
+    "unit": ("name", "level", "base", "cap", "ecap", "haw"),
+    "group": ("id", "unit", "devices", "attached"),
+    "device": ("bdf", "name"),
+    "generate": ("devices", "first_bus", "unit", "attached", "map"),
+    "vm": ("policy", "kvm_model"),
+    "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base"),
+}
 
 
 class ScenarioError(ValueError):
@@ -136,6 +155,25 @@ def _get(table: dict, key: str, kind, where: str, default=...):
     return v
 
 
+def _known_keys(table: dict, kind: str, where: str) -> None:
+    known = KEYS[kind]
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(known)}"
+            raise ScenarioError(f"{where}: unknown key {key!r} ({hint})")
+
+
+def _ram_base(table: dict, key: str, where: str, memory: int, default: int) -> int:
+    base = _addr(table, key, where, default)
+    if base & 0xFFF:
+        raise ScenarioError(f"{where}: '{key}' = {base:#x} is not 4 KiB aligned")
+    if base + memory > MAX_ADDRESS:
+        raise ScenarioError(f"{where}: '{key}' = {base:#x} with 'memory' = {fmt_size(memory)} ends beyond 2^52, "
+                            "the highest address a page-table entry holds")
+    return base
+
+
 def _addr(table: dict, key: str, where: str, default=...) -> int:
     v = _get(table, key, (str, int), where, default)
     if isinstance(v, int):
@@ -152,7 +190,8 @@ def parse(data: bytes, source: str) -> Scenario:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{source}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
     if not text.strip():
         raise ScenarioError(f"{source}: empty scenario file")
     try:
@@ -161,15 +200,20 @@ def parse(data: bytes, source: str) -> Scenario:
         raise ScenarioError(f"{source}: {exc}") from None
 
     top = source
+    _known_keys(doc, "", top)
     name = _get(doc, "name", str, top)
     owner = _get(doc, "owner", str, top, "vfio")
     if owner not in ("vfio", "driver"):
         raise ScenarioError(f"{top}: 'owner' must be \"vfio\" or \"driver\", not {owner!r}")
+    memory_v = _get(doc, "memory", (str, int), top, "512G")
     try:
-        memory = parse_size(str(_get(doc, "memory", (str, int), top, "512G")))
-        ram_base = _addr(doc, "ram_base", top, 0x100000000)
+        memory = parse_size(str(memory_v), "'memory'")
     except ValueError as exc:
         raise ScenarioError(f"{top}: {exc}") from None
+    if memory & 0xFFF or memory < MIN_MEMORY:
+        raise ScenarioError(f"{top}: 'memory' = {memory_v!r} must be a multiple of 4K and at least "
+                            f"{fmt_size(MIN_MEMORY)} (page tables are allocated from {fmt_size(TABLES_BASE)} up)")
+    ram_base = _ram_base(doc, "ram_base", top, memory, 0x100000000)
     units: list[UnitSpec] = []
     raw_units = _get(doc, "unit", list, top)
     if not raw_units:
@@ -178,6 +222,7 @@ def parse(data: bytes, source: str) -> Scenario:
         where = f"{source}: unit[{i}]"
         if not isinstance(u, dict):
             raise ScenarioError(f"{where}: must be a table")
+        _known_keys(u, "unit", where)
         uname = _get(u, "name", str, where)
         if any(x.name == uname for x in units):
             raise ScenarioError(f"{where}: duplicate unit name {uname!r}")
@@ -187,8 +232,11 @@ def parse(data: bytes, source: str) -> Scenario:
         haw = _get(u, "haw", int, where, 39)
         if not 32 <= haw <= 52:
             raise ScenarioError(f"{where}: 'haw' = {haw} is outside 32..52")
-        units.append(UnitSpec(uname, level, _addr(u, "base", where), _addr(u, "cap", where),
-                              _addr(u, "ecap", where), haw))
+        cap = _addr(u, "cap", where)
+        if not CAP.get(cap, "SAGAW") & 0b1110:
+            raise ScenarioError(f"{where}: 'cap' {cap:#x} has SAGAW {CAP.get(cap, 'SAGAW'):#x}: the driver needs "
+                                "3-, 4- or 5-level page tables (SAGAW bit 1, 2 or 3)")
+        units.append(UnitSpec(uname, level, _addr(u, "base", where), cap, _addr(u, "ecap", where), haw))
     unit_names = {u.name for u in units}
 
     groups: list[GroupSpec] = []
@@ -197,6 +245,7 @@ def parse(data: bytes, source: str) -> Scenario:
         where = f"{source}: group[{i}]"
         if not isinstance(g, dict):
             raise ScenarioError(f"{where}: must be a table")
+        _known_keys(g, "group", where)
         gid = _get(g, "id", int, where)
         if not 0 <= gid < 1 << 20:
             raise ScenarioError(f"{where}: 'id' = {gid} is out of range")
@@ -210,8 +259,10 @@ def parse(data: bytes, source: str) -> Scenario:
             dwhere = f"{where}.devices[{j}]"
             if not isinstance(d, dict):
                 raise ScenarioError(f"{dwhere}: must be a table like {{ bdf = \"02:00.0\", name = \"NIC\" }}")
+            _known_keys(d, "device", dwhere)
+            bdf = _get(d, "bdf", str, dwhere)
             try:
-                sid = parse_bdf(_get(d, "bdf", str, dwhere))
+                sid = parse_bdf(bdf)
             except ValueError as exc:
                 raise ScenarioError(f"{dwhere}: {exc}") from None
             key = f"{gunit}/{sid}"
@@ -227,6 +278,7 @@ def parse(data: bytes, source: str) -> Scenario:
     spec = None
     if gen is not None:
         where = f"{source}: generate"
+        _known_keys(gen, "generate", where)
         spec = GenerateSpec(_get(gen, "devices", int, where), _get(gen, "first_bus", int, where, 1),
                             _get(gen, "unit", str, where, units[0].name),
                             bool(_get(gen, "attached", bool, where, True)), where=where)
@@ -239,6 +291,14 @@ def parse(data: bytes, source: str) -> Scenario:
         _generate(groups, seen, spec, unit_names)
     if not groups:
         raise ScenarioError(f"{top}: no [[group]] and no [generate]: nothing to attach")
+    if owner == "driver":  # the kernel gives each group attached at boot its own domain, one DID
+        for i, u in enumerate(units):
+            n = sum(g.attached for g in groups if g.unit == u.name)
+            nd = CAP.get(u.cap, "ND")
+            usable = (1 << (4 + 2 * nd)) - 2  # DID 0 and 1 are reserved
+            if n > usable:
+                raise ScenarioError(f"{source}: unit[{i}]: CAP.ND={nd} gives {usable} domain ids, but {n} groups "
+                                    "are attached at boot")
 
     sc = Scenario(name, _get(doc, "description", str, top, ""), source, owner, memory, ram_base, units, groups)
     sc.generate = spec
@@ -247,6 +307,7 @@ def parse(data: bytes, source: str) -> Scenario:
     vm = _get(doc, "vm", dict, top, None)
     if vm is not None:
         where = f"{source}: vm"
+        _known_keys(vm, "vm", where)
         sc.has_vm = True
         sc.policy = _get(vm, "policy", str, where, "mainline")
         if sc.policy not in ("mainline", "prefer-reuse"):
@@ -259,23 +320,48 @@ def parse(data: bytes, source: str) -> Scenario:
     q = _get(doc, "qemu", dict, top, None)
     if q is not None:
         where = f"{source}: qemu"
+        _known_keys(q, "qemu", where)
         ag = _get(q, "assigned_group", int, where)
         if not any(g.id == ag for g in groups):
             raise ScenarioError(f"{where}: 'assigned_group' {ag} is not a group")
         hu = _get(q, "host_unit", str, where)
         if hu not in unit_names or next(u for u in units if u.name == hu).level != "host":
             raise ScenarioError(f"{where}: 'host_unit' {hu!r} must name a unit with level \"host\"")
+        host_bdf = _get(q, "host_bdf", str, where)
         try:
-            hsid = parse_bdf(_get(q, "host_bdf", str, where))
+            hsid = parse_bdf(host_bdf)
         except ValueError as exc:
             raise ScenarioError(f"{where}: {exc}") from None
-        sc.qemu = QemuSpec(ag, hu, hsid, _addr(q, "host_ram_base", where, 0x100000000))
+        sc.qemu = QemuSpec(ag, hu, hsid, _ram_base(q, "host_ram_base", where, memory, 0x100000000))
     cap = _get(doc, "iotlb_capacity", int, top, 1024)
+    if cap < 0:
+        raise ScenarioError(f"{top}: 'iotlb_capacity' = {cap} is negative (0 means no limit)")
     sc.iotlb_capacity = cap if cap > 0 else None
     for g in groups:
         if sc.qemu and g.unit == sc.qemu.host_unit:
             raise ScenarioError(f"{source}: group {g.id} sits on host unit {g.unit}; the guest's groups go on guest units")
+    _check_table_room(sc, top)
     return sc
+
+
+def _check_table_room(sc: Scenario, where: str) -> None:
+    """The pages built at boot (per unit a root table and an invalidation queue, context
+    tables, each attached group's domain, generated mappings) must fit in the page-table
+    memory of their world, or the machine would run out before the first command."""
+    for level in {u.level for u in sc.units}:
+        size = sc.memory if level == sc.units[0].level else 1 << 39  # as the machine sizes its worlds
+        room = (min(size, TABLES_LIMIT) - TABLES_BASE) >> 12
+        names = {u.name for u in sc.units if u.level == level}
+        mine = [g for g in sc.groups if g.unit in names]
+        need = 2 * len(names) + len({(g.unit, d.source_id >> 8) for g in mine for d in g.devices})
+        need += sum(g.attached for g in mine) + (2 if sc.qemu and sc.qemu.host_unit in names else 0)
+        spec = sc.generate
+        if spec is not None and spec.map_size and spec.unit in names:
+            leaves = spec.share // spec.page
+            need += spec.devices * (leaves // 512 + leaves // (512 * 512) + 4)
+        if need > room:
+            raise ScenarioError(f"{where}: 'memory' = {fmt_size(sc.memory)} leaves room for {room:,} page-table "
+                                f"pages; what is attached at boot needs about {need:,}")
 
 
 # 16 Mi leaf entries: 64 GiB in 4 KiB pages, some 128 MiB of page tables.
@@ -324,7 +410,8 @@ def _check_map(sc: Scenario, spec: GenerateSpec) -> None:
 def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
     """Apply --devices / --map: replace the scenario's generated groups."""
     if sc.owner != "driver":
-        raise ScenarioError(f"--devices: the {sc.name} scenario's groups go to a VM's VFIO container, which would "
+        flag = "--devices" if devices is not None else "--map"
+        raise ScenarioError(f"{flag}: the {sc.name} scenario's groups go to a VM's VFIO container, which would "
                             "share domains; generated devices need a scenario whose kernel owns them (server)")
     old = sc.generate
     if old is None:
@@ -348,3 +435,4 @@ def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
     sc.groups = keep
     sc.generate = spec
     _check_map(sc, spec)
+    _check_table_room(sc, spec.where)

@@ -181,4 +181,7 @@ def load(path: str | Path) -> Fixture:
         raise FixtureError(f"{source}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    if not any(_strip_comment(raw) for raw in text.split("\n")):
+        # An empty or truncated file would replay nothing and pass.
+        raise FixtureError(f"{source}: empty fixture: no directives (a fixture says at least 'keys ...')")
     return parse(text, source)

@@ -26,7 +26,7 @@ OP_DMA = "dma"  # a DMA that translated: actor hw
 OP_FLUSH_QUEUE = "flush-queue"  # lazy unmap deferred
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     seq: int
     unit: str
@@ -37,6 +37,9 @@ class Event:
     rule: str
     reason: str
     detail: str = ""  # the arguments (DID, address, mask …) for the curious
+
+    def __deepcopy__(self, memo) -> "Event":
+        return self  # immutable: a snapshot of the journal shares its events
 
     @property
     def is_decision(self) -> bool:
@@ -65,6 +68,12 @@ class Journal:
 
     def __len__(self) -> int:
         return len(self.events)
+
+    def __deepcopy__(self, memo) -> "Journal":
+        new = Journal()
+        new.events = list(self.events)
+        memo[id(self)] = new
+        return new
 
     def __iter__(self):
         return iter(self.events)

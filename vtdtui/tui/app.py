@@ -7,6 +7,7 @@ recompute their views; hidden ones wait until they are shown.
 
 from __future__ import annotations
 
+import gc
 import os
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +18,10 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widget import Widget
+from textual.widgets import Input, Static
 
 from ..hw.entries import bdf_str
 from ..machine import CommandError, Machine, Outcome, ScenarioError
@@ -27,6 +30,7 @@ from ..replay import Recorder
 from ..views.journal import OUTCOMES, JournalFilter
 from ..views.prompts import PROMPTS, check_filter
 from ..views.status import sentence
+from .footer import KeyFooter
 from .help import HelpScreen
 from .palette import VtdCommands
 from .panes import PANES, JournalPane, Pane, TablesPane, IoptePane
@@ -43,6 +47,11 @@ WIDE = (140, 40)
 
 
 class MainScreen(Screen):
+    # Textual repaints the whole screen when the focus moves; the panes that gain and
+    # lose it repaint themselves (and focus styles are updated), so Tab between panes
+    # costs two panes, not 160x50 cells.  (textual < 8.3, pinned.)
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
     # tab / shift+tab walk the panes in a fixed order, shown or not.
     BINDINGS = [
         Binding("tab", "app.pane(1)", "Next pane", show=False),
@@ -68,7 +77,7 @@ class MainScreen(Screen):
             for cls in PANES:
                 yield cls(id=cls.SHORT)
         yield Static("", id="status")
-        yield Footer()
+        yield KeyFooter()
 
 
 class VtdApp(App[int]):
@@ -133,7 +142,8 @@ class VtdApp(App[int]):
         self.zoomed = False
         self.version = 0  # bumped by every state change; panes redo their view when behind
         self.last_status = ""
-        self.main: MainScreen | None = None  # built on mount, inside the running app
+        self.main: MainScreen | None = None  # built as the app starts, inside the running app
+        self._prompt: PromptScreen | None = None
         self.panes: list[Pane] = []
 
     _OWN = frozenset(a.split("(")[0] for _k, a, *_ in ACTIONS if a) | {"pane", "pane_to"}
@@ -180,11 +190,25 @@ class VtdApp(App[int]):
             self.recorder.key(event.key, event.character, typing)
 
     # ------------------------------------------------------------ layout
-    def on_mount(self) -> None:
+    def get_default_screen(self) -> Screen:
+        # The main screen is the default one: no empty screen to lay out and paint
+        # before it (a third of the startup time).
         self.main = MainScreen()
-        self.push_screen(self.main)
+        return self.main
+
+    @property
+    def prompt(self) -> PromptScreen:
+        """The prompt screen, installed so that it is kept (not rebuilt) between prompts."""
+        if self._prompt is None:
+            self._prompt = PromptScreen()
+            self.install_screen(self._prompt, "prompt")
+        return self._prompt
 
     def start(self) -> None:
+        # Everything built so far (the machine: a million table entries on a large
+        # scenario) lives as long as the app: out of the cyclic collector's sight, a
+        # full collection no longer stalls a keystroke for tens of milliseconds.
+        gc.freeze()
         self.panes = list(self.main.query(Pane))
         self.panes[0].focus()
         self.relayout()
@@ -205,10 +229,11 @@ class VtdApp(App[int]):
         main = self.main
         single = self.single()
         main.set_class(single, "-single")
-        main.query_one(Footer).compact = single
-        focused = self.current_pane()
-        for p in self.panes:
-            p.set_class(p is focused, "-shown")
+        main.query_one(KeyFooter).compact = single
+        if single:  # -shown only matters to the single-pane layout's stylesheet
+            focused = self.current_pane()
+            for p in self.panes:
+                p.set_class(p is focused, "-shown")
         self._tabs()
         self.refresh_panes()
 
@@ -224,7 +249,8 @@ class VtdApp(App[int]):
             label = f" {i} {p.SHORT} "
             parts.append(f"[reverse bold]{label}[/]" if p is cur else label)
         hint = "   tab / 1-7 switch" + ("   z: all panes" if self.zoomed else "")
-        self.main.query_one("#tabs", Static).update("".join(parts) + f"[dim]{hint}[/]")
+        # One row high by the stylesheet: no layout pass for a new text.
+        self.main.query_one("#tabs", Static).update("".join(parts) + f"[dim]{hint}[/]", layout=False)
 
     # ------------------------------------------------------------ refresh
     def refresh_panes(self) -> None:
@@ -250,12 +276,12 @@ class VtdApp(App[int]):
         rec = f"[bold red]● REC[/] {escape(str(self.recorder.path.name))} · " if self.recorder else ""
         text = (f"{rec}[b]vtdtui[/] · scenario [b]{m.scenario.name}[/] · unit [b]{m.selected_unit}[/] · {gtext}{undo}"
                 "  [dim]? help · ctrl+p palette[/]")
-        self.main.query_one("#context", Static).update(text)
+        self.main.query_one("#context", Static).update(text, layout=False)
 
     def say(self, text: str, error: bool = False) -> None:
         self.last_status = text
         w = self.main.query_one("#status", Static)
-        w.update(text)
+        w.update(text, layout=False)
         w.set_class(error, "-error")
 
     # ------------------------------------------------------------ running commands
@@ -313,7 +339,7 @@ class VtdApp(App[int]):
                 self._follow_group()
             return error
 
-        self.push_screen(PromptScreen(title, spec.usage, spec.validate, submit))
+        self.push_screen(self.prompt.open(title, spec.usage, spec.validate, submit))
 
     def show_page_tables(self, unit: str, sid: int) -> None:
         """Drill-down from a context entry: that device's page tables, focused."""
@@ -382,7 +408,7 @@ class VtdApp(App[int]):
         usage = "KEY=VALUE …  keys: outcome op unit actor rule   e.g. op=iotlb unit=dmar1"
         current = " ".join(p for p in j.view.filter.describe().split() if not p.startswith("outcome=")
                            ) if j.view.filter.describe() != "none" else ""
-        self.push_screen(PromptScreen("Filter the journal", usage, check_filter, submit, value=current))
+        self.push_screen(self.prompt.open("Filter the journal", usage, check_filter, submit, value=current))
 
     def action_zoom(self) -> None:
         w, h = self.size

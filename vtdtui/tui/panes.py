@@ -36,7 +36,7 @@ class UnitPane(Pane):
 
     def update_view(self) -> None:
         m = self.machine
-        self.border_title = f"{self.TITLE} · {m.selected_unit}"
+        self.set_title(f"{self.TITLE} · {m.selected_unit}")
         self.set_rows(self.view(m, m.selected_unit))
 
 
@@ -88,7 +88,7 @@ class TablesPane(Pane):
                 rows.append(r.line)
                 keys.append(("sid", r.key) if r.key is not None else None)
         self.keys = keys
-        self.border_title = f"{self.TITLE} · {m.selected_unit}" + (f" · bus {bus:02x}" if bus is not None else "")
+        self.set_title(f"{self.TITLE} · {m.selected_unit}" + (f" · bus {bus:02x}" if bus is not None else ""))
         self.set_rows(rows)
         if self.cursor >= len(keys) or keys[self.cursor] is None:
             # Rest the cursor where Enter does something: the selected group's device first.
@@ -159,7 +159,7 @@ class IoptePane(Pane):
             what = "pass-through: no page tables" if ce is not None else "no present context entry"
             g = m.groups.get(m.selected_group)
             who = f"{bdf_str(t[1])} on {t[0]}" if t else "no device"
-            self.border_title = f"{self.TITLE} · {who}"
+            self.set_title(f"{self.TITLE} · {who}")
             self.shown_tree, self.prow = None, []
             hint = " — attach its group (a) and map (n)" if g and m.domain_of(g) is None else ""
             self.set_rows([plain(f"{who}: {what}{hint}", "dim")])
@@ -169,9 +169,9 @@ class IoptePane(Pane):
         tree = self.shown_tree = self.trees.setdefault((t[0], ce.did, ce.slptptr), PteTree())
         if not tree.touched and not tree.expanded:
             tree.expand_first_path(ce.slptptr, ce.levels, unit.cpu_read_q)
-        self.prow = tree.rows(ce.slptptr, ce.levels, unit.cpu_read_q, unit.hw_read_q)
+        self.prow = tree.rows(ce.slptptr, ce.levels, unit.cpu_read_page, unit.hw_read_page)
         dname = f"domain {dom.id} · {dom.mapped_pages} pages · " if dom else ""
-        self.border_title = f"{self.TITLE} · {dname}{bdf_str(t[1])} on {t[0]} DID {ce.did} · {ce.levels}-level"
+        self.set_title(f"{self.TITLE} · {dname}{bdf_str(t[1])} on {t[0]} DID {ce.did} · {ce.levels}-level")
         head = [plain(f"SLPTPTR {ce.slptptr:#x} · →/← expand/collapse · R W SNP → output address, raw", "dim")]
         rows = [r.line for r in self.prow] or [plain("no present entries: map something (n)", "dim")]
         self.set_rows(rows, header=head)

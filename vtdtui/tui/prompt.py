@@ -21,28 +21,43 @@ Submit = Callable[[str], str | None]
 
 
 class PromptScreen(ModalScreen[bool]):
+    """The one prompt screen of the app, installed once and shown again for each
+    prompt: building, styling and laying out a new screen per prompt was most of
+    what a prompt cost (a replay types hundreds of them)."""
+
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, usage: str, check: Check, submit: Submit, value: str = "") -> None:
+    def __init__(self) -> None:
         super().__init__()
+        self.open("", "", lambda text: (True, ""), lambda text: None)
+
+    def open(self, title: str, usage: str, check: Check, submit: Submit, value: str = "") -> PromptScreen:
+        """Set up the next prompt; the caller pushes the screen."""
         self.title_text, self.usage, self.check, self.submit = title, usage, check, submit
         self.value = value
         self._ready = False
         self._dismissed = False
         self._pending: list[tuple[str, str | None]] = []
+        return self
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt"):
-            yield Static(self.title_text, id="prompt-title")
-            yield Static(self.usage, id="prompt-usage")
-            yield Input(value=self.value, placeholder=self.usage, id="prompt-input")
+            yield Static(id="prompt-title")
+            yield Static(id="prompt-usage")
+            yield Input(id="prompt-input")
             yield Static("", id="prompt-hint")
             yield Static("Enter runs it · Escape cancels", id="prompt-keys")
 
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
-        if self.value:
-            self._show(*self.check(self.value))
+    def on_screen_resume(self) -> None:
+        self.query_one("#prompt-title", Static).update(self.title_text)
+        self.query_one("#prompt-usage", Static).update(self.usage)
+        field = self.query_one(Input)
+        field.placeholder = self.usage
+        with field.prevent(Input.Changed):
+            field.value = self.value
+        field.focus()
+        field.select_all()  # as a new Input does on focus: typing replaces the old text
+        self._show(*self.check(self.value)) if self.value else self._show(True, "")
         self.call_after_refresh(self._drain)
 
     @property

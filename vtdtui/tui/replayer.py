@@ -95,7 +95,11 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
             return
         screen = app.screen
         nodes = [app, *screen.walk_children(with_self=True)]
-        await _barrier(nodes)
+        # A barrier costs a message per node: send it to those with something queued
+        # and to the ones a key goes through (app, screen, focus); the test below
+        # goes round again if anything was queued meanwhile.
+        keyed = {id(app), id(screen), id(screen.focused)}
+        await _barrier([n for n in nodes if id(n) in keyed or not n._message_queue.empty()])
         if (app.screen is screen and getattr(screen, "ready", True)
                 and all(n._message_queue.empty() for n in nodes)):
             break
@@ -122,6 +126,7 @@ class Replayer:
         self.finished = False        # every line ran
         self.stopped_at: int | None = None  # line where the presenter stopped it, or the app quit
         self.quit_early = False
+        self._batched = False  # headless: Textual screen updates held between expects (see _drawn)
         self.live = False            # the replay owns the keyboard
         self.caption = ""
         self.index = 0
@@ -198,9 +203,15 @@ class Replayer:
         self.live = not self.headless
         try:
             await settle(app, redraw=True)
+            if self.headless:
+                app._begin_batch()
+                self._batched = True
             await self._run(app)
         finally:
             self.live = False
+            if self._batched:
+                self._batched = False
+                app._end_batch()
         if app._exit:
             return
         if self.headless:
@@ -232,7 +243,7 @@ class Replayer:
                 return
         else:
             self.finished = True
-        await settle(app, redraw=True)
+        await self._drawn(app)
         if self.finished:
             self._write_outputs(app)
         self._banner()
@@ -255,7 +266,7 @@ class Replayer:
                     return True
                 await self._delay(delay)
         elif kind == "expect":
-            await settle(app, redraw=True)
+            await self._drawn(app)
             lines = screen_lines(app)
             if not any(step.arg in line for line in lines):
                 self.failures.append(Failure(step.where(self.fixture), f"expect {step.arg!r}: not on the screen",
@@ -264,9 +275,21 @@ class Replayer:
                 self._banner()
                 return False
         elif kind == "snapshot":
-            await settle(app, redraw=True)
+            await self._drawn(app)
             self._save_svg(app, step.arg)
         return True
+
+    async def _drawn(self, app: "VtdApp") -> None:
+        """The screen laid out and drawn as it is now.  Headless, nobody sees the
+        frames between two expects: the replay holds Textual's screen updates
+        (App.batch_update) and lets one through only where the screen is read."""
+        if self._batched:
+            self._batched = False
+            app._end_batch()
+        await settle(app, redraw=True)
+        if self.headless and not app._exit:
+            app._begin_batch()
+            self._batched = True
 
     def _save_svg(self, app: "VtdApp", name: str) -> None:
         if self.svg_dir is None or app._exit:

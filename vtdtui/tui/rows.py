@@ -52,7 +52,11 @@ class RowsPane(ScrollView, can_focus=True):
         self.rows: Sequence[Line] = []
         self.cursor = 0
         self.seen = -1  # the app's state version this pane last rendered
-        self.border_title = self.TITLE
+        self._shown: tuple = ()  # what set_rows last painted (see there)
+        # Rendered lines by (line, width, scroll, cursor): most rows of a repaint are
+        # rows the pane showed before (a journal that moved up by one event).
+        self._strips: dict[tuple, Strip] = {}
+        self._title = self.border_title = self.TITLE
 
     # ------------------------------------------------------------ content
     def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None) -> None:
@@ -61,8 +65,37 @@ class RowsPane(ScrollView, can_focus=True):
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         # No horizontal scrolling (cut lines end in …), so the width is the pane's:
         # nothing here may cost more than the rows on screen.
-        self.virtual_size = Size(0, len(self.header) + len(rows))
-        self.refresh()
+        size = Size(0, len(self.header) + len(rows))
+        if size != self.virtual_size:
+            # A pane's box never depends on its rows, so a new row count needs no
+            # layout of the whole screen (which `virtual_size = ` asks for, and which
+            # repaints every widget): only this pane's scroll range changes, unless
+            # that shows or hides its scrollbar.  (textual < 8.3, pinned.)
+            bars = (self.show_vertical_scrollbar, self.show_horizontal_scrollbar)
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
+            if (self.show_vertical_scrollbar, self.show_horizontal_scrollbar) != bars:
+                self.refresh(layout=True)
+        # Most commands change two or three panes; a pane whose visible rows are what
+        # it shows already need not be painted again (a repaint of every pane is
+        # most of a keystroke's cost).
+        shown = self._visible_signature()
+        if shown != self._shown:
+            self._shown = shown
+            self.refresh()
+
+    def _visible_signature(self) -> tuple:
+        top = self.scroll_offset.y
+        rows = self.rows
+        end = min(len(rows), top + self.scrollable_content_region.height)
+        return (len(rows), self.cursor, top, self.has_focus, tuple(map(tuple, self.header)),
+                tuple(tuple(rows[i]) for i in range(top, end)))
+
+    def set_title(self, title: str) -> None:
+        # Assigning border_title repaints the pane even when the text is the same.
+        if title != self._title:
+            self._title = title
+            self.border_title = title
 
     def update_view(self) -> None:
         """Recompute this pane's rows from the machine (subclasses)."""
@@ -82,6 +115,15 @@ class RowsPane(ScrollView, can_focus=True):
             if i >= len(self.rows):
                 return Strip.blank(width, THEME[""])
             line, cursor = self.rows[i], i == self.cursor
+        key = (line, width, scroll_x, cursor and self.has_focus, cursor)
+        strip = self._strips.get(key)
+        if strip is None:
+            if len(self._strips) > 4 * 1024:  # a few screens' worth: rows scroll by
+                self._strips.clear()
+            strip = self._strips[key] = self._strip(line, width, scroll_x, cursor)
+        return strip
+
+    def _strip(self, line: Line, width: int, scroll_x: int, cursor: bool) -> Strip:
         full = to_strip(line)
         strip = full.crop_extend(scroll_x, scroll_x + width, THEME[""])
         if full.cell_length > scroll_x + width and width > 1:

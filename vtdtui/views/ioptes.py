@@ -42,20 +42,19 @@ class PteTree:
         Tables emptied by an unmap stay allocated, so the search backtracks."""
         self.expanded.update(_first_leaf_path(table, levels, 0, read) or [])
 
-    def rows(self, table: int, levels: int, read, unit_read) -> list[PteRow]:
+    def rows(self, table: int, levels: int, read_page, unit_read_page) -> list[PteRow]:
+        """`read_page(addr)` gives a table's 512 words as the CPU wrote them,
+        `unit_read_page(addr)` as the unit would read them."""
         out: list[PteRow] = []
-        self._table(out, table, levels, 0, 0, read, unit_read)
+        self._table(out, table, levels, 0, 0, read_page, unit_read_page)
         return out
 
-    def _table(self, out, table, level, base, depth, read, unit_read) -> None:
+    def _table(self, out, table, level, base, depth, read_page, unit_read_page) -> None:
         span = 1 << level_shift(level)
         pad = "  " * depth
-        for i in range(ENTRIES_PER_TABLE):
-            addr = table + i * 8
-            raw = _read(read, addr)
-            seen = _read(unit_read, addr)
-            if not (raw & 3 or seen & 3):
-                continue
+        words, unit_words = read_page(table), unit_read_page(table)
+        for i in [i for i, (a, b) in enumerate(zip(words, unit_words)) if a & 3 or b & 3]:
+            raw, seen = words[i], unit_words[i]
             iova = base + i * span
             pte = Pte(raw)
             leaf = level == 1 or pte.ps
@@ -80,7 +79,7 @@ class PteTree:
                 warn = plain(f"{pad}    ⚠ the unit reads {seen:016x}: the write is not yet visible to it", "stale")
                 out.append(PteRow(key, warn, expandable=out[-1].expandable))
             if not leaf and pte.present and key in self.expanded:
-                self._table(out, pte.addr, level - 1, iova, depth + 1, read, unit_read)
+                self._table(out, pte.addr, level - 1, iova, depth + 1, read_page, unit_read_page)
 
 
 def _first_leaf_path(table: int, level: int, base: int, read) -> list[Key] | None:

@@ -31,13 +31,14 @@ def _pair(u: DmarUnit, addr: int, read) -> tuple[int, int] | None:
 
 def _present(u: DmarUnit, table: int, size: int, decode):
     """(index, address, entry) of each present entry of a 256-entry table, as the CPU wrote it."""
+    assert size == 16 and not table & 0xFFF, "root and context tables are 4 KiB pages of 16-byte entries"
+    words = u.cpu_read_page(table)  # one read of the page, not 512 word reads per keypress
     for i in range(256):
-        addr = table + i * size
-        pair = _pair(u, addr, u.cpu_read_q)
-        if pair is not None:
-            entry = decode(*pair)
+        lo, hi = words[2 * i], words[2 * i + 1]
+        if lo or hi:
+            entry = decode(lo, hi)
             if entry.present:
-                yield i, addr, entry
+                yield i, table + i * size, entry
 
 
 def unit_view_differs(u: DmarUnit, addr: int) -> str:

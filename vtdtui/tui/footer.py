@@ -1,0 +1,35 @@
+"""The footer, recomposed only when the keys it shows change.
+
+Textual's Footer rebuilds its FooterKey widgets on every focus change; with our two
+dozen keys that is ~60 ms of widget churn per Tab between panes whose shown keys
+are the same, and twice per prompt.  This one compares what it would show with what
+it shows, and waits while a prompt covers it.
+"""
+
+from __future__ import annotations
+
+from textual.screen import Screen
+from textual.widgets import Footer
+
+
+class KeyFooter(Footer):
+    def _shown_keys(self) -> tuple:
+        return tuple(
+            (b.key, b.description, enabled, tooltip)
+            for (_, b, enabled, tooltip) in self.screen.active_bindings.values() if b.show
+        )
+
+    def compose(self):
+        if self._bindings_ready:
+            self._shown = self._shown_keys()
+        yield from super().compose()
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if self._bindings_ready and self.is_attached and screen is self.screen:
+            if self.app.screen is not screen:
+                # Under a prompt (which disables the global keys) the footer is
+                # behind the dimmed background: redrawn when its screen is back.
+                return
+            if getattr(self, "_shown", None) == self._shown_keys():
+                return
+        super().bindings_changed(screen)
