@@ -303,3 +303,45 @@ async def test_a_prompt_opens_clean_each_time():
         assert app.screen.query_one("Input").value == ""
         assert hint(app) == ""
         assert "DMA" in str(app.screen.query_one("#prompt-title").render())
+
+
+async def test_page_keys_typed_before_the_palette_is_drawn_do_not_end_the_app():
+    """Found by keystroke fuzzing: Textual's option list pages with a line index it
+    builds only once laid out, so ctrl+p then pageup in the same instant raised
+    KeyError and ended the app."""
+    async with started() as (app, pilot):
+        app.action_command_palette()
+        for key in ("pageup", "pagedown", "pageup"):
+            app.post_message(events.Key(key, None))
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.main and app.is_running
+
+
+async def test_typed_brackets_are_text_not_markup():
+    """Found by keystroke fuzzing: a command typed with '[x=' came back in the prompt's
+    hint and the status line, which read it as markup and ended the app."""
+    async with started() as (app, pilot):
+        await prompt(pilot, "colon", "z6[ag=5 [b]x")
+        assert "unknown command 'z6[ag=5'" in hint(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        app.run_command("[red]=x[/]")
+        await pilot.pause()
+        assert app.last_status.startswith("[red]=x[/]: unknown command")
+        assert app.is_running
+
+
+async def test_a_prompt_keeps_what_was_typed_under_the_palette():
+    async with started(commands=ATTACHED_5) as (app, pilot):
+        await prompt(pilot, "n", "0x2000 4K", submit=False)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen)
+        assert app.screen.query_one("Input").value == "0x2000 4K"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is app.main and "mapped 0x2000+4K" in status(app)

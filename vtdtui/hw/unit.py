@@ -512,6 +512,7 @@ class DmarUnit:
     # ------------------------------------------------------------ invalidation
     def invalidate_context(self, gran: int, did: int = 0, source_id: int = 0, fm: int = 0) -> int:
         """Context-cache invalidation; returns the granularity actually performed."""
+        self._drain_write_buffer()
         if gran == regs.GRAN_GLOBAL:
             self.context_cache.invalidate_global()
         elif gran == regs.GRAN_DOMAIN:
@@ -533,6 +534,7 @@ class DmarUnit:
         """
         if gran == regs.GRAN_PAGE and (not self.psi or am > self.mamv):
             gran = regs.GRAN_DOMAIN
+        self._drain_write_buffer()
         if gran == regs.GRAN_GLOBAL:
             self.iotlb.invalidate_global()
         elif gran == regs.GRAN_DOMAIN:
@@ -570,6 +572,13 @@ class DmarUnit:
         """GCMD.WBF: posted writes become visible to table reads."""
         self._write_buffer.clear()
         self._count("wbf")
+
+    def _drain_write_buffer(self) -> None:
+        """RWBF=1 hardware "must implicitly perform a write buffer flush before
+        invalidating" the context cache or the IOTLB (CCMD_REG.ICC, IOTLB_REG.IVT; the
+        queued descriptors do the same): the walks that refill them see the new tables.
+        Not a GCMD.WBF, so not counted as one."""
+        self._write_buffer.clear()
 
     # ------------------------------------------------------------ registers (MMIO)
     @property
@@ -763,11 +772,17 @@ class DmarUnit:
         cr = self.read_context(e.source_id, read)
         if not cr.ok or cr.entry is None or cr.entry.did != e.did:
             return "the context entry it was filled through no longer maps this domain"
-        wr = self.walk(cr.entry, e.iova, False, read)
+        # Walk with an access the entry allows: a read walk of a write-only page stops at
+        # the permission check and never reaches the leaf to compare.
+        write = e.present and not e.r
+        wr = self.walk(cr.entry, e.iova, write, read)
         if not e.present:
             return "now present in memory; still cached as not present" if wr.ok or wr.present else None
         if not wr.ok and not wr.present:
             return "memory now says not present"
+        if not wr.ok:
+            return (f"memory now faults a {'write' if write else 'read'} of {e.iova:#x}: "
+                    f"{fr.reason_string(wr.reason)}")
         base = wr.hpa >> wr.shift << wr.shift
         if (base, wr.shift, wr.r, wr.w, wr.snp) != (e.hpa, e.shift, e.r, e.w, e.snp):
             return f"memory now maps {e.iova:#x} to {wr.hpa:#x} ({'R' if wr.r else '-'}{'W' if wr.w else '-'})"

@@ -9,6 +9,7 @@ non-zero counter makes KVM emulate WBINVD and changes the EPT memory type of RAM
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .journal import Journal
@@ -34,16 +35,24 @@ class Kvm:
     ept_zaps: int = 0
 
     # ------------------------------------------------------------ kvm-vfio
-    def file_add(self, group: int, enforced_coherent: bool, unit: str) -> None:
+    def file_add(self, group: int, enforced_coherent: bool, unit: str,
+                 retest: Callable[[int], bool] | None = None) -> None:
+        """KVM_DEV_VFIO_FILE_ADD.  `retest(group)` answers kvm_vfio_file_enforced_coherent()
+        for any file held, as the hardware says now (see _update_coherency)."""
         self.files[group] = enforced_coherent
-        self._update_coherency(unit, f"{_label(group)} added")
+        self._update_coherency(unit, f"{_label(group)} added", retest)
 
-    def file_del(self, group: int, unit: str) -> None:
+    def file_del(self, group: int, unit: str, retest: Callable[[int], bool] | None = None) -> None:
         self.files.pop(group, None)
-        self._update_coherency(unit, f"{_label(group)} deleted")
+        self._update_coherency(unit, f"{_label(group)} deleted", retest)
 
-    def _update_coherency(self, unit: str, why: str) -> None:
-        """kvm_vfio_update_coherency()."""
+    def _update_coherency(self, unit: str, why: str, retest: Callable[[int], bool] | None = None) -> None:
+        """kvm_vfio_update_coherency(): every file held is tested again, not only the one
+        added or deleted ("we retest each group"), so a unit's ECAP.SC that changed since
+        a file was added counts from this update on."""
+        if retest is not None:
+            for g in self.files:
+                self.files[g] = retest(g)
         bad = sorted(g for g, ok in self.files.items() if not ok)
         noncoherent = bool(bad)
         if noncoherent == self.kvm_vfio_noncoherent:

@@ -240,16 +240,24 @@ class IntelIommuDriver:
                 return d
         return None
 
+    @staticmethod
+    def incompatible(d: DmarDomain, unit: DmarUnit) -> str | None:
+        """paging_domain_compatible(): why `unit` cannot take domain `d` (the kernel
+        refuses with -EINVAL, and no message), or None."""
+        if d.force_snooping and not unit.sc:
+            return f"{unit.name} has no snoop control; domain {d.id} enforces coherency"
+        if d.coherent != unit.coherent:
+            return f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk coherency"
+        if d.levels - 2 > IntelIommuDriver._levels_for(unit) - 2:
+            return f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level table"
+        return None
+
     def attach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
         """intel_iommu_attach_device(): block the old domain, check compatibility,
         domain_attach_iommu() and domain_context_mapping_one()."""
-        # paging_domain_compatible(): refused with -EINVAL, and no message.
-        if d.force_snooping and not unit.sc:
-            raise DriverError(f"{unit.name} has no snoop control; domain {d.id} enforces coherency (-EINVAL)")
-        if d.coherent != unit.coherent:
-            raise DriverError(f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk coherency (-EINVAL)")
-        if d.levels - 2 > self._levels_for(unit) - 2:
-            raise DriverError(f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level table (-EINVAL)")
+        why = self.incompatible(d, unit)
+        if why is not None:
+            raise DriverError(f"{why} (-EINVAL)")
         old = self.attached_domain(source_id, unit)
         if old is d:
             return

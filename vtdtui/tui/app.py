@@ -32,7 +32,7 @@ from ..views.prompts import PROMPTS, check_filter
 from ..views.status import sentence
 from .footer import KeyFooter
 from .help import HelpScreen
-from .palette import VtdCommands
+from .palette import VtdCommandPalette, VtdCommands
 from .panes import PANES, JournalPane, Pane, TablesPane, IoptePane
 from .prompt import PromptScreen
 
@@ -76,7 +76,7 @@ class MainScreen(Screen):
         with Container(id="panes"):
             for cls in PANES:
                 yield cls(id=cls.SHORT)
-        yield Static("", id="status")
+        yield Static("", id="status", markup=False)  # says what the user typed: '[' is text
         yield KeyFooter()
 
 
@@ -303,6 +303,10 @@ class VtdApp(App[int]):
     def changed(self) -> None:
         self.version += 1
         self.refresh_panes()
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not VtdCommandPalette.is_open(self):
+            self.push_screen(VtdCommandPalette(id="--command-palette"))
 
     def palette_action(self, action: str) -> None:
         self.call_later(self.run_action, action)

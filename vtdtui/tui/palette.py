@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Provider
 
 from ..machine import OPTIONS
 from ..views.status import OPTION_HELP
@@ -44,3 +44,16 @@ class VtdCommands(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), cb, help=help_)
+
+
+class VtdCommandPalette(CommandPalette):
+    """Textual's palette, safe against a key that comes before its first frame."""
+
+    def _action_command_list(self, action: str) -> None:
+        # textual 8.2: the option list pages with a line index it builds only once it
+        # has a size, so pageup typed before the palette's first frame raised KeyError
+        # and ended the app (found by tests/test_fuzz_keys.py).  Before that frame
+        # there is nothing on screen to move through.
+        if not self.query_one(CommandList).scrollable_content_region:
+            return
+        super()._action_command_list(action)

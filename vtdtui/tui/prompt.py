@@ -38,17 +38,22 @@ class PromptScreen(ModalScreen[bool]):
         self._ready = False
         self._dismissed = False
         self._pending: list[tuple[str, str | None]] = []
+        self._fresh = True  # shown next: set up the fields (see on_screen_resume)
         return self
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt"):
-            yield Static(id="prompt-title")
-            yield Static(id="prompt-usage")
+            # What is typed comes back in these ('[x=' is text here, not markup).
+            yield Static(id="prompt-title", markup=False)
+            yield Static(id="prompt-usage", markup=False)
             yield Input(id="prompt-input")
-            yield Static("", id="prompt-hint")
+            yield Static("", id="prompt-hint", markup=False)
             yield Static("Enter runs it · Escape cancels", id="prompt-keys")
 
     def on_screen_resume(self) -> None:
+        if not self._fresh:  # back from the palette or help over it: keep what was typed
+            return
+        self._fresh = False
         self.query_one("#prompt-title", Static).update(self.title_text)
         self.query_one("#prompt-usage", Static).update(self.usage)
         field = self.query_one(Input)

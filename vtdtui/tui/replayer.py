@@ -77,7 +77,9 @@ async def _barrier(nodes: list) -> None:
     for node in nodes:
         if node.call_later(fired, id(node)):
             waiting[id(node)] = node
-    while waiting:
+    for _ in range(40):  # 2 s: a node that never gets to its queue must not hang a replay
+        if not waiting:
+            return
         try:
             await asyncio.wait_for(done.wait(), 0.05)
         except TimeoutError:
@@ -85,6 +87,7 @@ async def _barrier(nodes: list) -> None:
             for key, node in list(waiting.items()):
                 if node._closing or node._closed:
                     waiting.pop(key, None)
+    _barrier.stuck = list(waiting.values())  # for whoever debugs a slow replay
 
 
 async def settle(app: "VtdApp", redraw: bool = False) -> None:

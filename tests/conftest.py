@@ -1,0 +1,31 @@
+"""Hypothesis settings profiles, chosen by HYPOTHESIS_PROFILE (default "ci").
+
+ci       bounded and deterministic (derandomize): tests/test_properties.py runs in
+         well under a minute on a 2-core machine.
+nightly  many more and longer random sessions; failures are kept in the example
+         database so that the next run replays them first.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    stateful_step_count=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "nightly",
+    max_examples=2000,
+    stateful_step_count=100,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

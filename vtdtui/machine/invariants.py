@@ -1,0 +1,799 @@
+"""Invariants of the composed machine, said in the kernel's words.
+
+`check(m)` lists every invariant the machine's state breaks right now (one line each,
+naming unit, DID, domain, group or device; empty when all hold) and `assert_ok(m)`
+raises InvariantError with that list.  `check_command(m, line, events)` checks that a
+command left the journal decisions it owes: one for each rule that applies.
+
+State invariants:
+  context-did       every present context entry's DID is owned by an allocated
+                    dmar_domain of that unit's driver, which lists the device and whose
+                    page table the entry points at (and the converse); DIDs are unique
+                    per unit and never the reserved 0 / 1
+  group-domain      every group is attached to at most one domain, the one its owner
+                    (VFIO or the DMA API) says
+  kvm-noncoherent   KVM's noncoherent DMA count is the number of kvm-vfio (and virtio
+                    RFC) devices with something non-coherent; kv->noncoherent is what
+                    kvm_vfio_update_coherency() computes over the files it holds
+  vfio-reuse        a VFIO container's domains agree with vfio_iommu_type1_attach_group():
+                    a group joined an earlier domain whenever the reuse policy and
+                    paging_domain_compatible() allowed it, and only then; every domain
+                    maps exactly the container's vfio_dma list
+  qemu-shadow       QEMU's shadow is what VFIO maps on the host and, with caching mode
+                    and no what-if, what the guest's tables map
+  cache-filled      every context-cache / IOTLB entry says what the raw entry it was
+                    filled from says (the model can tell which are stale now:
+                    `stale_entries`, the views' own DmarUnit.*_stale)
+  cache-stale       with no what-if switch in force at any time in the command log, no
+                    cached entry is stale, except IOTLB entries inside a range queued
+                    on the domain's flush queue (lazy unmap, the kernel's own design)
+
+Read-only: tables are read as the CPU sees them (cpu_read_q); nothing is written,
+invalidated, translated or counted.  Cheap enough to run after every command.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from ..hw import faults as fr
+from ..hw.caches import ContextCacheEntry, IotlbEntry
+from ..hw.entries import (
+    CONTEXT_ENTRY_SIZE, PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_W, ROOT_ENTRY_SIZE, ContextEntry, RootEntry,
+    bdf_str, level_index,
+)
+from ..hw.regs import CAP
+from ..hw.unit import DmarUnit
+from ..sw.journal import ISSUED, SKIPPED, Event
+from ..sw.linux import DmarDomain, IntelIommuDriver, psi_aligned
+from ..sw.vfio import VfioContainer
+from .parse import parse_int
+
+ACTORS = ("driver", "vfio", "kvm", "qemu", "hw")
+# Rule ids software decides by (REFERENCE.md §5–8, and the ones the actors added).
+RULES = frozenset({
+    "clflush", "ctx-np2p", "ctx-clear", "map-np2p", "unmap", "psi-fallback", "wbf", "snp",
+    "set-root", "superpage", "vfio-reuse", "vfio-noncoherent-flush", "kvm-coherency",
+    "qemu-cm-required", "qemu-sc-unsupported", "qemu-shadow",
+})
+# `set` switches under which software deliberately gets it wrong.
+WHAT_IF_OPTIONS = {"skip-clflush": "on", "skip-invalidation": "on", "qemu-force": "on"}
+
+
+class InvariantError(AssertionError):
+    """One or more invariants do not hold; `violations` lists them."""
+
+    def __init__(self, violations: list[str]):
+        self.violations = list(violations)
+        super().__init__("\n".join(["invariants violated:"] + [f"  - {v}" for v in self.violations]))
+
+
+# ----------------------------------------------------------------------------- the command log
+
+
+@dataclass(frozen=True)
+class _Cmd:
+    index: int
+    verb: str
+    args: tuple[str, ...]
+
+
+def _field_value(u: DmarUnit, name: str) -> int:
+    """A one-bit field as Machine's `toggle` resolves it (CAP first, then ECAP)."""
+    if name in CAP and CAP.field(name).width == 1:
+        return u.capf(name)
+    return u.ecapf(name)
+
+
+class _History:
+    """The command log (every command that succeeded since boot, undo already applied)."""
+
+    def __init__(self, m) -> None:
+        self.cmds: list[_Cmd] = []
+        for i, line in enumerate(m.log):
+            words = shlex.split(line)
+            self.cmds.append(_Cmd(i, words[0].lower(), tuple(words[1:])))
+
+    def toggles(self, unit: str, name: str, after: int = -1) -> list[int]:
+        """Log positions (> after) of `toggle UNIT NAME`."""
+        return [c.index for c in self.cmds
+                if c.verb == "toggle" and c.index > after and c.args[0] == unit and c.args[1].upper() == name]
+
+    def bit_at(self, u: DmarUnit, name: str, pos: int) -> bool:
+        """The field's value while command `pos` ran (-1: at boot): now, undone by the toggles since."""
+        return bool(_field_value(u, name) ^ (len(self.toggles(u.name, name, pos)) & 1))
+
+    def cleared(self, u: DmarUnit, name: str) -> list[int]:
+        """Positions of toggles that took the field from 1 to 0."""
+        return [i for i in self.toggles(u.name, name) if self.bit_at(u, name, i - 1)]
+
+    def last(self, pred) -> int:
+        for c in reversed(self.cmds):
+            if pred(c):
+                return c.index
+        return -1
+
+    def option_at(self, option: str, pos: int, initial: str) -> str:
+        value = initial
+        for c in self.cmds:
+            if c.index >= pos:
+                break
+            if c.verb == "set" and c.args[0].lower() == option:
+                value = c.args[1].lower()
+        return value
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    unit: str | None  # None: every unit
+    text: str
+
+
+def what_ifs(m, history: _History | None = None) -> list[WhatIf]:
+    """What-if switches in force now or at any time in the command log.
+
+    A `set` what-if (skip-clflush, skip-invalidation, qemu-force), and capability
+    changes a running kernel cannot follow: ECAP.C (domain->iommu_coherency is fixed
+    when the domain is allocated), ECAP.SC (SNP leaves already written turn reserved),
+    CAP.CM cleared (entries cached under caching mode are never invalidated by a
+    driver that now reads CM=0; QEMU stops shadowing).  CAP.CM set, CAP.RWBF and
+    CAP.PSI either way are not what-ifs: the driver reads them at its next decision.
+    """
+    h = history or _History(m)
+    out: list[WhatIf] = []
+    for c in h.cmds:
+        if c.verb == "set" and WHAT_IF_OPTIONS.get(c.args[0].lower()) == c.args[1].lower():
+            out.append(WhatIf(None, f"command {c.index + 1} `set {c.args[0]} {c.args[1]}`"))
+    for w in m.worlds.values():
+        if w.driver.skip_clflush or w.driver.skip_invalidation:
+            out.append(WhatIf(None, "the driver's skip-clflush / skip-invalidation is on"))
+    if m.qemu is not None and m.qemu.force:
+        out.append(WhatIf(None, "qemu-force is on"))
+    for u in m.units.values():
+        for name in ("C", "SC"):
+            for i in h.toggles(u.name, name):
+                out.append(WhatIf(u.name, f"command {i + 1} toggled ECAP.{name} of {u.name} under a running kernel"))
+        for i in h.cleared(u, "CM"):
+            out.append(WhatIf(u.name, f"command {i + 1} cleared CAP.CM of {u.name} under a running kernel"))
+    return out
+
+
+# ----------------------------------------------------------------------------- caches
+
+
+@dataclass(frozen=True)
+class Stale:
+    unit: str
+    kind: str  # "context-cache" | "iotlb"
+    entry: ContextCacheEntry | IotlbEntry
+    why: str
+
+    def describe(self) -> str:
+        e = self.entry
+        if isinstance(e, ContextCacheEntry):
+            what = f"context-cache entry {bdf_str(e.source_id)} DID {e.did}"
+        else:
+            what = f"IOTLB entry DID {e.did} {e.iova:#x}+{e.size:#x}{'' if e.present else ' (not present)'}"
+        return f"{self.unit}: {what} is stale: {self.why}"
+
+
+def stale_entries(m) -> list[Stale]:
+    """Every cached entry that no longer matches the tables, with the views' reason
+    (DmarUnit.context_cache_stale / iotlb_stale, as the caches pane shows them)."""
+    out: list[Stale] = []
+    for name, u in m.units.items():
+        for e in u.context_cache:
+            why = u.context_cache_stale(e)
+            if why:
+                out.append(Stale(name, "context-cache", e, why))
+        for e in u.iotlb:
+            why = u.iotlb_stale(e)
+            if why:
+                out.append(Stale(name, "iotlb", e, why))
+    return out
+
+
+def _check_cache_filled(m) -> list[str]:
+    """Each entry is what the raw entry it was filled from says."""
+    out: list[str] = []
+    for name, u in m.units.items():
+        for e in u.context_cache:
+            where = f"{name}: context-cache entry {bdf_str(e.source_id)}"
+            ce = ContextEntry.decode(e.lo, e.hi)
+            if e.present:
+                if not ce.present or ce.did != e.did or e.fault_reason:
+                    out.append(f"{where} DID {e.did} was not filled from a present context entry with that DID "
+                               f"(raw hi {e.hi:#x} lo {e.lo:#x})")
+            else:
+                if e.did != 0:
+                    out.append(f"{where}: a cached not-present entry must be tagged DID 0 (caching mode), not {e.did}")
+                if e.fault_reason not in (fr.ROOT_ENTRY_P, fr.CONTEXT_ENTRY_P, fr.CONTEXT_ENTRY_INV):
+                    out.append(f"{where}: cached not-present entry for fault {e.fault_reason:#x}")
+                elif e.fault_reason == fr.CONTEXT_ENTRY_P and ce.present:
+                    out.append(f"{where}: cached as not present but filled from a present entry (lo {e.lo:#x})")
+        for e in u.iotlb:
+            where = f"{name}: IOTLB entry DID {e.did} {e.iova:#x}+{e.size:#x}"
+            if e.shift not in (12, 21, 30) or e.iova & (e.size - 1) or e.pte_addr & 7:
+                out.append(f"{where}: misaligned (shift {e.shift}, PTE at {e.pte_addr:#x})")
+                continue
+            if not e.present:
+                if e.pte & (PTE_R | PTE_W) or e.r or e.w or e.fault_reason not in (fr.READ, fr.WRITE):
+                    out.append(f"{where}: cached not-present entry filled from a present PTE {e.pte:#x}")
+                continue
+            level = (e.shift - 12) // 9 + 1
+            base = e.pte & PTE_ADDR_MASK & ~(e.size - 1)
+            leaf = level == 1 or bool(e.pte & PTE_PS)
+            if (not leaf or base != e.hpa or e.snp != bool(e.pte & PTE_SNP)
+                    or (e.r and not e.pte & PTE_R) or (e.w and not e.pte & PTE_W) or not (e.r or e.w)
+                    or (e.pte_addr & 0xFFF) >> 3 != level_index(e.iova, level)):
+                out.append(f"{where} → {e.hpa:#x} {'R' if e.r else '-'}{'W' if e.w else '-'}: not what the L{level} "
+                           f"PTE {e.pte:#x} at {e.pte_addr:#x} it was filled from says")
+    return out
+
+
+def _queued(m, unit: str, e: IotlbEntry) -> bool:
+    """Is the entry inside a range a lazy unmap queued on its domain's flush queue?"""
+    for d in m.driver_for(unit).domains.values():
+        if d.dids.get(unit) == e.did:
+            return any(iova < e.iova + e.size and e.iova < iova + size for iova, size in d.flush_queue)
+    return False
+
+
+def _check_stale(m, h: _History) -> list[str]:
+    wi = what_ifs(m, h)
+    if any(w.unit is None for w in wi):
+        return []
+    tainted = {w.unit for w in wi}
+    out = []
+    for s in stale_entries(m):
+        if s.unit in tainted:
+            continue
+        if s.kind == "iotlb" and _queued(m, s.unit, s.entry):
+            continue
+        out.append(f"{s.describe()} — and no what-if switch was ever in force (the driver's own sequence "
+                   f"with the hardware's true CM / C / RWBF must leave nothing stale)")
+    return out
+
+
+# ----------------------------------------------------------------------------- tables and domains
+
+
+def _present_contexts(u: DmarUnit) -> dict[int, ContextEntry]:
+    read = u.cpu_read_q
+    rta = u.rta_latched & ~0xFFF
+    out: dict[int, ContextEntry] = {}
+    if not rta:
+        return out
+    for bus in range(256):
+        slot = rta + bus * ROOT_ENTRY_SIZE
+        root = RootEntry.decode(read(slot), read(slot + 8))
+        if not root.present:
+            continue
+        for dfn in range(256):
+            at = root.ctp + dfn * CONTEXT_ENTRY_SIZE
+            lo = read(at)
+            if lo & 1:
+                out[bus << 8 | dfn] = ContextEntry.decode(lo, read(at + 8))
+    return out
+
+
+def _check_context_did(m) -> list[str]:
+    out: list[str] = []
+    for name, u in m.units.items():
+        drv = m.driver_for(name)
+        owner: dict[int, DmarDomain] = {}
+        for d in drv.domains.values():
+            did = d.dids.get(name)
+            if did is None:
+                continue
+            if did in owner:
+                out.append(f"{name}: DID {did} is held by domains {owner[did].id} and {d.id}")
+            if did in (0, 1) or did >= u.ndoms:
+                out.append(f"{name}: domain {d.id} holds DID {did}, outside the driver's range 2..{u.ndoms - 1} "
+                           f"(DID 0 tags caching-mode entries, 1 is FLPT_DEFAULT_DID)")
+            owner[did] = d
+        used = getattr(drv, "_did_used", {}).get(name)
+        if used is not None and used != set(owner):
+            out.append(f"{name}: the driver's domain-id allocator marks DIDs {sorted(used)} used, "
+                       f"its domains hold {sorted(owner)}")
+        present = _present_contexts(u)
+        for sid, ce in sorted(present.items()):
+            where = f"{name}: context entry {bdf_str(sid)} DID {ce.did}"
+            d = owner.get(ce.did)
+            if d is None:
+                out.append(f"{where}: no allocated dmar_domain of {name}'s driver owns that DID")
+            elif d.devices.get(sid) != name:
+                out.append(f"{where} belongs to domain {d.id}, which does not list {bdf_str(sid)} as attached")
+            elif ce.slptptr != d.pgd or ce.aw != d.agaw:
+                out.append(f"{where}: SLPTPTR {ce.slptptr:#x} AW {ce.aw}, but domain {d.id} has pgd {d.pgd:#x} "
+                           f"AW {d.agaw}")
+        for d in drv.domains.values():
+            if d.has_mappings and next(iter(d.dids), name) == name:
+                pages = drv._count_pages(d.pgd, d.levels)
+                if pages != d.mapped_pages:
+                    out.append(f"{name}: domain {d.id} counts {d.mapped_pages} mapped page(s), its page table maps "
+                               f"{pages}")
+            for sid, un in d.devices.items():
+                if un == name and sid not in present:
+                    out.append(f"{name}: domain {d.id} lists {bdf_str(sid)} as attached, but its context entry "
+                               f"is not present")
+                if un == name and name not in d.dids:
+                    out.append(f"{name}: domain {d.id} has {bdf_str(sid)} attached but no DID on {name}")
+    return out
+
+
+def _containers(m) -> list[tuple[str, VfioContainer, dict[int, tuple[str, list[int]]]]]:
+    """(label, container, group id → (unit, source ids)) for the VM's container and QEMU's host one."""
+    out = []
+    if m.vfio is not None:
+        out.append(("the VM's VFIO container", m.vfio,
+                    {g.spec_id: (g.unit, [s for s, _ in g.devices]) for g in m.groups.values() if g.owner == "vfio"}))
+    if m.qemu is not None:
+        hg = m.qemu.host_group
+        out.append(("QEMU's host VFIO container", m.qemu.host_vfio, {hg.id: (hg.unit, list(hg.devices))}))
+    return out
+
+
+def _check_groups(m) -> list[str]:
+    out: list[str] = []
+    alive = {id(d) for w in m.worlds.values() for d in w.driver.domains.values()}
+    everyone: list[tuple[str, str, list[int], DmarDomain | None]] = [
+        (f"group {g.spec_id}", g.unit, [s for s, _ in g.devices], m.domain_of(g)) for g in m.groups.values()]
+    if m.qemu is not None:
+        hvd = m.qemu.host_vfio.domain_of(m.qemu.host_group.id)
+        everyone.append(("the host group", m.qemu.host_group.unit, list(m.qemu.host_group.devices),
+                         hvd.domain if hvd else None))
+    for label, unit, sids, dom in everyone:
+        drv = m.driver_for(unit)
+        holders = sorted({d.id for d in drv.domains.values() for s in sids if d.devices.get(s) == unit})
+        if len(holders) > 1:
+            out.append(f"{label} ({unit}) is attached to domains {', '.join(map(str, holders))}")
+        if dom is None:
+            if holders:
+                out.append(f"{label} ({unit}) is detached, yet domain {holders[0]} holds its devices")
+            continue
+        if id(dom) not in alive:
+            out.append(f"{label} ({unit}) points at domain {dom.id}, which was freed")
+        for s in sids:
+            if dom.devices.get(s) != unit:
+                out.append(f"{label}: device {bdf_str(s)} is not attached to the group's domain {dom.id}")
+    for label, c, _ in _containers(m):
+        seen: dict[int, int] = {}
+        for vd in c.domains:
+            for gid in vd.groups:
+                if gid in seen:
+                    out.append(f"{label}: group {gid} is in domains {seen[gid]} and {vd.domain.id}")
+                seen[gid] = vd.domain.id
+    return out
+
+
+def _check_kvm(m, h: _History) -> list[str]:
+    k = m.kvm
+    if k is None:
+        return []
+    out: list[str] = []
+    want = int(k.kvm_vfio_noncoherent) + int(k.virtio_noncoherent)
+    if k.noncoherent_dma_count != want:
+        out.append(f"KVM noncoherent_dma_count is {k.noncoherent_dma_count}, but {want} device(s) registered "
+                   f"noncoherent DMA (kvm-vfio: {k.kvm_vfio_noncoherent}, virtio RFC: {k.virtio_noncoherent})")
+    files: dict[int, str] = {}  # group → unit, for the groups the VM holds
+    for g in m.groups.values():
+        if g.owner == "vfio" and m.domain_of(g) is not None:
+            files[g.spec_id] = g.unit
+    if m.qemu is not None:
+        files[m.qemu.host_group.id] = m.qemu.host_group.unit
+    if set(k.files) != set(files):
+        out.append(f"the kvm-vfio device holds group(s) {sorted(k.files)}, the VM's VFIO groups are {sorted(files)}")
+    # kvm_vfio_update_coherency() re-tests every file it holds at each group add /
+    # delete: kvm_vfio_file_enforced_coherent() → IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+    # ECAP.SC on Intel, as the unit said when that last update ran.
+    last = h.last(lambda c: c.verb in ("attach", "detach")
+                  and m.groups.get(_int(c.args[0]), None) is not None and m.groups[_int(c.args[0])].owner == "vfio")
+    held = {gid: h.bit_at(m.units[unit], "SC", last) for gid, unit in files.items() if gid in k.files}
+    for gid, coherent in sorted(held.items()):
+        if k.files[gid] != coherent:
+            out.append(f"kvm-vfio holds group {gid} as enforced-coherent={k.files[gid]}, but ECAP.SC of "
+                       f"{files[gid]} was {int(coherent)} at its last update")
+    bad = sorted(gid for gid, coherent in held.items() if not coherent)
+    if bool(bad) != k.kvm_vfio_noncoherent:
+        out.append(f"kvm-vfio noncoherent={k.kvm_vfio_noncoherent}, but at its last update "
+                   + (f"group(s) {', '.join(map(str, bad))} were behind a unit without ECAP.SC" if bad
+                      else "every group was enforced-coherent"))
+    return out
+
+
+def _int(text: str) -> int | None:
+    try:
+        return parse_int(text, "group")
+    except ValueError:
+        return None
+
+
+def _check_vfio(m, h: _History) -> list[str]:
+    out: list[str] = []
+    for label, c, groups in _containers(m):
+        drv = c.driver
+        pages = sum(dma.size for dma in c.dmas) >> 12
+        for vd in c.domains:
+            d = vd.domain
+            where = f"{label}: domain {d.id}"
+            if not vd.groups:
+                out.append(f"{where} has no group left but was not freed")
+            if vd.enforce_cache_coherency != d.force_snooping:
+                out.append(f"{where}: enforce_cache_coherency {vd.enforce_cache_coherency} but force_snooping "
+                           f"{d.force_snooping}")
+            want = {s for gid in vd.groups for s in groups.get(gid, ("", []))[1]}
+            if set(d.devices) != want:
+                out.append(f"{where} holds devices {sorted(map(bdf_str, d.devices))}, its groups "
+                           f"{sorted(map(bdf_str, want))}")
+            if d.mapped_pages != pages:
+                out.append(f"{where} maps {d.mapped_pages} page(s); the container's vfio_dma list has {pages}")
+            for dma in c.dmas:
+                for off in (0, dma.size - 4096):
+                    hit = drv.iova_to_phys(d, dma.iova + off)
+                    if hit is None or hit[0] != dma.vaddr_hpa + off:
+                        out.append(f"{where}: vfio_dma {dma.iova:#x}+{dma.size:#x} is not mapped to "
+                                   f"{dma.vaddr_hpa + off:#x} at IOVA {dma.iova + off:#x}")
+                        break
+        if not c.domains and c.dmas:
+            out.append(f"{label} has no domain left but still {len(c.dmas)} vfio_dma (vfio_iommu_unmap_unpin_all "
+                       f"goes with the last domain)")
+        out += _check_reuse(m, h, label, c, groups)
+    return out
+
+
+def _check_reuse(m, h: _History, label: str, c: VfioContainer, groups) -> list[str]:
+    """vfio_iommu_type1_attach_group(): the new group's domain enforces coherency iff
+    its unit has ECAP.SC; then the first existing domain that the policy allows and
+    that paging_domain_compatible() accepts is reused."""
+    out: list[str] = []
+    vm = c is m.vfio
+    for j, vd in enumerate(c.domains):
+        for gid in vd.groups:
+            unit_name = groups[gid][0]
+            u = m.units[unit_name]
+            at = h.last(lambda cmd: cmd.verb == "attach" and _int(cmd.args[0]) == gid) if vm else -1
+            policy = h.option_at("reuse", at, m.scenario.policy) if vm else "mainline"
+            ecc = h.bit_at(u, "SC", at)
+            if policy == "mainline" and vd.enforce_cache_coherency != ecc:
+                out.append(f"{label}: group {gid} (ECAP.SC={int(ecc)} on {unit_name}) shares domain {vd.domain.id} "
+                           f"whose enforce_cache_coherency is {vd.enforce_cache_coherency}; mainline reuses only "
+                           f"on equal enforce_cache_coherency")
+            if h.toggles(unit_name, "C", at) or h.toggles(unit_name, "SC", at):
+                continue  # paging_domain_compatible() then read bits the unit no longer has
+            for earlier in c.domains[:j]:
+                allowed = policy == "prefer-reuse" or earlier.enforce_cache_coherency == ecc
+                if allowed and IntelIommuDriver.incompatible(earlier.domain, u) is None:
+                    out.append(f"{label}: group {gid} sits in domain {vd.domain.id} though earlier domain "
+                               f"{earlier.domain.id} accepts it and the {policy} policy allows reuse")
+                    break
+    return out
+
+
+def _check_qemu(m, h: _History) -> list[str]:
+    q = m.qemu
+    if q is None:
+        return []
+    out: list[str] = []
+    host = {dma.iova: (dma.size, dma.vaddr_hpa - q.gpa_to_hpa, dma.r, dma.w) for dma in q.host_vfio.dmas}
+    if host != q.shadow:
+        out.append(f"QEMU's shadow of {bdf_str(q.assigned_sid)} ({len(q.shadow)} mapping(s)) differs from what "
+                   f"VFIO maps on {q.host_unit.name} ({len(host)})")
+    wi = what_ifs(m, h)
+    if q.refusing or any(w.unit in (None, q.guest_unit.name) for w in wi):
+        return out
+    if not q.guest_unit.cm or h.toggles(q.guest_unit.name, "CM"):
+        return out  # without caching mode QEMU refuses, and never catches up on what it missed
+    guest = q.guest_mappings()
+    if guest != q.shadow:
+        missing = sorted(set(guest) - set(q.shadow))
+        extra = sorted(set(q.shadow) - set(guest))
+        out.append(f"QEMU's shadow of {bdf_str(q.assigned_sid)} differs from the guest's tables with caching mode "
+                   f"on: missing {[hex(i) for i in missing[:4]]}, extra {[hex(i) for i in extra[:4]]}")
+    return out
+
+
+# ----------------------------------------------------------------------------- the public checks
+
+
+def check(m) -> list[str]:
+    """Every invariant the machine breaks now, one line each; [] when all hold."""
+    h = _History(m)
+    return (_check_context_did(m) + _check_groups(m) + _check_kvm(m, h) + _check_vfio(m, h)
+            + _check_qemu(m, h) + _check_cache_filled(m) + _check_stale(m, h))
+
+
+def assert_ok(m) -> None:
+    problems = check(m)
+    if problems:
+        raise InvariantError(problems)
+
+
+# ----------------------------------------------------------------------------- journal decisions
+
+
+def hw_counters(m) -> dict[str, dict[str, int]]:
+    """Per unit, the invalidations and flushes the hardware carried out so far."""
+    out = {}
+    for name, u in m.units.items():
+        c = u.counters
+        out[name] = {
+            "context-cache-invalidation": sum(v for k, v in c.items() if k.startswith("cc-")),
+            "iotlb-invalidation": sum(v for k, v in c.items() if k.startswith("iotlb-")),
+            "write-buffer-flush": c.get("wbf", 0),
+        }
+    return out
+
+
+class _Events:
+    def __init__(self, events: list[Event]):
+        self.events = events
+
+    def find(self, **want) -> list[Event]:
+        detail_did = want.pop("did", None)
+        detail_prefix = want.pop("detail_prefix", None)
+        detail_has = want.pop("detail_has", None)
+        out = []
+        for e in self.events:
+            if any(getattr(e, k) != v for k, v in want.items()):
+                continue
+            if detail_did is not None and e.detail.split()[:2] != ["DID", str(detail_did)]:
+                continue
+            if detail_prefix is not None and not e.detail.startswith(detail_prefix):
+                continue
+            if detail_has is not None and detail_has not in e.detail:
+                continue
+            out.append(e)
+        return out
+
+
+def check_command(m, line: str, events: list[Event], counters_before: dict | None = None) -> list[str]:
+    """The journal decisions a successful command owes, checked on the machine after it.
+
+    `events` are the journal events the command added (Outcome.events).  With
+    `counters_before` (hw_counters() taken before the command), every issued
+    invalidation / write-buffer flush must also be one the hardware carried out, and
+    the other way round.
+    """
+    out: list[str] = []
+    tail = m.journal.events[len(m.journal.events) - len(events):] if events else []
+    if list(events) != tail:
+        out.append(f"`{line}`: its events are not the journal's last {len(events)} events")
+    for i, e in enumerate(events):
+        if e.actor not in ACTORS or e.outcome not in (ISSUED, SKIPPED):
+            out.append(f"`{line}`: event {e.seq} has actor {e.actor!r} / outcome {e.outcome!r}")
+        if e.is_decision and e.rule not in RULES:
+            out.append(f"`{line}`: {e.actor} decision {e.seq} ({e.op}) names no known rule: {e.rule!r}")
+        if i and e.seq != events[i - 1].seq + 1:
+            out.append(f"`{line}`: journal sequence jumps from {events[i - 1].seq} to {e.seq}")
+    words = shlex.split(line)
+    verb, args = words[0].lower(), words[1:]
+    ev = _Events(list(events))
+    check_verb = _VERBS.get(verb)
+    if check_verb is not None:
+        out += [f"`{line}`: {p}" for p in check_verb(m, args, ev)]
+    out += [f"`{line}`: {p}" for p in _qemu_decisions(m, ev)]
+    if counters_before is not None:
+        after = hw_counters(m)
+        for unit, counts in after.items():
+            for op, n in counts.items():
+                done = n - counters_before.get(unit, {}).get(op, 0)
+                said = len(ev.find(unit=unit, op=op, outcome=ISSUED, actor="driver"))
+                if done != said:
+                    out.append(f"`{line}`: {unit} carried out {done} {op}(s), the journal says {said} issued")
+    return out
+
+
+def _domains_for(m, g) -> list[DmarDomain]:
+    if g.owner == "vfio":
+        return [vd.domain for vd in m.vfio.domains] if m.vfio else []
+    return [g.domain] if g.domain is not None else []
+
+
+def _need(ev: _Events, what: str, **want) -> tuple[list[Event], list[str]]:
+    found = ev.find(**want)
+    return found, ([] if found else [f"no {what}"])
+
+
+def _outcomes(found: list[Event], expected: str, what: str) -> list[str]:
+    return [f"{what} was {e.outcome}, expected {expected} (event {e.seq})" for e in found if e.outcome != expected]
+
+
+def _attach_decisions(m, args, ev: _Events) -> list[str]:
+    g = m.groups[parse_int(args[0], "group")]
+    u = m.units[g.unit]
+    drv = m.driver_for(g.unit)
+    out: list[str] = []
+    expected = ISSUED if u.cm and not drv.skip_invalidation else SKIPPED
+    for sid, _ in g.devices:
+        bdf = bdf_str(sid)
+        cc, miss = _need(ev, f"ctx-np2p context-cache decision for {bdf} on {u.name}", unit=u.name, actor="driver",
+                         rule="ctx-np2p", op="context-cache-invalidation", detail_prefix=f"{bdf} ")
+        out += miss + _outcomes(cc, expected, f"ctx-np2p context-cache invalidation for {bdf} (CM={int(u.cm)})")
+        out += _need(ev, f"clflush decision for the context entry of {bdf}", unit=u.name, actor="driver",
+                     rule="clflush", detail_has=f"context entry {bdf} ")[1]
+    cc = ev.find(unit=u.name, actor="driver", rule="ctx-np2p", op="context-cache-invalidation")
+    tlb = ev.find(unit=u.name, actor="driver", rule="ctx-np2p", op="iotlb-invalidation")
+    if len(tlb) != len(cc):
+        out.append(f"{len(cc)} ctx-np2p context-cache decision(s) but {len(tlb)} IOTLB one(s) on {u.name}")
+    out += _outcomes(tlb, expected, f"ctx-np2p IOTLB invalidation (CM={int(u.cm)})")
+    wbf = ev.find(unit=u.name, actor="driver", rule="wbf")
+    if not u.cm and len(wbf) < len(cc):
+        out.append(f"CM=0 on {u.name}: {len(cc)} context entries made present, {len(wbf)} write-buffer decision(s)")
+    if g.owner == "vfio":
+        out += _need(ev, "enforce-cache-coherency (snp) decision", actor="driver", rule="snp")[1]
+        reuse = ev.find(actor="vfio", rule="vfio-reuse", outcome=ISSUED)
+        if len(reuse) != 1:
+            out.append(f"{len(reuse)} issued vfio-reuse decisions for group {g.spec_id}, expected one")
+        out += _need(ev, "kvm-coherency decision", actor="kvm", rule="kvm-coherency")[1]
+    return out
+
+
+def _detach_decisions(m, args, ev: _Events) -> list[str]:
+    g = m.groups[parse_int(args[0], "group")]
+    u = m.units[g.unit]
+    out: list[str] = []
+    for sid, _ in g.devices:
+        bdf = bdf_str(sid)
+        cc, miss = _need(ev, f"ctx-clear context-cache decision for {bdf}", unit=u.name, actor="driver",
+                         rule="ctx-clear", op="context-cache-invalidation", detail_prefix=f"{bdf} ")
+        out += miss + _outcomes(cc, ISSUED, f"ctx-clear context-cache invalidation for {bdf}")
+        out += _need(ev, f"clflush decision for the context entry of {bdf}", unit=u.name, actor="driver",
+                     rule="clflush", detail_has=f"context entry {bdf} ")[1]
+        out += _need(ev, f"ctx-clear device-TLB decision for {bdf}", unit=u.name, actor="driver", rule="ctx-clear",
+                     op="device-tlb-invalidation", detail=bdf)[1]
+    cc = ev.find(unit=u.name, actor="driver", rule="ctx-clear", op="context-cache-invalidation")
+    tlb = ev.find(unit=u.name, actor="driver", rule="ctx-clear", op="iotlb-invalidation")
+    if len(tlb) != len(cc):
+        out.append(f"{len(cc)} ctx-clear context-cache decision(s) but {len(tlb)} IOTLB one(s) on {u.name}")
+    out += _outcomes(tlb, ISSUED, "ctx-clear IOTLB invalidation")
+    if g.owner == "vfio":
+        out += _need(ev, "kvm-coherency decision", actor="kvm", rule="kvm-coherency")[1]
+    return out
+
+
+def _map_decisions(m, args, ev: _Events) -> list[str]:
+    g = m.groups[parse_int(args[0], "group")]
+    iova = parse_int(args[1], "IOVA")
+    from .parse import parse_size
+
+    size = parse_size(args[2])
+    out: list[str] = []
+    for d in _domains_for(m, g):
+        units = [m.units[n] for n in d.dids]
+        drv = m.driver_for(units[0].name)
+        for u in units:
+            did = d.dids[u.name]
+            found, miss = _need(ev, f"map-np2p IOTLB decision for domain {d.id} (DID {did}) on {u.name}",
+                                unit=u.name, actor="driver", rule="map-np2p", op="iotlb-invalidation", did=did)
+            out += miss
+            expected = ISSUED if u.cm and not drv.skip_invalidation else SKIPPED
+            out += _outcomes(found, expected, f"map-np2p IOTLB invalidation DID {did} on {u.name} (CM={int(u.cm)})")
+            if expected == ISSUED:
+                _, mask = psi_aligned(iova, size)
+                if not u.psi or mask > u.mamv:
+                    out += _need(ev, f"psi-fallback decision for DID {did} on {u.name}", unit=u.name,
+                                 rule="psi-fallback", did=did)[1]
+            if not u.cm:
+                out += _need(ev, f"write-buffer (wbf) decision on {u.name} (CM=0)", unit=u.name, rule="wbf")[1]
+        if not any(e.unit in d.dids for e in ev.find(actor="driver", rule="clflush", detail_has="leaf PTE(s)")):
+            out.append(f"no clflush decision for domain {d.id}'s new leaf PTEs")
+    if g.owner == "vfio":
+        out += _need(ev, "vfio-noncoherent-flush decision", actor="vfio", rule="vfio-noncoherent-flush")[1]
+    return out
+
+
+def _unmap_decisions(m, args, ev: _Events) -> list[str]:
+    g = m.groups[parse_int(args[0], "group")]
+    out: list[str] = []
+    for d in _domains_for(m, g):
+        units = [m.units[n] for n in d.dids]
+        drv = m.driver_for(units[0].name)
+        lazy = drv.lazy_default and d.owner == "driver" and not any(u.cm for u in units)
+        for u in units:
+            did = d.dids[u.name]
+            found, miss = _need(ev, f"unmap IOTLB decision for domain {d.id} (DID {did}) on {u.name}", unit=u.name,
+                                actor="driver", rule="unmap", op="iotlb-invalidation", did=did)
+            out += miss + _outcomes(found, SKIPPED if lazy else ISSUED,
+                                    f"unmap IOTLB invalidation DID {did} on {u.name} ({'lazy' if lazy else 'strict'})")
+            if not lazy:
+                if not u.psi:
+                    out += _need(ev, f"psi-fallback decision for DID {did} on {u.name} (CAP.PSI=0)", unit=u.name,
+                                 rule="psi-fallback", did=did)[1]
+                for sid, un in d.devices.items():
+                    if un == u.name:
+                        out += _need(ev, f"unmap device-TLB decision for {bdf_str(sid)}", unit=u.name, rule="unmap",
+                                     op="device-tlb-invalidation", detail=bdf_str(sid))[1]
+        if not any(e.unit in d.dids for e in ev.find(actor="driver", rule="clflush", detail_has="cleared L")):
+            out.append(f"no clflush decision for domain {d.id}'s cleared entries")
+    return out
+
+
+def _toggle_decisions(m, args, ev: _Events) -> list[str]:
+    if len(ev.events) != 1 or ev.events[0].op != "capability-change" or ev.events[0].unit != args[0]:
+        return [f"expected one capability-change record on {args[0]}, got {len(ev.events)} event(s)"]
+    return []
+
+
+def _set_decisions(m, args, ev: _Events) -> list[str]:
+    rec = ev.find(actor="hw", op="policy-change")
+    if len(rec) != 1 or rec[0] is not ev.events[-1] or rec[0].reason != f"{args[0].lower()} = {args[1].lower()}":
+        return [f"expected one policy-change record `{args[0].lower()} = {args[1].lower()}` last"]
+    return []
+
+
+def _dma_decisions(m, args, ev: _Events) -> list[str]:
+    if len(ev.events) != 1 or ev.events[0].actor != "hw" or ev.events[0].op not in ("dma", "fault"):
+        return [f"expected one hw dma or fault record, got {len(ev.events)} event(s)"]
+    return []
+
+
+def _flush_queue_decisions(m, args, ev: _Events) -> list[str]:
+    host = m.qemu.host_unit.name if m.qemu else None  # QEMU's shadow follows the guest's invalidations
+    out = [f"event {e.seq} is not an issued unmap IOTLB invalidation" for e in ev.events
+           if e.actor != "qemu" and e.unit != host
+           and (e.actor, e.rule, e.op, e.outcome) != ("driver", "unmap", "iotlb-invalidation", ISSUED)]
+    groups = [m.groups[parse_int(args[0], "group")]] if args else list(m.groups.values())
+    for g in groups:
+        d = m.domain_of(g)
+        if d is not None and d.flush_queue:
+            out.append(f"domain {d.id} of group {g.spec_id} still has {len(d.flush_queue)} queued unmap(s)")
+    return out
+
+
+def _no_decisions(m, args, ev: _Events) -> list[str]:
+    return [f"a selection recorded {len(ev.events)} event(s)"] if ev.events else []
+
+
+_VERBS = {
+    "attach": _attach_decisions, "detach": _detach_decisions, "map": _map_decisions, "unmap": _unmap_decisions,
+    "toggle": _toggle_decisions, "set": _set_decisions, "dma": _dma_decisions,
+    "flush-queue": _flush_queue_decisions, "select-unit": _no_decisions, "next-unit": _no_decisions,
+    "prev-unit": _no_decisions, "select-group": _no_decisions,
+}
+
+
+def _qemu_decisions(m, ev: _Events) -> list[str]:
+    """Each guest invalidation QEMU traps gets a decision of QEMU's, and each shadow
+    MAP/UNMAP it issued went through the host driver's own decisions."""
+    q = m.qemu
+    if q is None:
+        return []
+    out: list[str] = []
+    guest, host = q.guest_unit.name, q.host_unit.name
+    ce = q.guest_unit.read_context(q.assigned_sid, q.guest_unit.cpu_read_q)
+    did = ce.entry.did if ce.ok else None
+
+    def concerns_assigned(e: Event) -> bool:
+        # vtd_iommu_notify_flag_changed's notifier only hears about the assigned
+        # device: its context entry, or its domain's IOTLB entries.
+        if e.op == "context-cache-invalidation":
+            return e.scope != "device" or e.detail.startswith(bdf_str(q.assigned_sid) + " ")
+        return e.scope == "global" or (did is not None and e.detail.split()[:2] == ["DID", str(did)])
+
+    trapped = [e for e in ev.events if e.unit == guest and e.actor == "driver" and e.outcome == ISSUED
+               and e.op in ("context-cache-invalidation", "iotlb-invalidation") and concerns_assigned(e)]
+    if trapped and not q.refusing and not ev.find(actor="qemu"):
+        out.append(f"{len(trapped)} guest invalidation(s) on {guest} concern the assigned {bdf_str(q.assigned_sid)}, "
+                   f"and QEMU decided nothing")
+    start = 0
+    for i, e in enumerate(ev.events):
+        if e.actor != "qemu":
+            continue
+        if e.outcome == ISSUED and e.op in ("shadow-map", "shadow-unmap"):
+            rule = "map-np2p" if e.op == "shadow-map" else "unmap"
+            if not any(x.unit == host and x.rule == rule for x in ev.events[start:i]):
+                out.append(f"QEMU's {e.op} (event {e.seq}) has no {rule} decision of the host driver on {host}")
+        start = i + 1
+    return out
+
+
+def assert_command_ok(m, line: str, events: list[Event], counters_before: dict | None = None) -> None:
+    problems = check_command(m, line, events, counters_before)
+    if problems:
+        raise InvariantError(problems)
+
+
+__all__ = ["InvariantError", "Stale", "WhatIf", "assert_command_ok", "assert_ok", "check", "check_command",
+           "hw_counters", "stale_entries", "what_ifs"]
