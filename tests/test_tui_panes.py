@@ -345,3 +345,18 @@ async def test_a_prompt_keeps_what_was_typed_under_the_palette():
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is app.main and "mapped 0x2000+4K" in status(app)
+
+
+async def test_check_invariants_switch_says_when_the_machine_is_broken():
+    """--check-invariants: after every command the app checks the machine's invariants
+    and a broken one takes the status line (here KVM's count is bent behind its back)."""
+    async with started() as (app, pilot):
+        app.check_invariants = True
+        await pilot.press("m")
+        await pilot.pause()
+        assert "INVARIANT" not in status(app)
+        app.machine.kvm.noncoherent_dma_count += 1
+        await pilot.press("m")
+        await pilot.pause()
+        assert status(app).startswith("INVARIANT BROKEN after 'toggle dmar0 CM': KVM noncoherent_dma_count is 1")
+        assert "kvm" in status(app).lower()

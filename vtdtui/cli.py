@@ -272,7 +272,7 @@ COMMANDS: dict[str, Command] = {
 # --- the TUI --------------------------------------------------------------------------
 
 def run_tui(scenario: str | None, record: str | None = None, *, devices: int | None = None,
-            map_spec: str | None = None) -> int:
+            map_spec: str | None = None, check_invariants: bool = False) -> int:
     """Start the TUI.  Imported here so that the core commands never load Textual."""
     from vtdtui.machine import ScenarioError
     from vtdtui.machine.scenario import load
@@ -282,7 +282,7 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
     app = importlib.import_module("vtdtui.tui.app")
-    return app.run(scenario, record, devices=devices, map_spec=map_spec)
+    return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants)
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -302,6 +302,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--record", metavar="FILE",
         help="record the session's keys to FILE as a fixture (written as you type; replay with 'vtdtui replay FILE')",
     )
+    parser.add_argument(
+        "--check-invariants", action="store_true",
+        help="debug: after every command check the machine's invariants (machine/invariants.py); "
+        "a broken one shows on the status line",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs = {}
     for name, command in COMMANDS.items():
@@ -316,11 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            return run_tui(args.scenario, args.record, devices=args.tui_devices, map_spec=args.tui_map_spec)
+            return run_tui(args.scenario, args.record, devices=args.tui_devices, map_spec=args.tui_map_spec,
+                           check_invariants=args.check_invariants)
         for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
-                          ("tui_map_spec", "--map")):
-            if getattr(args, opt) is not None:
-                where = " (give it after the subcommand)" if args.command == "dump" and opt != "record" else ""
+                          ("tui_map_spec", "--map"), ("check_invariants", "--check-invariants")):
+            if getattr(args, opt) not in (None, False):
+                where = (" (give it after the subcommand)" if args.command == "dump" and opt not in ("record", "check_invariants")
+                         else "")
                 parser.error(f"{flag} starts the TUI; it does not apply to "
                              f"'{args.command}'{where}")
         return COMMANDS[args.command].run(args, subs[args.command])

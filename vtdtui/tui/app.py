@@ -128,13 +128,17 @@ class VtdApp(App[int]):
     ]
 
     def __init__(self, machine: Machine, *, scenario_arg: str | None = None,
-                 replayer: "Replayer | None" = None, record_to: str | None = None) -> None:
+                 replayer: "Replayer | None" = None, record_to: str | None = None,
+                 session_to: Path | None = None) -> None:
         super().__init__()
         self.machine = machine
         self.scenario_arg = scenario_arg or machine.scenario.name
         self.replayer = replayer
         self.record_to = record_to
         self.recorder: Recorder | None = None
+        self.session_to = session_to  # the session log: every key, always (see run())
+        self.session: Recorder | None = None
+        self.check_invariants = False  # --check-invariants: after every command
         # Every key the user typed, so that a recording started mid-session replays
         # from the start: (key, character, typed into a text field).
         self.keylog: list[tuple[str, str | None, bool]] = []
@@ -188,6 +192,8 @@ class VtdApp(App[int]):
         self.keylog.append((event.key, event.character, typing))
         if self.recorder is not None:
             self.recorder.key(event.key, event.character, typing)
+        if self.session is not None:
+            self.session.key(event.key, event.character, typing)
 
     # ------------------------------------------------------------ layout
     def get_default_screen(self) -> Screen:
@@ -212,6 +218,8 @@ class VtdApp(App[int]):
         self.panes = list(self.main.query(Pane))
         self.panes[0].focus()
         self.relayout()
+        if self.session_to is not None:
+            self._start_session_log(self.session_to)
         if self.record_to:
             self._start_recording(self.record_to)
             return
@@ -298,6 +306,15 @@ class VtdApp(App[int]):
 
     def _after(self, outcome: Outcome) -> None:
         self.say(sentence(outcome))
+        if self.check_invariants:
+            from ..machine.invariants import check, check_command
+
+            broken = check(self.machine)
+            if outcome.command not in ("undo", "redo"):  # those replay commands already checked
+                broken += check_command(self.machine, outcome.command, outcome.events)
+            if broken:
+                more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+                self.say(f"INVARIANT BROKEN after {outcome.command!r}: {broken[0]}{more}", error=True)
         self.changed()
 
     def changed(self) -> None:
@@ -473,6 +490,19 @@ class VtdApp(App[int]):
         so_far = f" (with the {len(self.keylog)} key(s) so far)" if self.keylog else ""
         self.say(f"recording keys to {path}{so_far}; {RECORD_KEY} stops. Replay: vtdtui replay {path}")
 
+    def _start_session_log(self, path: Path) -> None:
+        try:
+            self.session = Recorder(path, scenario=self._scenario_for(str(path)), size=tuple(self.size),
+                                    note="as the session's log: replay it to get back here")
+            last = path.parent / "last.keys"
+            tmp = path.parent / f".last-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(path.name)
+            os.replace(tmp, last)
+        except OSError as exc:  # no log is no reason to refuse to run
+            self.session = None
+            self.notify(f"no session log ({path}): {exc.strerror or exc}", severity="warning")
+
     def _scenario_for(self, path: str) -> str:
         """The scenario as the fixture must name it: a file relative to the fixture."""
         from ..machine.scenario import BUILTIN
@@ -500,7 +530,7 @@ class VtdApp(App[int]):
 
 
 def run(scenario: str | None, record: str | None = None, *, devices: int | None = None,
-        map_spec: str | None = None) -> int:
+        map_spec: str | None = None, check_invariants: bool = False) -> int:
     """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]`:
     build the machine, run the app."""
     from ..cli import EXIT_BAD_INPUT, error_line
@@ -517,5 +547,30 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
             error_line(f"--record {record}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT
     # A recording holds keys only: with the mouse off, nothing unrecorded changes state.
-    VtdApp(machine, scenario_arg=scenario, record_to=record).run(mouse=record is None)
+    session = None if devices is not None or map_spec is not None else session_log_path()
+    app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session)
+    app.check_invariants = check_invariants
+    app.run(mouse=record is None)
+    if app.session is not None:
+        app.session.close()
     return 0
+
+
+def session_dir() -> Path:
+    """Where session logs go: $VTDTUI_STATE_DIR, else $XDG_STATE_HOME/vtdtui, else
+    ~/.local/state/vtdtui; `last.keys` there is the newest session's."""
+    if os.environ.get("VTDTUI_STATE_DIR"):
+        return Path(os.environ["VTDTUI_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "vtdtui"
+
+
+def session_log_path() -> Path | None:
+    """A new file for this session's keys, or None when there is nowhere to write.
+    A generated scenario (--devices/--map) has no name a fixture could give: no log."""
+    d = session_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d / f"session-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keys"
