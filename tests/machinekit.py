@@ -12,6 +12,17 @@ from vtdtui.machine import Machine, Outcome
 from vtdtui.machine.state import to_json
 
 
+# The built-in server unit, for tests that write their own scenario file around it.
+SERVER_UNIT = """
+[[unit]]
+name = "dmar0"
+base = "0xfbffc000"
+cap = "0x19ed008c40780c66"
+ecap = "0x3ef9ecb0d7ef"
+haw = 46
+"""
+
+
 def run(scenario: str | None, *commands: str) -> tuple[Machine, list[Outcome]]:
     """A fresh machine with `commands` applied; returns it and the outcomes."""
     m = Machine.from_scenario(scenario)

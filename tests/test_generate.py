@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from machinekit import SERVER_UNIT
 from vtdtui.cli import main
 from vtdtui.machine import Machine, ScenarioError
 from vtdtui.machine.parse import parse_map_spec
@@ -16,13 +17,7 @@ SERVER_HEAD = """
 name = "gen"
 owner = "driver"
 memory = "1T"
-[[unit]]
-name = "dmar0"
-base = "0xfbffc000"
-cap = "0x19ed008c40780c66"
-ecap = "0x3ef9ecb0d7ef"
-haw = 46
-"""
+""" + SERVER_UNIT
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual import events
 
+from machinekit import SERVER_UNIT
 from tuikit import SMALL, hint, pane_text, prompt, started, status
 from vtdtui.tui.panes import GraphPane, IoptePane, JournalPane, TablesPane, VmPane
 from vtdtui.tui.prompt import PromptScreen
@@ -235,14 +236,7 @@ async def test_resize_switches_layouts():
 LARGE = """
 name = "large"
 owner = "driver"
-
-[[unit]]
-name = "dmar0"
-base = "0xfbffc000"
-cap = "0x19ed008c40780c66"
-ecap = "0x3ef9ecb0d7ef"
-haw = 46
-
+""" + SERVER_UNIT + """
 [generate]
 devices = 4096
 first_bus = 0x10

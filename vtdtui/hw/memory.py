@@ -16,6 +16,7 @@ import copy
 import heapq
 from array import array
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -27,6 +28,27 @@ _ZERO_LINE = bytes(LINE_SIZE)
 # A sparse page costs ~70 bytes a word (dict slot and int) against 8 dense: past this
 # many nonzero words the dense array of 512 is the smaller.
 _SPARSE_MAX = 48
+
+
+def _scatter(page: dict[int, int]) -> list[int]:
+    """A sparse page's 512 words, zeros between."""
+    words = [0] * _WORDS_PER_PAGE
+    for i, value in page.items():
+        words[i] = value
+    return words
+
+
+def overlay_lines(words: list[int], addr: int, lines: Mapping[int, Sequence[int]]) -> list[int]:
+    """The 512 `words` of the page at `addr` with each of its 64-byte lines found in
+    `lines` (line address → 8 words: dirty cache lines, posted writes) laid over them."""
+    if lines:
+        first = addr & ~(PAGE_SIZE - 1)
+        get = lines.get
+        for j in range(0, _WORDS_PER_PAGE, _WORDS_PER_LINE):
+            line = get(first + j * 8)
+            if line is not None:
+                words[j : j + _WORDS_PER_LINE] = line
+    return words
 
 
 class MemoryError_(Exception):
@@ -84,10 +106,7 @@ class PhysMem:
         return page
 
     def _densify(self, pfn: int, page: dict[int, int]) -> None:
-        dense = array("Q", _ZERO_PAGE)
-        for i, value in page.items():
-            dense[i] = value
-        self._pages[pfn] = dense
+        self._pages[pfn] = array("Q", _scatter(page))
 
     def read_q(self, addr: int) -> int:
         if addr & 7 or not self.valid(addr):
@@ -121,12 +140,7 @@ class PhysMem:
         page = self._pages.get(addr >> PAGE_SHIFT) if self.valid(addr & ~(PAGE_SIZE - 1), PAGE_SIZE) else None
         if page is None:
             return [0] * _WORDS_PER_PAGE
-        if type(page) is dict:
-            words = [0] * _WORDS_PER_PAGE
-            for i, value in page.items():
-                words[i] = value
-            return words
-        return page.tolist()
+        return _scatter(page) if type(page) is dict else page.tolist()
 
     def read_line(self, line: int) -> array:
         page = self._pages.get(line >> PAGE_SHIFT)
@@ -206,15 +220,7 @@ class CpuCache:
 
     def cpu_read_page(self, addr: int) -> list[int]:
         """The page at `addr` as the CPU sees it: memory with the dirty lines over it."""
-        words = self.mem.read_page(addr)
-        if self._lines:
-            first = addr & ~(PAGE_SIZE - 1)
-            get = self._lines.get
-            for j in range(0, _WORDS_PER_PAGE, _WORDS_PER_LINE):
-                line = get(first + j * 8)
-                if line is not None:
-                    words[j : j + _WORDS_PER_LINE] = line
-        return words
+        return overlay_lines(self.mem.read_page(addr), addr, self._lines)
 
     def cpu_write_q(self, addr: int, value: int) -> None:
         if addr & 7 or not self.mem.valid(addr):

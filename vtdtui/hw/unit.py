@@ -25,7 +25,7 @@ from .entries import (
     TT_DEV_IOTLB, TT_MULTI_LEVEL, TT_PASS_THROUGH, ContextEntry, RootEntry,
     level_index, level_shift,
 )
-from .memory import PAGE_SIZE, CpuCache, MemoryError_, PhysMem
+from .memory import PAGE_SIZE, CpuCache, MemoryError_, PhysMem, overlay_lines
 
 MASK64 = (1 << 64) - 1
 
@@ -243,16 +243,22 @@ class DmarUnit:
             words = self.cache.cpu_read_page(addr)
         else:
             words = self.mem.read_page(addr)
-        if self._write_buffer:
-            first = addr & ~(PAGE_SIZE - 1)
-            for j in range(0, 512, 8):
-                posted = self._write_buffer.get(first + j * 8)
-                if posted is not None:
-                    words[j : j + 8] = posted
-        return words
+        return overlay_lines(words, addr, self._write_buffer)
 
     def cpu_read_page(self, addr: int) -> list[int]:
         return self.cache.cpu_read_page(addr)
+
+    def present_entries(self, table: int, decode):
+        """(index, address, entry) of each present entry of a root or context table (a
+        4 KiB page of 256 16-byte entries) at `table`, as the CPU wrote it; `decode` is
+        RootEntry.decode or ContextEntry.decode.  One read of the page, not 512."""
+        words = self.cpu_read_page(table)
+        for i in range(256):
+            lo, hi = words[2 * i], words[2 * i + 1]
+            if lo or hi:
+                entry = decode(lo, hi)
+                if entry.present:
+                    yield i, table + i * 16, entry
 
     # ------------------------------------------------------------ structures
     def _haw_rsvd(self) -> int:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from ..hw import faults as fr
 from ..hw.caches import ContextCacheEntry, IotlbEntry
 from ..hw.entries import (
-    CONTEXT_ENTRY_SIZE, PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_W, ROOT_ENTRY_SIZE, ContextEntry, RootEntry,
+    PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_W, ContextEntry, RootEntry,
     bdf_str, level_index,
 )
 from ..hw.regs import CAP
@@ -260,21 +260,13 @@ def _check_stale(m, h: _History) -> list[str]:
 
 
 def _present_contexts(u: DmarUnit) -> dict[int, ContextEntry]:
-    read = u.cpu_read_q
     rta = u.rta_latched & ~0xFFF
     out: dict[int, ContextEntry] = {}
     if not rta:
         return out
-    for bus in range(256):
-        slot = rta + bus * ROOT_ENTRY_SIZE
-        root = RootEntry.decode(read(slot), read(slot + 8))
-        if not root.present:
-            continue
-        for dfn in range(256):
-            at = root.ctp + dfn * CONTEXT_ENTRY_SIZE
-            lo = read(at)
-            if lo & 1:
-                out[bus << 8 | dfn] = ContextEntry.decode(lo, read(at + 8))
+    for bus, _, root in u.present_entries(rta, RootEntry.decode):
+        for dfn, _, ce in u.present_entries(root.ctp, ContextEntry.decode):
+            out[bus << 8 | dfn] = ce
     return out
 
 

@@ -156,7 +156,7 @@ class Machine:
             host_vfio = VfioContainer(self.journal, host.driver, policy="mainline")
             self.host_group = Group(-1, q.host_unit, [q.host_sid])
             host_vfio.attach_group(self.host_group)  # the VM starts with its NIC assigned
-            self.kvm.file_add(-1, hunit.sc, hunit.name, self.enforced_coherent)
+            self.kvm.file_add(-1, hunit.name, self.enforced_coherent)
             assigned = self.groups[q.assigned_group]
             self.qemu = QemuViommu(self.journal, self.units[assigned.unit], assigned.devices[0][0], host_vfio,
                                    self.host_group, hunit, q.host_ram_base)
@@ -343,7 +343,7 @@ class Machine:
                 raise CommandError("this scenario has no VFIO container")
             self.vfio.attach_group(g.vfio_group())
             # kvm_vfio_file_enforced_coherent(): each device's IOMMU must have SC (6.2+).
-            self.kvm.file_add(g.spec_id, unit.sc, unit.name, self.enforced_coherent)
+            self.kvm.file_add(g.spec_id, unit.name, self.enforced_coherent)
             return
         driver = self.driver_for(g.unit)
         d = driver.domain_alloc("driver", unit)

@@ -35,24 +35,21 @@ class Kvm:
     ept_zaps: int = 0
 
     # ------------------------------------------------------------ kvm-vfio
-    def file_add(self, group: int, enforced_coherent: bool, unit: str,
-                 retest: Callable[[int], bool] | None = None) -> None:
-        """KVM_DEV_VFIO_FILE_ADD.  `retest(group)` answers kvm_vfio_file_enforced_coherent()
-        for any file held, as the hardware says now (see _update_coherency)."""
-        self.files[group] = enforced_coherent
-        self._update_coherency(unit, f"{_label(group)} added", retest)
+    def file_add(self, group: int, unit: str, enforced_coherent: Callable[[int], bool]) -> None:
+        """KVM_DEV_VFIO_FILE_ADD.  `enforced_coherent(group)` is kvm_vfio_file_enforced_coherent()
+        of any file held, as the hardware says now (see _update_coherency)."""
+        self.files[group] = True  # tested below with the others
+        self._update_coherency(unit, f"{_label(group)} added", enforced_coherent)
 
-    def file_del(self, group: int, unit: str, retest: Callable[[int], bool] | None = None) -> None:
+    def file_del(self, group: int, unit: str, enforced_coherent: Callable[[int], bool]) -> None:
         self.files.pop(group, None)
-        self._update_coherency(unit, f"{_label(group)} deleted", retest)
+        self._update_coherency(unit, f"{_label(group)} deleted", enforced_coherent)
 
-    def _update_coherency(self, unit: str, why: str, retest: Callable[[int], bool] | None = None) -> None:
+    def _update_coherency(self, unit: str, why: str, enforced_coherent: Callable[[int], bool]) -> None:
         """kvm_vfio_update_coherency(): every file held is tested again, not only the one
         added or deleted ("we retest each group"), so a unit's ECAP.SC that changed since
         a file was added counts from this update on."""
-        if retest is not None:
-            for g in self.files:
-                self.files[g] = retest(g)
+        self.files = {g: enforced_coherent(g) for g in self.files}
         bad = sorted(g for g, ok in self.files.items() if not ok)
         noncoherent = bool(bad)
         if noncoherent == self.kvm_vfio_noncoherent:

@@ -129,7 +129,7 @@ class VtdApp(App[int]):
 
     def __init__(self, machine: Machine, *, scenario_arg: str | None = None,
                  replayer: "Replayer | None" = None, record_to: str | None = None,
-                 session_to: Path | None = None) -> None:
+                 session_to: Path | None = None, check_invariants: bool = False) -> None:
         super().__init__()
         self.machine = machine
         self.scenario_arg = scenario_arg or machine.scenario.name
@@ -138,7 +138,7 @@ class VtdApp(App[int]):
         self.recorder: Recorder | None = None
         self.session_to = session_to  # the session log: every key, always (see run())
         self.session: Recorder | None = None
-        self.check_invariants = False  # --check-invariants: after every command
+        self.check_invariants = check_invariants  # --check-invariants: after every command
         # Every key the user typed, so that a recording started mid-session replays
         # from the start: (key, character, typed into a text field).
         self.keylog: list[tuple[str, str | None, bool]] = []
@@ -548,8 +548,8 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
             return EXIT_BAD_INPUT
     # A recording holds keys only: with the mouse off, nothing unrecorded changes state.
     session = None if devices is not None or map_spec is not None else session_log_path()
-    app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session)
-    app.check_invariants = check_invariants
+    app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session,
+                 check_invariants=check_invariants)
     app.run(mouse=record is None)
     if app.session is not None:
         app.session.close()

@@ -87,7 +87,6 @@ async def _barrier(nodes: list) -> None:
             for key, node in list(waiting.items()):
                 if node._closing or node._closed:
                     waiting.pop(key, None)
-    _barrier.stuck = list(waiting.values())  # for whoever debugs a slow replay
 
 
 async def settle(app: "VtdApp", redraw: bool = False) -> None:

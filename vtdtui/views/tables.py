@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hw.entries import CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, TT_NAMES, ContextEntry, RootEntry, bdf_str
+from ..hw.entries import ROOT_ENTRY_SIZE, TT_NAMES, ContextEntry, RootEntry, bdf_str
 from ..hw.memory import MemoryError_
 from ..hw.unit import DmarUnit
 from ..machine import Machine
@@ -29,18 +29,6 @@ def _pair(u: DmarUnit, addr: int, read) -> tuple[int, int] | None:
         return None
 
 
-def _present(u: DmarUnit, table: int, size: int, decode):
-    """(index, address, entry) of each present entry of a 256-entry table, as the CPU wrote it."""
-    assert size == 16 and not table & 0xFFF, "root and context tables are 4 KiB pages of 16-byte entries"
-    words = u.cpu_read_page(table)  # one read of the page, not 512 word reads per keypress
-    for i in range(256):
-        lo, hi = words[2 * i], words[2 * i + 1]
-        if lo or hi:
-            entry = decode(lo, hi)
-            if entry.present:
-                yield i, table + i * size, entry
-
-
 def unit_view_differs(u: DmarUnit, addr: int) -> str:
     """What the unit reads at a 16-byte entry when it is not what the CPU wrote."""
     cpu, hw = _pair(u, addr, u.cpu_read_q), _pair(u, addr, u.hw_read_q)
@@ -57,7 +45,7 @@ def root_rows(m: Machine, name: str) -> list[Row]:
     rows = [Row(None, head)]
     if not rta:
         return [Row(None, plain("no root table: translation is not set up on this unit", "warn"))]
-    for bus, addr, re_ in _present(u, rta, ROOT_ENTRY_SIZE, RootEntry.decode):
+    for bus, addr, re_ in u.present_entries(rta, RootEntry.decode):
         line = ((f"bus {bus:02x}  ", "key"), ("P=1 ", "on"), (f"CTP {re_.ctp:#x}  ", "addr"),
                 (f"{re_.hi:016x}:{re_.lo:016x}", "dim"))
         rows.append(Row(bus, line))
@@ -78,7 +66,7 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
         return [Row(None, plain(f"bus {bus:02x} has no present root entry · Backspace: root table", "warn"))]
     names = m.device_names(name)
     rows = [Row(None, plain(f"context table of bus {bus:02x} @ {re_.ctp:#x} · Enter: page tables · Backspace: root", "dim"))]
-    for dfn, addr, ce in _present(u, re_.ctp, CONTEXT_ENTRY_SIZE, ContextEntry.decode):
+    for dfn, addr, ce in u.present_entries(re_.ctp, ContextEntry.decode):
         sid = bus << 8 | dfn
         who = names.get(sid)
         label = f"grp {who[0]} {who[1]}" if who else ""
