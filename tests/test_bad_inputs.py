@@ -2,16 +2,19 @@
 message in the app), and changes nothing; no traceback reaches the user (DESIGN.md,
 "Command line").
 
-The corpus lives in tests/data/bad/: scenario files and keystroke fixtures with the
-text their error line must hold in an expect.txt beside them, command lines in
+The corpus lives in tests/data/bad/: scenario files, keystroke fixtures and boot logs
+with the text their error line must hold in an expect.txt beside them, command lines in
 args.txt, machine commands in commands.txt and prompt texts in prompts.txt.  The
 command line runs in-process (cli.main) with the TUI made unreachable, so that a bad
 input that slips through fails the test instead of starting the app; a handful of
-cases run as real processes.
+cases run as real processes, and the whole corpus runs again in one child process with
+bounded memory and CPU (tests/hardenkit.py), each case timed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from hardenkit import assert_refused, run_cli_cases
 from vtdtui import cli
 from vtdtui.machine import CommandError, Machine
 from vtdtui.machine.state import to_json_text
@@ -30,6 +34,7 @@ DATA = ROOT / "tests" / "data"
 BAD = DATA / "bad"
 SCENARIOS = BAD / "scenarios"
 FIXTURES = BAD / "fixtures"
+LOGS = BAD / "dmesg"
 
 
 def _rows(path: Path, fields: int) -> list[tuple[str, ...]]:
@@ -46,6 +51,7 @@ def _rows(path: Path, fields: int) -> list[tuple[str, ...]]:
 
 SCENARIO_CASES = _rows(SCENARIOS / "expect.txt", 2)
 FIXTURE_CASES = _rows(FIXTURES / "expect.txt", 3)
+LOG_CASES = _rows(LOGS / "expect.txt", 3)
 # args.txt and commands.txt: the expected text follows the last bar.
 ARG_CASES = [tuple(p.strip() for p in line.rsplit(" | ", 1)) for (line,) in _rows(BAD / "args.txt", 1)]
 COMMAND_CASES = [tuple(p.strip() for p in line.rsplit(" | ", 1)) for (line,) in _rows(BAD / "commands.txt", 1)]
@@ -84,7 +90,16 @@ def _refused(rc: int, out: str, err: str, expected: str, place: str = "") -> str
     line = err[:-1]
     assert line.startswith(f"vtdtui: error: {place}"), line
     assert expected in line, f"{expected!r} not in {line!r}"
+    # Control characters of the input are shown escaped, and the line is bounded.
+    assert line.isprintable(), f"a control character reaches the terminal: {line!r}"
+    assert len(line) <= cli.MAX_ERROR_CHARS, len(line)
     return line
+
+
+def _at_place(line: str, path: str) -> None:
+    """The line names the file, and the line in it where there is one: 'FILE: ' or 'FILE:N: '."""
+    rest = line.removeprefix(f"vtdtui: error: {path}")
+    assert rest != line and re.match(r"(:\d+)?: ", rest), line
 
 
 def _state(m: Machine) -> tuple:
@@ -102,7 +117,8 @@ def test_bad_scenario_file_dump(name, expected, capsys, tmp_path, no_tui):
     path = str(SCENARIOS / name)
     out = tmp_path / "state.json"
     rc, stdout, err = _run(capsys, ["dump", "--scenario", path, "--json", str(out)])
-    line = _refused(rc, stdout, err, expected, place=f"{path}: ")
+    line = _refused(rc, stdout, err, expected, place=path)
+    _at_place(line, path)
     assert line.count(path) == 1, f"the place is named twice: {line!r}"
     assert not out.exists()
 
@@ -112,7 +128,7 @@ def test_bad_scenario_file_tui(name, expected, capsys, no_tui):
     # `vtdtui --scenario FILE` reports it before Textual loads.
     path = str(SCENARIOS / name)
     rc, stdout, err = _run(capsys, ["--scenario", path])
-    _refused(rc, stdout, err, expected, place=f"{path}: ")
+    _at_place(_refused(rc, stdout, err, expected, place=path), path)
 
 
 @pytest.mark.parametrize("path", sorted((DATA / "scenarios").glob("bad-*.toml")), ids=lambda p: p.name)
@@ -126,6 +142,14 @@ def test_older_bad_scenario_files_through_the_cli(path, capsys, no_tui):
 def test_bad_boot_logs_through_the_cli(path, capsys):
     rc, stdout, err = _run(capsys, ["decode", "--dmesg", str(path)])
     _refused(rc, stdout, err, "", place=f"{path}")
+
+
+@pytest.mark.parametrize("name, line, expected", LOG_CASES, ids=_ids(LOG_CASES))
+def test_bad_boot_log_corpus(name, line, expected, capsys):
+    path = str(LOGS / name)
+    rc, stdout, err = _run(capsys, ["decode", "--dmesg", path])
+    place = f"{path}: " if line == "-" else f"{path}:{int(line)}: "
+    _refused(rc, stdout, err, expected, place=place)
 
 
 # ------------------------------------------------------------ keystroke fixtures
@@ -149,7 +173,7 @@ def placeholders(tmp_path) -> dict[str, str]:
     folder = tmp_path / "empty"
     folder.mkdir()
     return {"out": str(tmp_path / "out.json"), "tmp": str(folder), "bad": str(BAD), "data": str(DATA),
-            "good": str(good)}
+            "good": str(good), "esc": "\x1b", "bel": "\x07", "csi": "\x9b", "long": "x" * 100_000}
 
 
 @pytest.mark.parametrize("args, expected", ARG_CASES, ids=_ids(ARG_CASES))
@@ -224,6 +248,7 @@ def test_bad_prompt_text(prompt, text, expected, prompted):
 def test_every_file_has_an_expectation():
     assert {p.name for p in SCENARIOS.glob("*.toml")} == {name for name, _ in SCENARIO_CASES}
     assert {p.name for p in FIXTURES.glob("*.keys")} == {name for name, _, _ in FIXTURE_CASES}
+    assert {p.name for p in LOGS.glob("*.dmesg")} == {name for name, _, _ in LOG_CASES}
     assert len(SCENARIO_CASES) == len({n for n, _ in SCENARIO_CASES})
     assert len(FIXTURE_CASES) == len({n for n, _, _ in FIXTURE_CASES})
     assert all(line == "-" or line.isdigit() for _, line, _ in FIXTURE_CASES)
@@ -237,8 +262,16 @@ def test_the_corpus_has_at_least_40_entries_of_every_kind():
     assert all(n >= 10 for n in counts.values()), counts
     # The kinds of mistake the issue names are all there.
     scenario_names = " ".join(n for n, _ in SCENARIO_CASES)
-    for kind in ("wrong-type", "unknown-unit", "overlapping-devices", "duplicate-group", "huge", "nonutf8", "empty"):
+    for kind in ("wrong-type", "unknown-unit", "overlapping-devices", "duplicate-group", "huge", "nonutf8", "empty",
+                 "limit-toml-deep", "limit-toml-dotted", "limit-toml-huge-integer", "limit-line", "limit-name",
+                 "limit-too-many", "hostile-"):
         assert kind in scenario_names, kind
+    fixture_names = " ".join(n for n, _, _ in FIXTURE_CASES)
+    for kind in ("limit-type", "limit-line", "hostile-"):
+        assert kind in fixture_names, kind
+    log_names = " ".join(n for n, _, _ in LOG_CASES)
+    for kind in ("limit-unit-number", "limit-too-many", "limit-long", "hostile-"):
+        assert kind in log_names, kind
     prompt_texts = " ".join(e for _, _, e in PROMPT_CASES)
     for kind in ("not 4 KiB aligned", "size 0", "MGAW", "overlaps", "nothing is mapped"):
         assert kind in prompt_texts, kind
@@ -267,3 +300,42 @@ def test_bad_input_as_a_process(argv, expected, tmp_path):
     out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
     _refused(p.returncode, out, err, expected)
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ bounded: the corpus in a limited child
+
+def _digest(paths: list[Path]) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_the_corpus_is_bounded_in_time_and_memory(tmp_path, placeholders):
+    """Every file case and command line of the corpus again, in one child process with
+    RLIMIT_AS 1 GiB and RLIMIT_CPU (tests/hardenkit.py): each ends within its time, the
+    child's peak memory stays bounded, and no input file changes (state unchanged)."""
+    cases, expect = [], []
+    for name, expected in SCENARIO_CASES:
+        path = str(SCENARIOS / name)
+        cases.append(["dump", "--scenario", path, "--json", placeholders["out"]])
+        expect.append((expected, path))
+    for name, line, expected in FIXTURE_CASES:
+        path = str(FIXTURES / name)
+        cases.append(["replay", path, "--headless", "--json", placeholders["out"]])
+        expect.append((expected, path))
+    for name, line, expected in LOG_CASES:
+        path = str(LOGS / name)
+        cases.append(["decode", "--dmesg", path])
+        expect.append((expected, path))
+    for args, expected in ARG_CASES:
+        cases.append([a.format(**placeholders) for a in shlex.split(args)])
+        expect.append((expected.format(**placeholders), ""))
+    inputs = [p for d in (SCENARIOS, FIXTURES, LOGS) for p in sorted(d.iterdir())]
+    before = _digest(inputs)
+    results, peak = run_cli_cases(cases, tmp_path)
+    for argv, (expected, place), r in zip(cases, expect, results):
+        try:
+            assert_refused(r, expected, place)
+        except AssertionError as exc:
+            raise AssertionError(f"{argv[:3]}: {exc}") from None
+    assert peak < 512 << 20, f"peak RSS {peak >> 20} MiB"
+    assert _digest(inputs) == before, "an input file changed"
+    assert not Path(placeholders["out"]).exists()

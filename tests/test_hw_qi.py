@@ -306,3 +306,67 @@ def test_qie_needs_ecap_qi():
     rig = Rig(CAP_BASE, ECAP_BASE & ~ECAP_QI)
     rig.unit.enable_qi(rig.alloc.alloc())
     assert rig.unit.mmio_read(regs.GSTS_REG) & (1 << 26) == 0
+
+
+# ------------------------------------------------------------------ wait descriptors: QEMU and the spec
+def test_qemu_unit_refuses_a_wait_descriptor_with_none_of_sw_if_fn():
+    # QEMU vtd_process_wait_desc(): "invalid wait desc" -> vtd_handle_inv_queue_error().
+    rig = qi_rig()
+    u = rig.unit
+    u.emulated_by_qemu = True
+    u.context_cache.insert(ContextCacheEntry(SID, DID, True, 0x1001, 0x502))
+    u.iotlb.insert(IotlbEntry(DID, 0x1000, 12, 0x9000, True, True, False))
+    u.submit(CcDesc(1), WaitDesc(), IotlbDesc(1))
+    assert u.mmio_read(regs.FSTS_REG) & 0x10  # IQE
+    assert u.mmio_read(regs.IQH_REG) == 0x10  # the head stays on the wait descriptor
+    assert len(u.context_cache) == 0  # slot 0 ran
+    assert len(u.iotlb) == 1  # slot 2 did not
+    assert "wait" in u.last_queue_error
+
+
+def test_qemu_unit_takes_a_fence_only_wait_as_a_barrier():
+    # QEMU 57ac646a2ecb "intel_iommu: Bypass barrier wait descriptor": SW=IF=0, FN=1 is
+    # VT-d spec 7.10's barrier, not an error (older QEMU refused it).
+    rig = qi_rig()
+    u = rig.unit
+    u.emulated_by_qemu = True
+    u.submit(WaitDesc(fence=True), IecDesc())
+    assert u.mmio_read(regs.FSTS_REG) & 0x10 == 0
+    assert u.mmio_read(regs.IQH_REG) == 0x20 == u.mmio_read(regs.IQT_REG)
+    assert u.mmio_read(regs.ICS_REG) == 0
+
+
+def test_hardware_unit_takes_a_wait_descriptor_without_sw_or_if():
+    # The VT-d spec names no error for SW=IF=0: the descriptor only orders.
+    rig = qi_rig()
+    u = rig.unit
+    assert not u.emulated_by_qemu
+    u.submit(WaitDesc(), IotlbDesc(1))
+    assert u.mmio_read(regs.FSTS_REG) & 0x10 == 0
+    assert u.mmio_read(regs.IQH_REG) == 0x20
+    assert u.mmio_read(regs.ICS_REG) == 0 and rig.rq(rig.status) == 0
+
+
+@pytest.mark.parametrize("qemu", [False, True])
+def test_status_write_outside_memory_is_a_queue_error(qemu):
+    # vtd_process_wait_desc(): a failed dma_memory_write fails the descriptor, after the
+    # IF completion event (the two flags are handled one after the other).
+    rig = Rig(mem_size=1 << 24)
+    rig.queue = rig.alloc.alloc()
+    u = rig.unit
+    u.emulated_by_qemu = qemu
+    u.enable_qi(rig.queue)
+    u.submit(WaitDesc(status_write=True, interrupt=True, status_data=2, status_addr=1 << 30))
+    assert u.mmio_read(regs.FSTS_REG) & 0x10
+    assert u.mmio_read(regs.IQH_REG) == 0
+    assert u.mmio_read(regs.ICS_REG) == 1
+    assert "status write" in u.last_queue_error
+
+
+def test_submit_records_descriptors_per_tail_write():
+    rig = qi_rig()
+    u = rig.unit
+    u.submit(CcDesc(1))
+    u.submit(IecDesc(), IotlbDesc(1), WaitDesc(status_write=True, status_data=2, status_addr=rig.status))
+    assert list(u.qi_submissions)[-2:] == [1, 3]
+    assert u.counters["qi-desc"] == 4

@@ -20,7 +20,7 @@ SESSIONS = {
         "detach 0", "toggle dmar0 C", "dma 6 0x0 r",
     ],
     "viommu": [
-        "attach 3", "map 3 0x100000 16K rw", "dma 3 0x101000 w", "toggle dmar0 CM", "set qemu-force on",
+        "attach 3", "map 3 0x100000 16K rw", "dma 3 0x101000 w", "set qemu-force on", "toggle dmar0 CM",
         "map 3 0x200000 4K r", "dma 3 0x200000 r", "attach 2", "map 2 0x0 8K", "unmap 3 0x100000 16K",
     ],
     "server": [

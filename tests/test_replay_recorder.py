@@ -176,3 +176,54 @@ def test_modified_key_typed_in_a_prompt(tmp_path):
 
 def test_small_terminal_still_gives_a_valid_fixture(tmp_path):
     record(tmp_path, [G], size=(30, 10))[0].close()
+
+
+def test_a_long_typed_run_is_split_over_short_type_lines(tmp_path):
+    from vtdtui.replay.recorder import TYPE_PER_LINE
+
+    words = "map 5 0x100000 64K rw " * 12  # a long paste, spaces at the split points
+    rec, path = record(tmp_path, [G, *text(words.strip()), ENTER])
+    rec.close()
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("type ")]
+    assert len(lines) > 1 and max(len(ln) - len("type ") for ln in lines) <= TYPE_PER_LINE + 1
+
+
+class _FullDisk:
+    """A file on a disk that is full (ENOSPC) while `full`; a short write first."""
+
+    def __init__(self, f) -> None:
+        self.f, self.full = f, True
+
+    def write(self, data) -> int:
+        if self.full:
+            if len(data) > 1:  # as a disk filling up does: part of it, then nothing
+                return self.f.write(data[:1])
+            raise OSError(28, "No space left on device")
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_full_disk_holds_the_keys_and_writes_them_when_it_can(tmp_path):
+    path = tmp_path / "full.keys"
+    rec = Recorder(path, scenario="desktop", size=(160, 50))
+    rec.key(*G)
+    disk = rec._f = _FullDisk(rec._f)
+    presses = [*text("5"), ENTER, ("a", "a", False), ("n", "n", False), *text("0x1000 4K")]
+    for press in presses:
+        assert rec.key(*press) is True  # never raises: the key is held
+    assert rec.error is not None and rec.error.errno == 28
+    disk.full = False
+    rec.key(*ENTER)
+    assert rec.error is None
+    rec.close()
+    assert replayed(path) == [(k, c) for k, c, _ in [G, *presses, ENTER]]
+
+
+def test_exclusive_never_writes_over_a_file(tmp_path):
+    path = tmp_path / "taken.keys"
+    path.write_text("keys m\n")
+    with pytest.raises(FileExistsError):
+        Recorder(path, scenario="desktop", size=(160, 50), exclusive=True)
+    assert path.read_text() == "keys m\n"

@@ -63,15 +63,7 @@ def test_a_killed_session_replays_to_where_it_was(tmp_path, capsys):
     log = last.resolve()
     assert log.name.startswith("session-") and log.parent == state
 
-    assert main(["replay", str(log), "--headless", "--json", str(tmp_path / "replayed.json")]) == 0
-    args = ["dump", "--scenario", "desktop"]
-    for c in WANT:
-        args += ["--do", c]
-    capsys.readouterr()
-    assert main([*args, "--json", str(tmp_path / "want.json")]) == 0
-    replayed = json.loads((tmp_path / "replayed.json").read_text())
-    want = json.loads((tmp_path / "want.json").read_text())
-    assert replayed == want
+    _same_state(log, WANT, tmp_path, capsys)
 
 
 def _drain(fd: int) -> None:
@@ -92,3 +84,66 @@ def test_no_session_log_where_nothing_can_be_written(tmp_path, monkeypatch):
     monkeypatch.setenv("VTDTUI_STATE_DIR", str(tmp_path / "ok"))
     p = session_log_path()
     assert p is not None and p.parent.is_dir() and p.suffix == ".keys"
+
+
+def _pty_app(argv: list[str], env: dict) -> tuple[subprocess.Popen, int]:
+    master, slave = pty.openpty()
+    ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "vtdtui", *argv], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, start_new_session=True, close_fds=True)
+    os.close(slave)
+    threading.Thread(target=lambda: _drain(master), daemon=True).start()
+    return proc, master
+
+
+def _kill(proc: subprocess.Popen, master: int) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    os.close(master)
+
+
+# A paste arrives as the terminal sends it: one bracketed-paste sequence.
+PASTE = b"\x1b[200~0x100000 64K rw\x1b[201~"
+PASTED = ["select-group 5", "attach 5", "map 5 0x100000 64K rw"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_pasted_input_survives_a_kill_and_a_resumed_session_keeps_logging(tmp_path, capsys):
+    state = tmp_path / "state"
+    env = {**os.environ, "VTDTUI_STATE_DIR": str(state), "TERM": "xterm-256color"}
+    last = state / "last.keys"
+    proc, master = _pty_app(["--scenario", "desktop"], env)
+    try:
+        _wait(last.exists, 30, "the session log")
+        time.sleep(0.5)
+        for chunk in (b"g", b"5", b"\r", b"a", b"n", PASTE, b"\r"):
+            os.write(master, chunk)
+            time.sleep(0.05)
+        _wait(lambda: load(last).key_count() == 5 + 15 + 1, 30, "every key and the paste in the log")
+    finally:
+        _kill(proc, master)
+    first = last.resolve()
+    assert "type 0x100000 64K rw" in first.read_text()
+    _same_state(first, PASTED, tmp_path, capsys)
+
+    # The README's recovery: a paced replay of the log, then more keys; the replay
+    # starts a new session log that holds the replayed keys and the new ones.
+    proc, master = _pty_app(["replay", str(last), "--speed", "100"], env)
+    try:
+        _wait(lambda: last.resolve() != first and load(last).key_count() == 21, 30, "the replayed keys logged")
+        time.sleep(1.0)  # the replay's last line done: the keyboard is the user's
+        os.write(master, b"m")
+        _wait(lambda: load(last).key_count() == 22, 30, "the new key in the new log")
+    finally:
+        _kill(proc, master)
+    _same_state(last.resolve(), [*PASTED, "toggle dmar1 cm"], tmp_path, capsys)
+
+
+def _same_state(log, commands: list[str], tmp_path, capsys) -> None:
+    assert main(["replay", str(log), "--headless", "--json", str(tmp_path / "replayed.json")]) == 0
+    args = ["dump", "--scenario", "desktop"]
+    for c in commands:
+        args += ["--do", c]
+    capsys.readouterr()
+    assert main([*args, "--json", str(tmp_path / "want.json")]) == 0
+    assert json.loads((tmp_path / "replayed.json").read_text()) == json.loads((tmp_path / "want.json").read_text())

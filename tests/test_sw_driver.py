@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from machinekit import (
-    context_entry, domain_state, events, group_state, lines, one, run, state, unit_state,
+    context_entry, domain_state, dumps, events, group_state, lines, one, run, state, unit_state,
 )
 from vtdtui.sw.linux import psi_aligned
 
@@ -310,6 +310,10 @@ def test_dma_to_unmapped_iova_faults_read_not_set():
         "bdf": "02:00.0", "iova": "0x300000", "reason": 6, "access": "read",
         "message": "DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0x300000 "
                    "[fault reason 0x06] PTE Read access is not set",
+        # dmar_fault(): the status line first, then the record; no dump without CONFIG_DMAR_DEBUG.
+        "log": ["DMAR: DRHD: handling fault status reg 2",
+                "DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0x300000 "
+                "[fault reason 0x06] PTE Read access is not set"],
     }
 
 
@@ -455,3 +459,112 @@ def test_domain_page_walk_coherency_is_fixed_at_allocation():
     assert "ECAP.C=1" in refused.reason and "-EINVAL" in refused.reason
     st = state(m)
     assert group_state(st, 4)["domain"] != group_state(st, 5)["domain"]
+
+
+# ------------------------------------------------------------ paging_domain_compatible: page sizes
+def _two_sllps_desktop(tmp_path):
+    """The desktop with dmar1 reporting 2 MiB pages only (CAP.SLLPS=1), dmar0 2M+1G."""
+    text = open("vtdtui/scenarios/desktop.toml").read().replace('cap = "0xd2008c40660462"',
+                                                                 'cap = "0xd2008440660462"')
+    path = tmp_path / "sllps.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_domain_with_1g_pages_refuses_a_unit_without_them(tmp_path):
+    # paging_domain_compatible_second_stage(): "Same page size support" — the domain keeps
+    # the sizes of the unit it was allocated for; a unit lacking one refuses (-EINVAL).
+    # The old domain_update_iommu_superpage() shrank the domain instead and took the group.
+    m, (_, _, o) = run(_two_sllps_desktop(tmp_path), "set reuse prefer-reuse", "attach 0", "attach 5")
+    st = state(m)
+    assert group_state(st, 0)["domain"] != group_state(st, 5)["domain"]
+    e = one(o, actor="vfio", op="domain-reuse", outcome="skipped")
+    assert "has no 1G pages" in e.reason and "-EINVAL" in e.reason
+    d0 = m.domain_of(m.groups[0])
+    assert d0.superpage_level == 3 and list(d0.dids) == ["dmar0"]
+
+
+def test_domain_with_fewer_page_sizes_joins_a_unit_with_more(tmp_path):
+    # The check is a subset test: a 2M-only domain fits a 2M+1G unit, and keeps mapping
+    # with its own sizes (domain->domain.pgsize_bitmap is not widened).
+    m, outs = run(_two_sllps_desktop(tmp_path), "set reuse prefer-reuse", "toggle dmar1 SC",
+                  "attach 5", "attach 0", "map 0 0x40000000 1G rw")
+    st = state(m)
+    assert group_state(st, 0)["domain"] == group_state(st, 5)["domain"]
+    d = m.domain_of(m.groups[0])
+    assert d.superpage_level == 2 and set(d.dids) == {"dmar0", "dmar1"}
+    assert m.driver_for("dmar0").iova_to_phys(d, 0x40000000)[1] == 2  # 2 MiB leaves, not one 1 GiB
+
+
+def test_superpage_capability_follows_fls_of_sllps():
+    # iommu_superpage_capability(): fls(cap_super_page_val); domain_super_pgsize_bitmap():
+    # 1 → 2M, 2 → 2M|1G, anything else no large pages.
+    from vtdtui.sw.linux import IntelIommuDriver
+
+    class U:
+        def __init__(self, sllps):
+            self.sllps = sllps
+
+        def capf(self, name):
+            assert name == "SLLPS"
+            return self.sllps
+
+    assert [IntelIommuDriver.superpage_levels(U(v)) for v in (0, 1, 2, 3, 4, 8)] == [1, 2, 3, 3, 1, 1]
+
+
+def test_switch_to_super_page_clears_frees_and_flushes_per_present_pde_before_the_large_pte():
+    # switch_to_super_page(): for each present PDE where large pages go, dma_pte_free_pagetable()
+    # clears it (with its clflush) and frees the table, then cache_tag_flush_range(pos..end, ih=0);
+    # only after the loop does __domain_mapping() write the large PTEs.
+    m, _ = run("desktop", "attach 5", "map 5 0x200000 4K", "map 5 0x400000 4K",
+               "unmap 5 0x200000 4K", "unmap 5 0x400000 4K")
+    drv = m.driver_for("dmar1")
+    allocated = drv.alloc.allocated
+    o = m.execute("map 5 0x200000 4M")
+    evs = [e for e in o.events if e.actor == "driver"]
+    order = [(e.op, e.rule, e.detail) for e in evs if e.rule in ("clflush", "superpage")]
+    clears = [i for i, (op, rule, det) in enumerate(order) if "cleared for a large page" in det]
+    psis = [i for i, (op, rule, _) in enumerate(order) if rule == "superpage" and op == "iotlb-invalidation"]
+    leaves = [i for i, (op, rule, det) in enumerate(order) if "leaf PTE(s) L2" in det]
+    assert len(clears) == 2 and len(psis) == 2 and len(leaves) == 1
+    assert clears[0] < psis[0] < clears[1] < psis[1] < leaves[0]
+    flushes = [e for e in evs if e.rule == "superpage" and e.op == "iotlb-invalidation"]
+    devtlb = [e for e in evs if e.rule == "superpage" and e.op == "device-tlb-invalidation"]
+    assert [e.outcome for e in devtlb] == ["skipped", "skipped"]  # cache_tag_flush_range: no ATS here
+    assert [e.outcome for e in flushes] == ["issued", "issued"]
+    assert "0x200000+0x400000" in flushes[0].detail and "0x400000+0x200000" in flushes[1].detail
+    assert m.execute("dma 5 0x3ff000 r").translation.ok
+    assert drv.alloc.allocated == allocated - 2  # the two emptied L1 tables went back
+
+
+@pytest.mark.parametrize("iova, size", [
+    (0x0, 0x1000), (0x1000, 0x3FF000), (0x1FF000, 0x202000), (0x0, 0x40000000), (0x3FE00000, 0x80400000),
+    (0x123000, 0x7654000), (0x40000000, 0xC0001000),
+])
+def test_leaf_entries_counts_what_map_range_writes(iova, size):
+    m, _ = run("desktop", "attach 5")
+    d, drv = m.domain_of(m.groups[5]), m.driver_for("dmar1")
+    for phys in (iova + 0x100000000, iova + 0x100200000 + 0x1000):
+        want = drv.leaf_entries(d, iova, phys, size)
+        assert drv.map_range(d, iova, phys, size, True, True) == want
+        drv.unmap_range(d, iova, size)
+
+
+def test_a_map_beyond_the_entry_limit_is_refused_before_any_work(tmp_path):
+    # A unit without large pages (CAP.SLLPS=0): 256 GiB would be 64 Mi 4 KiB entries.
+    from vtdtui.limits import MAX_MAP_ENTRIES
+    from vtdtui.machine import CommandError
+
+    text = open("vtdtui/scenarios/desktop.toml").read().replace('cap = "0xd2008c40660462"',
+                                                                 'cap = "0xd2008040660462"')
+    (tmp_path / "s.toml").write_text(text)
+    m, _ = run(str(tmp_path / "s.toml"), "attach 5")
+    before = dumps(m)
+    with pytest.raises(CommandError, match="MAX_MAP_ENTRIES"):
+        m.execute("map 5 0 256G")
+    assert dumps(m) == before
+    # The boundary: 4 GiB of 4 KiB pages is the limit itself, one page more is refused.
+    d = m.domain_of(m.groups[5])
+    assert m.driver_for("dmar1").leaf_entries(d, 0, m.scenario.ram_base, 4 << 30) == MAX_MAP_ENTRIES
+    with pytest.raises(CommandError, match="1,048,577 leaf entries"):
+        m.execute("map 5 0 0x100001000")

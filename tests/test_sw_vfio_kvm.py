@@ -4,8 +4,10 @@
   (mainline: ops AND coherency equal; the 2022 "prefer-reuse" patch: ops only), replay.
 - kvm_vfio_update_coherency(): one register per kvm-vfio device on the first
   non-coherent group (ECAP.SC of the device's unit, since 6.2), unregister when none left.
-- vmx_get_mt_mask(): WB|IPAT without noncoherent DMA; WB (6.11+) or the guest MTRR
-  type (6.10) with it.
+- vmx_get_mt_mask(): WB|IPAT without noncoherent DMA; WB (guest-pat, 6.11+) or the guest
+  MTRR type (guest-mtrr, ≤6.10) with it; with KVM_X86_QUIRK_IGNORE_GUEST_PAT off, WB always.
+- kvm_noncoherent_dma_assignment_start_or_stop(): the 0↔1 edges zap the EPT only where KVM
+  may ignore guest PAT (the quirk on).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def test_gpu_without_snoop_control_makes_the_vm_noncoherent():
     assert d["enforce_cache_coherency"] is False
     e = one(o, actor="driver", op="enforce-cache-coherency")
     assert (e.outcome, e.rule) == ("skipped", "snp") and "ECAP.SC=0 on dmar0" in e.reason
-    e = one(o, actor="kvm")
-    assert (e.op, e.outcome, e.rule) == (REG, "issued", "kvm-coherency")
+    e = one(o, actor="kvm", op=REG)
+    assert (e.outcome, e.rule) == ("issued", "kvm-coherency")
+    e = one(o, actor="kvm", op="ept-zap")
+    assert (e.outcome, e.rule) == ("issued", "kvm-ept-zap")
     vm = st["vm"]
     assert vm["noncoherent_dma_count"] == 1
     assert vm["emulate_wbinvd"] is True
-    assert vm["ept_memtype_ram"] == "WB"  # 6.11+: WB without IPAT, guest PAT honoured
+    assert vm["ept_memtype_ram"] == "WB"  # guest-pat: WB without IPAT, guest PAT honoured
     assert vm["ept_memtype_mmio"] == "UC"
     assert vm["ept_zaps"] == 1  # the 0→1 edge zaps the EPT
     assert st["vfio"]["cc_iommu"] is False
@@ -50,11 +54,51 @@ def test_kvm_610_uses_the_guest_mtrr_type():
     # CR0.CD with KVM_X86_QUIRK_CD_NW_CLEARED (default on): WB without IPAT.
     m.execute("set cr0-cd on")
     assert state(m)["vm"]["ept_memtype_ram"] == "WB"
-    # 6.11+ has no CR0.CD case any more.
+    # The guest-PAT model (6.11+) has no CR0.CD case any more.
     m.execute("set kvm-model 6.11+")
+    assert state(m)["vm"]["model"] == "guest-pat"  # the version is an alias of the model's name
     assert state(m)["vm"]["ept_memtype_ram"] == "WB"
     m.execute("set cr0-cd off")
     assert state(m)["vm"]["ept_memtype_ram"] == "WB"
+
+
+def test_ignore_guest_pat_quirk_off_honours_guest_pat_and_skips_the_zap():
+    # c9c1e20b4c7d: vmx_ignore_guest_pat() = !noncoherent DMA && the quirk; with the
+    # quirk off (KVM_CAP_DISABLE_QUIRKS2, as a VMM may) RAM is WB without IPAT always,
+    # and kvm_noncoherent_dma_assignment_start_or_stop() has nothing to zap.
+    m, (o,) = run("desktop", "set ignore-guest-pat off")
+    assert state(m)["vm"]["ept_memtype_ram"] == "WB"  # no noncoherent DMA, guest PAT honoured anyway
+    assert state(m)["vm"]["ignore_guest_pat"] is False
+    o = m.execute("attach 0")
+    assert state(m)["vm"]["noncoherent_dma_count"] == 1 and state(m)["vm"]["ept_memtype_ram"] == "WB"
+    e = one(o, actor="kvm", op="ept-zap")
+    assert (e.outcome, e.rule) == ("skipped", "kvm-ept-zap") and "IGNORE_GUEST_PAT is off" in e.reason
+    o = m.execute("detach 0")
+    assert one(o, actor="kvm", op="ept-zap").outcome == "skipped"
+    assert state(m)["vm"]["ept_zaps"] == 0
+
+
+def test_ignore_guest_pat_quirk_is_moot_in_the_guest_mtrr_model():
+    # Before the rework KVM always ignored guest PAT without noncoherent DMA and zapped on
+    # the edges (kvm_mmu_may_ignore_guest_pat() was shadow_memtype_mask): no quirk to turn off.
+    m, _ = run("desktop", "set kvm-model guest-mtrr", "set ignore-guest-pat off")
+    assert state(m)["vm"]["ept_memtype_ram"] == "WB|IPAT"
+    o = m.execute("attach 0")
+    assert one(o, actor="kvm", op="ept-zap").outcome == "issued"
+    assert "MTRR" in state(m)["vm"]["ept_memtype_ram"]
+
+
+def test_kvm_model_names_and_aliases_in_scenarios(tmp_path):
+    from vtdtui.machine.scenario import ScenarioError, load
+
+    base = (tmp_path / "s.toml")
+    text = open("vtdtui/scenarios/desktop.toml").read()
+    for word, name in (("guest-mtrr", "guest-mtrr"), ("6.10", "guest-mtrr"), ("6.11+", "guest-pat")):
+        base.write_text(text.replace('kvm_model = "guest-pat"', f'kvm_model = "{word}"'))
+        assert load(str(base)).kvm_model == name
+    base.write_text(text.replace('kvm_model = "guest-pat"', 'kvm_model = "6.12"'))
+    with pytest.raises(ScenarioError, match="guest-mtrr"):
+        load(str(base))
 
 
 def test_snoop_control_group_keeps_the_vm_coherent():
@@ -126,8 +170,9 @@ def test_prefer_reuse_cannot_put_a_non_sc_unit_into_a_force_snooping_domain():
 def test_detach_noncoherent_group_unregisters():
     m, _ = run("desktop", "attach 0", "attach 5")
     o = m.execute("detach 0")
-    e = one(o, actor="kvm")
-    assert (e.op, e.outcome, e.rule) == (UNREG, "issued", "kvm-coherency")
+    e = one(o, actor="kvm", op=UNREG)
+    assert (e.outcome, e.rule) == ("issued", "kvm-coherency")
+    assert one(o, actor="kvm", op="ept-zap").outcome == "issued"
     st = state(m)
     vm = st["vm"]
     assert (vm["noncoherent_dma_count"], vm["emulate_wbinvd"], vm["ept_memtype_ram"]) == (0, False, "WB|IPAT")
@@ -151,7 +196,7 @@ def test_kvm_decides_by_the_device_unit_not_by_the_shared_domain():
 def test_virtio_noncoherent_registers_separately():
     m, outs = run("desktop", "set virtio-noncoherent on", "attach 0")
     assert state(m)["vm"]["noncoherent_dma_count"] == 2
-    assert one(outs[0], actor="kvm").op == REG
+    assert one(outs[0], actor="kvm", op=REG).rule == "kvm-coherency"
     assert state(m)["vm"]["ept_zaps"] == 1  # only the first 0→1 edge zaps
     m.execute("set virtio-noncoherent off")
     assert state(m)["vm"]["noncoherent_dma_count"] == 1
@@ -212,3 +257,33 @@ def test_unmap_takes_every_whole_mapping_inside_the_range():
     assert o.message == "unmapped 0x0+72K from domain 1"
     assert state(m)["domains"][0]["mapped_pages"] == 0
     assert len(events(o, actor="driver", op="iotlb-invalidation", rule="unmap", outcome="issued")) == 2
+
+
+def test_2024_flush_happens_once_per_mapping():
+    # update_to_noncoherent_required = !domain->enforce_cache_coherency && !dma->is_noncoherent:
+    # a replay into a second non-coherent domain does not flush a mapping flushed already.
+    m, outs = run("desktop", "set vfio-flush on", "attach 0", "map 0 0x100000 8K",
+                  "toggle dmar1 SC", "toggle dmar1 C", "attach 5")
+    assert one(outs[2], actor="vfio", op="cpu-cache-flush").outcome == "issued"
+    o = outs[-1]
+    st = state(m)
+    assert group_state(st, 0)["domain"] != group_state(st, 5)["domain"]  # ECAP.C differs: no reuse
+    assert [d["enforce_cache_coherency"] for d in st["domains"]] == [False, False]
+    e = one(o, actor="vfio", op="cpu-cache-flush")
+    assert (e.outcome, e.rule, e.unit) == ("skipped", "vfio-noncoherent-flush", "dmar1")
+    assert "dma->is_noncoherent" in e.reason
+
+
+def test_vfio_events_name_the_unit_of_the_domain_they_act_on():
+    # The flush is for the non-coherent domain (on dmar0), whichever domain came first.
+    m, outs = run("desktop", "set vfio-flush on", "attach 5", "attach 0", "map 5 0x100000 8K")
+    e = one(outs[-1], actor="vfio", op="cpu-cache-flush")
+    assert (e.outcome, e.unit) == ("issued", "dmar0")
+    assert "domain 2" in e.reason
+
+
+def test_no_internal_group_number_in_any_journal_text():
+    # The host group behind QEMU's assigned device is a scenario-built group with id -1.
+    m, _ = run("viommu", "attach 3", "map 3 0x100000 64K rw", "detach 3")
+    texts = [e.reason + " " + e.detail for e in m.journal.events]
+    assert not [t for t in texts if "group -1" in t or "group(s) -1" in t]

@@ -2,31 +2,76 @@
 
 Subcommands live in COMMANDS: add an entry (its arguments and a run function) to
 add one, e.g. `dump` or `replay`.  Bad input anywhere gives one line on stderr,
-`vtdtui: error: <place>: <what>`, and exit status 2.
+`vtdtui: error: <place>: <what>`, and exit status 2.  main() is the one top-level
+handler (README, "Guarantees"): Ctrl+C is 130 and one line, a reader that went away
+141 and silence, an OSError one line with its path, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from vtdtui import __version__
+from vtdtui.textsafe import clip, printable, quote
 
 PROG = "vtdtui"
 EXIT_BAD_INPUT = 2
+# Ctrl+C: 128 + SIGINT, as a shell reports a process the signal ended.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+# The reader of standard output went away (`vtdtui dump --json - | head -c 10`), or
+# standard output is closed.  128 + SIGPIPE is what a shell shows for any program the
+# default SIGPIPE action ends (cat, grep): the output was not all delivered, so not 0
+# (a script with `set -o pipefail` must not take it for success), and not 1 or 2, which
+# mean "an expect failed" and "bad input" here.  Python ignores SIGPIPE, so we exit
+# with the status ourselves, quietly: the reader chose to stop, nothing went wrong.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+# A bug: an exception no handler expected.  One line, not a traceback (VTDTUI_DEBUG=1
+# shows the traceback); 70 is EX_SOFTWARE of sysexits.h.
+EXIT_INTERNAL = 70
+# An error line is for reading: however long the input it quotes, the line is cut here.
+MAX_ERROR_CHARS = 400
 
 
 class BadInput(Exception):
     """Bad input from the user; the message starts with the place."""
 
 
+class StdoutGone(Exception):
+    """Standard output is closed: there is nowhere to write the result."""
+
+
 def error_line(message: str) -> None:
-    # A path or pasted value could hold a newline; the contract is one line.
-    print(f"{PROG}: error: {message}".replace("\n", "\\n"), file=sys.stderr)
+    _say(f"{PROG}: error: {message}")
+
+
+def _say(text: str) -> None:
+    # A path or pasted value could hold a newline or an ESC; the contract is one line,
+    # with nothing the terminal acts on, and bounded in length.
+    # Cut before escaping (bounded work on a 10 MB message) and after (an escape is 4 long).
+    line = clip(printable(clip(text, MAX_ERROR_CHARS)), MAX_ERROR_CHARS)
+    err = sys.stderr
+    if err is None:  # stderr closed: print(file=None) would write to stdout instead
+        return
+    try:
+        err.write(line + "\n")
+        err.flush()
+    except (OSError, ValueError):  # stderr gone too: nothing more can be said
+        pass
+
+
+def _stdout():
+    """sys.stdout, or StdoutGone when the process was started with it closed."""
+    if sys.stdout is None:
+        raise StdoutGone
+    return sys.stdout
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,15 +109,26 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read_log(path: str) -> tuple[bytes, str]:
-    if path == "-":
-        stdin = sys.stdin
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-        return data, "<stdin>"
+    """The log's bytes, read up to MAX_LOG_BYTES and no further (/dev/zero, `yes |`)."""
+    from vtdtui.limits import MAX_LOG_BYTES, LimitError, read_bounded, read_stream_bounded
+
     try:
-        with open(path, "rb") as f:
-            return f.read(), path
+        if path == "-":
+            stdin = sys.stdin
+            if stdin is None:
+                raise BadInput("--dmesg -: standard input is closed")
+            stream = stdin.buffer if hasattr(stdin, "buffer") else None
+            if stream is None:  # a text stream stood in for stdin (tests)
+                text = stdin.read(MAX_LOG_BYTES + 1)
+                if len(text) > MAX_LOG_BYTES:
+                    raise LimitError(f"<stdin>: larger than {MAX_LOG_BYTES >> 20} MiB (MAX_LOG_BYTES)")
+                return text.encode("utf-8", "surrogateescape"), "<stdin>"
+            return read_stream_bounded(stream, MAX_LOG_BYTES, "<stdin>", "MAX_LOG_BYTES"), "<stdin>"
+        return read_bounded(path, MAX_LOG_BYTES, "MAX_LOG_BYTES"), path
+    except LimitError as exc:
+        raise BadInput(str(exc)) from None
     except OSError as exc:
-        raise BadInput(f"{path}: {exc.strerror or exc}") from None
+        raise BadInput(f"{'<stdin>' if path == '-' else path}: {exc.strerror or exc}") from None
 
 
 def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -97,12 +153,21 @@ def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
+    out = _stdout()
     if args.json:
-        print(json.dumps([unit_to_json(u) for u in units], indent=2))
+        out.write(json.dumps([unit_to_json(u) for u in units], indent=2) + "\n")
     else:
         from rich.console import Console
 
-        Console(highlight=False).print(render_table(units))
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # Rich exits with status 1 on its own; main() gives every entry point
+                # the same status for a reader that went away.
+                self.quiet = True
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        _Console(file=out, highlight=False).print(render_table(units))
+    out.flush()  # here, where a broken pipe is ours to handle, not at exit
     return 0
 
 
@@ -112,7 +177,7 @@ def _devices(text: str) -> int:
     try:
         n = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"wants a number of devices (1 to 65536), not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"wants a number of devices (1 to 65536), not {quote(text)}") from None
     if not 1 <= n <= 65536:
         raise argparse.ArgumentTypeError(f"{n} is outside 1..65536")
     return n
@@ -146,14 +211,19 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             machine.execute(line)
         except CommandError as exc:
-            raise BadInput(f"--do #{i} {line!r}: {exc}") from None
+            raise BadInput(f"--do #{i} {quote(line)}: {exc}") from None
+    if args.json != "-":
+        _not_an_input(args.json, "--json", {machine.scenario.source: "the scenario file"})
     text = to_json_text(machine)
     if args.json == "-":
-        sys.stdout.write(text)
+        out = _stdout()
+        out.write(text)
+        out.flush()
     else:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(text)
+        from vtdtui.outfile import write_atomic
+
+        try:  # the whole text exists before OUT is touched; OUT is replaced in one step
+            write_atomic(args.json, text)
         except OSError as exc:
             raise BadInput(f"{args.json}: {exc.strerror or exc}") from None
     return 0
@@ -182,8 +252,15 @@ def _speed(text: str, parser: argparse.ArgumentParser) -> float:
     except ValueError:
         x = float("nan")
     if not 0 < x <= MAX_SPEED:  # also false for nan
-        parser.error(f"argument --speed: wants a number above 0 and at most {MAX_SPEED:g}, not {text!r}")
+        parser.error(f"argument --speed: wants a number above 0 and at most {MAX_SPEED:g}, not {quote(text)}")
     return x
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):  # a closed stream
+        return False
 
 
 def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -209,9 +286,22 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             svg_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadInput(f"--svg-dir {args.svg_dir}: {exc.strerror or exc}") from None
-    if args.replay_json not in (None, "-") and not Path(args.replay_json).resolve().parent.is_dir():
-        raise BadInput(f"--json {args.replay_json}: no such directory")
-    if not args.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+    # Outputs that cannot be written are refused now, not when the first snapshot or
+    # the final state is written at the end of the replay.
+    if svg_dir is not None and not os.access(svg_dir, os.W_OK | os.X_OK):
+        raise BadInput(f"--svg-dir {args.svg_dir}: {os.strerror(errno.EACCES)}")
+    if args.replay_json not in (None, "-"):
+        _not_an_input(args.replay_json, "--json", {args.fixture: "the fixture", fixture.scenario: "the scenario file"})
+        out = Path(args.replay_json)
+        if not out.resolve().parent.is_dir():
+            raise BadInput(f"--json {args.replay_json}: no such directory")
+        if out.is_dir():
+            raise BadInput(f"--json {args.replay_json}: {os.strerror(errno.EISDIR)}")
+        if not os.access(out.resolve().parent, os.W_OK | os.X_OK):
+            raise BadInput(f"--json {args.replay_json}: {os.strerror(errno.EACCES)}")
+    if args.replay_json == "-" and sys.stdout is None:
+        raise StdoutGone
+    if not args.headless and not (_isatty(sys.stdin) and _isatty(sys.stdout)):
         raise BadInput("replay: a paced replay needs a terminal; add --headless to run without one")
     replayer = importlib.import_module("vtdtui.tui.replayer")
     return replayer.run(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
@@ -278,11 +368,33 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
     from vtdtui.machine.scenario import load
 
     try:  # bad scenario input is reported before Textual loads
-        load(scenario, devices=devices, map_spec=map_spec)
+        sc = load(scenario, devices=devices, map_spec=map_spec)
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
+    if record is not None:
+        _not_an_input(record, "--record", {sc.source: "the scenario file"})
+    for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
+        if stream is None:  # Textual would fail on it with a traceback
+            raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
     app = importlib.import_module("vtdtui.tui.app")
     return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants)
+
+
+def _not_an_input(out: str, flag: str, inputs: dict[str, str]) -> None:
+    """Refuse to write an output over an input of the same run (same file, by inode,
+    whatever the spelling): `--record scenario.toml` destroyed the scenario it was
+    about to use.  `inputs` maps a path to what it is ("the scenario file")."""
+    try:
+        target = os.stat(out)
+    except OSError:  # not there yet: nothing to overwrite (a bad path is reported later)
+        return
+    for path, what in inputs.items():
+        try:
+            st = os.stat(path)
+        except OSError:  # a built-in scenario: no file
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            raise BadInput(f"{flag} {out}: that is {what} of this run; write to another file")
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -317,6 +429,68 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one entry point (console script and `python -m vtdtui`): every way out is a
+    status and at most one line on stderr, never a traceback."""
+    try:
+        status = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, not at exit, where a broken pipe prints a traceback
+        return status
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+    except (BrokenPipeError, StdoutGone):
+        return _stdout_gone()
+    except OSError as exc:  # writing stdout to a full disk, an unreadable path...
+        if _is_stdout_error(exc):
+            if exc.errno in (errno.EPIPE, errno.EBADF):
+                return _stdout_gone()
+            error_line(f"<stdout>: {exc.strerror or exc}")
+            _silence_stdout()
+            return EXIT_BAD_INPUT
+        where = exc.filename if exc.filename is not None else "vtdtui"
+        error_line(f"{where}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
+    except RecursionError:
+        error_line("input nested too deeply to process (see the limits in README, Guarantees)")
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        error_line("out of memory (see the limits in README, Guarantees)")
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if os.environ.get("VTDTUI_DEBUG"):
+            raise
+        error_line(f"internal error: {type(exc).__name__}: {exc} (VTDTUI_DEBUG=1 shows the traceback; "
+                   "please report it)")
+        return EXIT_INTERNAL
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    # An OSError from writing stdout names no file: tell it from a path error by that.
+    return exc.filename is None and exc.errno in (errno.EPIPE, errno.EBADF, errno.ENOSPC, errno.EIO,
+                                                  errno.EDQUOT, errno.EFBIG)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that Python's final flush of what is left in the
+    stdout buffer at exit cannot fail again ("Exception ignored ... BrokenPipeError",
+    status 120).  What Python's signal docs recommend for SIGPIPE."""
+    if sys.stdout is not sys.__stdout__:  # replaced (tests, an embedding program): not ours
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _stdout_gone() -> int:
+    _silence_stdout()
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser, subs = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from vtdtui.hw.regs import CAP, ECAP, RegisterLayout, linux_view, parse_reg_value
+from vtdtui.limits import MAX_LINE_CHARS, MAX_UNITS
+from vtdtui.textsafe import clip, printable
 
 # Searched for anywhere in a line so that dmesg timestamps, `dmesg -T` dates and
 # syslog/journalctl prefixes need no special handling.
 _HEAD = re.compile(
-    r"\bdmar:\s*(?:dmar(?P<num>\d+)|iommu\s+(?P<seq>\d+))\s*:\s*reg_base_addr\b",
+    r"\bdmar:\s*(?:dmar(?P<num>[0-9]+)|iommu\s+(?P<seq>[0-9]+))\s*:\s*reg_base_addr\b",
     re.IGNORECASE,
 )
 _TAIL = re.compile(
@@ -55,6 +57,11 @@ def parse_dmesg(text: str, source: str) -> list[DecodedUnit]:
         if head is None:
             continue
         place = f"{source}:{lineno}"
+        # Limits before the work: other lines may be long (syslog), a unit line is not.
+        if len(raw) > MAX_LINE_CHARS:
+            raise ValueError(f"{place}: unit line longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS)")
+        if len(units) == MAX_UNITS:
+            raise ValueError(f"{place}: more than {MAX_UNITS} unit lines (MAX_UNITS)")
         tail = _TAIL.match(raw, head.end())
         if tail is None:
             # A truncated unit line would otherwise hide a unit without a word.
@@ -62,6 +69,8 @@ def parse_dmesg(text: str, source: str) -> list[DecodedUnit]:
                 f"{place}: expected 'reg_base_addr ADDR ver X:Y cap HEX ecap HEX'"
             )
         num = head.group("num") or head.group("seq")
+        if len(num) > 9:  # the kernel's seq_id is an int; int() of 5,000 digits names no place
+            raise ValueError(f"{place}: unit number {clip(num, 24)} is not a unit number")
         units.append(
             DecodedUnit(
                 name=f"dmar{int(num)}",
@@ -121,11 +130,11 @@ def render_table(units: Iterable[DecodedUnit]):
 
     parts: list[Any] = []
     for u in units:
-        where = [u.name]
+        where = [printable(u.name)]
         if u.base is not None:
             where.append(f"reg_base_addr {u.base:#x}")
-        if u.ver is not None:
-            where.append(f"ver {u.ver}")
+        if u.ver is not None:  # a field of the log, shown to a terminal: escaped, cut
+            where.append(f"ver {printable(clip(u.ver, 32))}")
         if u.line is not None:
             where.append(f"line {u.line}")
         parts.append(Text("  ".join(where), style="bold"))
@@ -133,7 +142,7 @@ def render_table(units: Iterable[DecodedUnit]):
         for layout, value in ((CAP, u.cap), (ECAP, u.ecap)):
             if value is None:
                 continue
-            table = Table(title=f"{u.name} {layout.name} {value:#x}", title_justify="left")
+            table = Table(title=Text(f"{printable(u.name)} {layout.name} {value:#x}"), title_justify="left")
             for column in ("field", "bits", "value", "meaning", "Linux"):
                 table.add_column(column, overflow="fold")
             for f in layout:

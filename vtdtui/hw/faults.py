@@ -1,8 +1,9 @@
 """Legacy-mode DMA-remapping fault reasons and the lines Linux prints for them.
 
 Strings are drivers/iommu/intel/dmar.c dma_remap_fault_reasons[]; the log line is
-dmar_fault_do_one() and the walk dump dmar_fault_dump_ptes() / pgtable_walk(), as
-current kernels print them (pr_fmt "DMAR: ").
+dmar_fault_do_one(), the batch header dmar_fault(), and the walk dump (printed by the
+driver model, sw/linux.py handle_faults) dmar_fault_dump_ptes() / pgtable_walk(), as
+current kernels print them (pr_fmt "DMAR: ").  The hardware only records FRCD/FSTS.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def log_line(source_id: int, iova: int, reason: int, write: bool, pasid: int | N
     )
 
 
+def drhd_line(fsts: int) -> str:
+    """What dmar_fault() prints first, with the FSTS value it read on entry (FRI in
+    bits 15:8 included, as in "handling fault status reg 302"), and only when that
+    value is not 0.  The call is __ratelimit()ed; a model without time never hits it."""
+    return f"DMAR: DRHD: handling fault status reg {fsts:x}"
+
+
 @dataclass
 class Fault:
     unit: str
@@ -70,10 +78,16 @@ class Fault:
     iova: int  # the faulting address as recorded (page granular, like FRCD)
     reason: int
     write: bool
-    message: str
+    message: str  # the dmar_fault_do_one() line for this record
+    # dmar_fault_dump_ptes() lines; the driver fills them, only with CONFIG_DMAR_DEBUG
     dump: list[str] = field(default_factory=list)
     recorded: bool = True  # False when FPD suppressed it or the FRCDs overflowed
     suppressed_by_fpd: bool = False
+    frcd: int | None = None  # the fault-recording register that holds it
+    # Every line the kernel printed while handling this record, in dmesg order: the
+    # DRHD line when the record opened a dmar_fault() batch, the dmar_fault_do_one()
+    # line, then the dump.  Empty when the kernel never saw it (FPD, overflow).
+    log: list[str] = field(default_factory=list)
 
     @property
     def bdf(self) -> str:
@@ -94,4 +108,8 @@ class Fault:
             "reason": self.reason,
             "access": self.access,
             "message": self.message,
+            # Extensions, present when the kernel printed something for this record:
+            # every line in dmesg order, and the CONFIG_DMAR_DEBUG walk dump alone.
+            **({"log": list(self.log)} if self.log else {}),
+            **({"dump": list(self.dump)} if self.dump else {}),
         }

@@ -13,6 +13,7 @@ tagged by domain id, which only the context entry gives, so the context comes fi
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -138,8 +139,12 @@ class DmarUnit:
         self.iqer = 0
         self.iva = 0
         self.last_queue_error = ""
+        # Descriptors per tail write made through submit(), newest last (bounded: a
+        # view of how software batches, not a history).
+        self.qi_submissions: deque[int] = deque(maxlen=64)
         self.frcd: list[tuple[int, int]] = [(0, 0)] * self.num_fault_regs
-        self.fault_index = 0
+        self.fault_index = 0  # FSTS.FRI
+        self.next_frcd = 0  # the FRCD the next fault is recorded in (QEMU next_frcd_reg)
         self.faults: list[fr.Fault] = []
         self.counters: dict[str, int] = {}
         # Posted writes not yet visible to this unit's table reads (CAP.RWBF):
@@ -447,10 +452,11 @@ class DmarUnit:
     # ------------------------------------------------------------ faults
     def _fault(self, t: Translation, reason: int, ce: ContextEntry | None) -> Translation:
         page = t.iova & ~0xFFF
+        # The hardware records FRCD/FSTS only; the lines Linux prints for it (and the
+        # CONFIG_DMAR_DEBUG walk dump) come from the driver's dmar_fault().
         f = fr.Fault(
             self.name, t.source_id, page, reason, t.write,
             fr.log_line(t.source_id, page, reason, t.write),
-            dump=self.fault_dump(t.source_id, page),
         )
         if ce is not None and ce.fpd and reason in fr.QUALIFIED:  # FPD counts even when P=0
             f.recorded, f.suppressed_by_fpd = False, True
@@ -463,17 +469,25 @@ class DmarUnit:
         return t
 
     def _record(self, f: fr.Fault) -> bool:
-        """Write a fault-recording register; False on overflow (FSTS.PFO)."""
+        """Write a fault-recording register; False on overflow (FSTS.PFO).
+
+        Two indexes, as QEMU's vtd_report_frcd_fault() keeps them: the register the
+        next fault goes to (next_frcd_reg, advanced on every record) and FSTS.FRI,
+        latched only when PPF goes 0 → 1 — "the first pending fault", where the
+        driver's dmar_fault() starts reading (dma_fsts_fault_record_index)."""
         if self.fsts & regs.FSTS_PFO:
             return False
-        i = self.fault_index
+        i = self.next_frcd % self.num_fault_regs
         if self.frcd[i][1] >> 63:
             self.fsts |= regs.FSTS_PFO
             return False
         lo = f.iova
         hi = (f.source_id | (f.reason << 32) | ((0 if f.write else 1) << 62) | (1 << 63))
         self.frcd[i] = (lo, hi)
-        self.fault_index = (i + 1) % self.num_fault_regs
+        f.frcd = i
+        if not self.fsts & regs.FSTS_PPF:
+            self.fault_index = i  # FSTS.FRI
+        self.next_frcd = (i + 1) % self.num_fault_regs
         self.fsts |= regs.FSTS_PPF
         return True
 
@@ -484,7 +498,10 @@ class DmarUnit:
             self.fsts &= ~regs.FSTS_PPF
 
     def fault_dump(self, source_id: int, addr: int) -> list[str]:
-        """dmar_fault_dump_ptes(): the walk as Linux prints it, from its own (CPU) view."""
+        """dmar_fault_dump_ptes(): the walk as Linux prints it, from its own (CPU) view.
+
+        The driver calls it (sw/linux.py handle_faults) only when the kernel is built
+        with CONFIG_DMAR_DEBUG; without it the function is an empty stub."""
         read = self.cpu_read_q
         out = [f"DMAR: Dump {self.name} table entries for IOVA 0x{addr:x}"]
         if not self.rta_latched:
@@ -711,21 +728,34 @@ class DmarUnit:
             lo = self.cache.snooped_read_q(base + slot * 16)
             hi = self.cache.snooped_read_q(base + slot * 16 + 8)
             why = qi.check(lo, hi)
-            if why is None and qi.desc_type(lo) == qi.IOTLB:
+            if why is None:
                 d = qi.decode(lo, hi)
-                if d.gran == regs.GRAN_PAGE and d.am > self.mamv:
-                    why = f"IOTLB descriptor AM {d.am} exceeds MAMV {self.mamv}"
+                why = self._refused(d) or self._apply(d)
             if why is not None:
+                # vtd_fetch_inv_desc(): the head stays on the descriptor that failed.
                 self.fsts |= regs.FSTS_IQE
                 self.iqer = qi.desc_type(lo) & 0xF
                 self.last_queue_error = why
                 self._count("qi-error")
                 return
-            self._apply(qi.decode(lo, hi))
             self._count("qi-desc")
             self.iqh = ((slot + 1) % n) << 4
 
-    def _apply(self, d: qi.Descriptor) -> None:
+    def _refused(self, d: qi.Descriptor) -> str | None:
+        """Why a well-formed descriptor is still an invalidation queue error, or None."""
+        if isinstance(d, qi.IotlbDesc) and d.gran == regs.GRAN_PAGE and d.am > self.mamv:
+            return f"IOTLB descriptor AM {d.am} exceeds MAMV {self.mamv}"
+        if isinstance(d, qi.WaitDesc) and self.emulated_by_qemu and not (d.status_write or d.interrupt or d.fence):
+            # QEMU vtd_process_wait_desc() after 57ac646a2ecb "intel_iommu: Bypass barrier
+            # wait descriptor" (QEMU 10.2, Oct 2025): only SW=IF=FN=0 is "invalid wait
+            # desc"; SW=IF=0 with FN=1 (VT-d spec 7.10's barrier) is accepted.  Before
+            # that commit QEMU refused every wait descriptor with neither SW nor IF.
+            # The VT-d spec gives SW=IF=0 no error, so real hardware takes it as a no-op.
+            return "invalid wait descriptor: none of SW, IF, FN set (QEMU vtd_process_wait_desc)"
+        return None
+
+    def _apply(self, d: qi.Descriptor) -> str | None:
+        """Carry out one descriptor; returns why it failed (a queue error) or None."""
         if isinstance(d, qi.CcDesc):
             self.invalidate_context(d.gran, d.did, d.sid, d.fm)
         elif isinstance(d, qi.IotlbDesc):
@@ -735,12 +765,24 @@ class DmarUnit:
         elif isinstance(d, qi.IecDesc):
             self._count("iec")  # no interrupt remapping in this model: nothing cached
         elif isinstance(d, qi.WaitDesc):
+            # vtd_process_wait_desc() since "intel_iommu: Allow both Status Write and
+            # Interrupt Flag in QI wait" (July 2025): SW then IF, each on its own; a
+            # failed status write still raises the completion event, then fails the
+            # descriptor.
+            failed = None
             if d.status_write:
-                self._write_status(d.status_addr, d.status_data)
+                try:
+                    self._write_status(d.status_addr, d.status_data)
+                except MemoryError_:
+                    failed = f"wait descriptor status write to {d.status_addr:#x} failed (outside memory)"
             if d.interrupt:
                 self.ics |= regs.ICS_IWC
+            return failed
+        return None
 
     def _write_status(self, addr: int, data: int) -> None:
+        """The wait descriptor's 32-bit status write: a snooped DMA write, so the CPU
+        polling the word (qi_submit_sync's READ_ONCE(desc_status[])) sees it at once."""
         word = addr & ~7
         old = self.cache.snooped_read_q(word)
         shift = (addr & 4) * 8
@@ -757,6 +799,8 @@ class DmarUnit:
             self.cache.cpu_write_q(base + slot * 16, lo)
             self.cache.cpu_write_q(base + slot * 16 + 8, hi)
             slot = (slot + 1) % n
+        self.qi_submissions.append(len(descs))
+        self._count("qi-tail-write")
         self.mmio_write(regs.IQT_REG, slot << 4)
 
     # ------------------------------------------------------------ staleness

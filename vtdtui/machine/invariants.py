@@ -46,6 +46,7 @@ from ..hw.entries import (
 from ..hw.regs import CAP
 from ..hw.unit import DmarUnit
 from ..sw.journal import ISSUED, SKIPPED, Event
+from ..sw.kvm import model_name
 from ..sw.linux import DmarDomain, IntelIommuDriver, psi_aligned
 from ..sw.vfio import VfioContainer
 from .parse import parse_int
@@ -54,8 +55,9 @@ ACTORS = ("driver", "vfio", "kvm", "qemu", "hw")
 # Rule ids software decides by (REFERENCE.md §5–8, and the ones the actors added).
 RULES = frozenset({
     "clflush", "ctx-np2p", "ctx-clear", "map-np2p", "unmap", "psi-fallback", "wbf", "snp",
-    "set-root", "superpage", "vfio-reuse", "vfio-noncoherent-flush", "kvm-coherency",
-    "qemu-cm-required", "qemu-sc-unsupported", "qemu-shadow",
+    "set-root", "superpage", "vfio-reuse", "vfio-noncoherent-flush", "kvm-coherency", "kvm-ept-zap",
+    "qemu-cm-required", "qemu-sc-unsupported", "qemu-shadow", "qemu-device",
+    "dmar-fault",  # the driver's fault handler, dmar_fault(): what it read, cleared and printed
 })
 # `set` switches under which software deliberately gets it wrong.
 WHAT_IF_OPTIONS = {"skip-clflush": "on", "skip-invalidation": "on", "qemu-force": "on"}
@@ -373,14 +375,14 @@ def _check_kvm(m, h: _History) -> list[str]:
     for g in m.groups.values():
         if g.owner == "vfio" and m.domain_of(g) is not None:
             files[g.spec_id] = g.unit
-    if m.qemu is not None:
+    if m.qemu is not None and m.qemu.plugged:  # device-del takes the host group out of KVM
         files[m.qemu.host_group.id] = m.qemu.host_group.unit
     if set(k.files) != set(files):
         out.append(f"the kvm-vfio device holds group(s) {sorted(k.files)}, the VM's VFIO groups are {sorted(files)}")
     # kvm_vfio_update_coherency() re-tests every file it holds at each group add /
     # delete: kvm_vfio_file_enforced_coherent() → IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
     # ECAP.SC on Intel, as the unit said when that last update ran.
-    last = h.last(lambda c: c.verb in ("attach", "detach")
+    last = h.last(lambda c: c.verb in ("device-add", "device-del") or c.verb in ("attach", "detach")
                   and m.groups.get(_int(c.args[0]), None) is not None and m.groups[_int(c.args[0])].owner == "vfio")
     held = {gid: h.bit_at(m.units[unit], "SC", last) for gid, unit in files.items() if gid in k.files}
     for gid, coherent in sorted(held.items()):
@@ -473,7 +475,7 @@ def _check_qemu(m, h: _History) -> list[str]:
         out.append(f"QEMU's shadow of {bdf_str(q.assigned_sid)} ({len(q.shadow)} mapping(s)) differs from what "
                    f"VFIO maps on {q.host_unit.name} ({len(host)})")
     wi = what_ifs(m, h)
-    if q.refusing or any(w.unit in (None, q.guest_unit.name) for w in wi):
+    if not q.plugged or any(w.unit in (None, q.guest_unit.name) for w in wi):
         return out
     if not q.guest_unit.cm or h.toggles(q.guest_unit.name, "CM"):
         return out  # without caching mode QEMU refuses, and never catches up on what it missed
@@ -710,14 +712,29 @@ def _toggle_decisions(m, args, ev: _Events) -> list[str]:
 
 def _set_decisions(m, args, ev: _Events) -> list[str]:
     rec = ev.find(actor="hw", op="policy-change")
-    if len(rec) != 1 or rec[0] is not ev.events[-1] or rec[0].reason != f"{args[0].lower()} = {args[1].lower()}":
-        return [f"expected one policy-change record `{args[0].lower()} = {args[1].lower()}` last"]
+    opt, val = args[0].lower(), args[1].lower()
+    if opt == "kvm-model":
+        val = model_name(val) or val  # a version alias records the model's name
+    if len(rec) != 1 or rec[0] is not ev.events[-1] or rec[0].reason != f"{opt} = {val}":
+        return [f"expected one policy-change record `{opt} = {val}` last"]
     return []
 
 
 def _dma_decisions(m, args, ev: _Events) -> list[str]:
-    if len(ev.events) != 1 or ev.events[0].actor != "hw" or ev.events[0].op not in ("dma", "fault"):
-        return [f"expected one hw dma or fault record, got {len(ev.events)} event(s)"]
+    """One hw record; a fault the hardware recorded (FRCD, so FSTS.PPF) raises the fault
+    interrupt, whose dmar_fault() must have read it, cleared F and said so once."""
+    recs = [e for e in ev.events if e.actor == "hw"]
+    if len(recs) != 1 or recs[0] is not ev.events[0] or recs[0].op not in ("dma", "fault"):
+        return [f"expected one hw dma or fault record first, got {len(recs)} of {len(ev.events)} event(s)"]
+    handler = ev.events[1:]
+    if any((e.actor, e.op, e.rule) != ("driver", "fault", "dmar-fault") for e in handler) or len(handler) > 1:
+        return [f"after the hw record, expected at most one driver dmar-fault event, got {len(handler)}"]
+    recorded = recs[0].op == "fault" and recs[0].detail.startswith("FRCD ")
+    if recorded and not (handler and handler[0].outcome == ISSUED):
+        return ["a recorded fault was not handled by the driver's dmar_fault()"]
+    u = m.units[recs[0].unit]
+    if recorded and (u.fsts & 3 or any(hi >> 63 for _, hi in u.frcd)):
+        return [f"{u.name}: FSTS {u.fsts:#x} or an FRCD F bit still set after dmar_fault()"]
     return []
 
 
@@ -766,7 +783,7 @@ def _qemu_decisions(m, ev: _Events) -> list[str]:
 
     trapped = [e for e in ev.events if e.unit == guest and e.actor == "driver" and e.outcome == ISSUED
                and e.op in ("context-cache-invalidation", "iotlb-invalidation") and concerns_assigned(e)]
-    if trapped and not q.refusing and not ev.find(actor="qemu"):
+    if trapped and q.plugged and not ev.find(actor="qemu"):  # unplugged: no notifier, nothing to decide
         out.append(f"{len(trapped)} guest invalidation(s) on {guest} concern the assigned {bdf_str(q.assigned_sid)}, "
                    f"and QEMU decided nothing")
     start = 0

@@ -19,8 +19,9 @@ from ..hw.faults import reason_string
 from ..hw.memory import CpuCache, MemoryError_, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
+from ..limits import MAX_MAP_ENTRIES
 from ..sw.journal import ISSUED, Event, Journal
-from ..sw.kvm import Kvm
+from ..sw.kvm import MODELS, Kvm, model_name
 from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
 from ..sw.qemu import QemuViommu
 from ..sw.vfio import Group, VfioContainer, VfioError
@@ -80,7 +81,8 @@ class GroupState:
 
 OPTIONS = {
     "reuse": ("mainline", "prefer-reuse"),
-    "kvm-model": ("6.10", "6.11+"),
+    "kvm-model": MODELS,  # "6.10" / "6.11+" are accepted as aliases (sw.kvm.MODEL_ALIASES)
+    "ignore-guest-pat": ("on", "off"),  # KVM_X86_QUIRK_IGNORE_GUEST_PAT
     "vfio-flush": ("off", "on"),
     "virtio-noncoherent": ("off", "on"),
     "cr0-cd": ("off", "on"),
@@ -149,19 +151,20 @@ class Machine:
         if sc.has_vm and host is not None:
             self.vfio = VfioContainer(self.journal, host.driver, policy=sc.policy)
         if sc.has_vm or sc.qemu:
-            self.kvm = Kvm(self.journal, model=sc.kvm_model)
+            self.kvm = Kvm(self.journal, model=sc.kvm_model, ignore_guest_pat=sc.ignore_guest_pat)
         if sc.qemu:
             q = sc.qemu
             hunit = self.units[q.host_unit]
             host_vfio = VfioContainer(self.journal, host.driver, policy="mainline")
             self.host_group = Group(-1, q.host_unit, [q.host_sid])
-            host_vfio.attach_group(self.host_group)  # the VM starts with its NIC assigned
-            self.kvm.file_add(-1, hunit.name, self.enforced_coherent)
             assigned = self.groups[q.assigned_group]
             self.qemu = QemuViommu(self.journal, self.units[assigned.unit], assigned.devices[0][0], host_vfio,
-                                   self.host_group, hunit, q.host_ram_base)
+                                   self.host_group, hunit, q.host_ram_base, force=q.force, host_group_no=q.host_group)
             self.qemu.attach()
-            self.qemu.replay()
+            # The VM starts with its NIC cold-plugged; load() refused the options QEMU
+            # would not start with (scenario._check_qemu_start).
+            if not self.qemu.device_add(self._kvm_add_host_group):
+                raise ScenarioError(f"{sc.source}: qemu: {self.qemu.hotplug_error}")
         self.selected_unit = sc.units[0].name
         self.selected_group = sc.groups[0].id
         for gs in sc.groups:
@@ -322,6 +325,16 @@ class Machine:
             unit.toggle_ecap(name)
         else:
             raise CommandError(f"{field_name!r} is not a one-bit CAP or ECAP field (try CM, C, SC, RWBF, PSI)")
+        q = self.qemu
+        if q is not None and q.plugged and unit is q.guest_unit:
+            # CAP.CM and ECAP.SC of QEMU's vIOMMU are start options: with the vfio-pci
+            # device plugged, a QEMU that refuses them is not running, so neither is this VM.
+            refusal = q.start_refusal()
+            if refusal:
+                hint = (" (device-del first to see device_add refused, or set qemu-force on for the what-if)"
+                        if q.cm_missing() else " (device-del first to see device_add refused)")
+                (unit.toggle_cap if reg == "CAP" else unit.toggle_ecap)(name)
+                raise CommandError(refusal + hint)
         level = "what if QEMU ran with another option" if unit.emulated_by_qemu else "software reads it at its next decision"
         self.journal.issued(unit.name, "hw", "capability-change", "toggle",
                             f"{reg}.{name} {old}→{1 - old} on {unit.name}: {level}", detail=f"{reg} {getattr(unit, reg.lower()):#x}")
@@ -350,8 +363,6 @@ class Machine:
         for sid, _ in g.devices:
             driver.attach_device(d, unit, sid)  # on failure execute() rolls the state back
         g.domain = d
-        if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
-            self.qemu.assignment_allowed()
 
     def enforced_coherent(self, gid: int) -> bool:
         """kvm_vfio_file_enforced_coherent() of a group KVM holds: IOMMU_CAP_ENFORCE_CACHE_COHERENCY
@@ -397,6 +408,11 @@ class Machine:
         d, iova, size = self._range(g, iova_t, size_t)
         r, w = parse_perms(perms)
         phys = iova + self.scenario.ram_base
+        domains = [vd.domain for vd in self.vfio.domains] if g.owner == "vfio" else [d]
+        entries = sum(IntelIommuDriver.leaf_entries(x, iova, phys, size) for x in domains)
+        if entries > MAX_MAP_ENTRIES:
+            raise CommandError(f"map {iova:#x}+{fmt_size(size)} would write {entries:,} leaf entries, more than "
+                               f"{MAX_MAP_ENTRIES:,} (MAX_MAP_ENTRIES): map it in parts")
         if g.owner == "vfio":
             self.vfio.map_dma(iova, size, phys, r, w)
         else:
@@ -426,6 +442,10 @@ class Machine:
         via = ""
         source = bdf_str(sid)
         if self.qemu and g.spec_id == self.scenario.qemu.assigned_group:
+            if not self.qemu.plugged:
+                why = f"QEMU refused its device_add: {self.qemu.hotplug_error}" if self.qemu.refusing else \
+                    "device-del took it out of the VM"
+                raise CommandError(f"{bdf_str(g.devices[0][0])} is not in the VM: {why} (device-add plugs it)")
             unit, sid = self.qemu.host_unit, self.qemu.host_group.devices[0]
             via = f" (assigned: host {bdf_str(sid)} on {unit.name} translates)"
             source = f"{bdf_str(g.devices[0][0])}"
@@ -437,9 +457,17 @@ class Machine:
                                 f"{bdf_str(sid)} {kind} {iova:#x} → {t.hpa:#x} ({how}{', SNP' if t.snp else ''})")
             return f"DMA {kind} from {source} at {iova:#x} → {t.hpa:#x}{via}", t
         f = t.fault
+        if f.suppressed_by_fpd:
+            where = "not recorded: FPD"
+        elif not f.recorded:
+            where = "not recorded: FSTS.PFO, the fault-recording registers are full"
+        else:
+            where = f"FRCD {f.frcd}"
         self.journal.issued(unit.name, "hw", "fault", f.reason_name.lower().replace("_", "-"), f.message,
-                            detail="not recorded: FPD" if f.suppressed_by_fpd else "")
-        self.driver_for(unit.name).handle_faults(unit)
+                            detail=where)
+        # The fault interrupt runs dmar_fault() of the kernel that owns the unit (with
+        # FSTS still 0 — FPD — nothing is raised and nothing printed).
+        self.driver_for(unit.name).handle_faults(unit, self.scenario.dmar_debug)
         return f"DMA {kind} from {source} at {iova:#x} faulted: reason {f.reason:#04x}, {reason_string(f.reason)}{via}", t
 
     def _cmd_set(self, option, value):
@@ -447,6 +475,8 @@ class Machine:
         if opt not in OPTIONS:
             raise CommandError(f"unknown option {option!r} (options: {', '.join(OPTIONS)})")
         val = value.lower()
+        if opt == "kvm-model":
+            val = model_name(val) or val
         if val not in OPTIONS[opt]:
             raise CommandError(f"{opt} takes {' or '.join(OPTIONS[opt])}, not {value!r}")
         on = val == "on"
@@ -455,6 +485,10 @@ class Machine:
             self._need(self.vfio, "VFIO container").policy = val
         elif opt == "kvm-model":
             self._need(self.kvm, "VM").model = val
+        elif opt == "ignore-guest-pat":
+            # A VMM disables the quirk with KVM_CAP_DISABLE_QUIRKS2; KVM reads it at the
+            # next SPTE it builds, so the model applies it from the next decision on.
+            self._need(self.kvm, "VM").ignore_guest_pat = on
         elif opt == "vfio-flush":
             self._need(self.vfio, "VFIO container").flush_noncoherent = on
         elif opt == "virtio-noncoherent":
@@ -468,7 +502,12 @@ class Machine:
             for w in self.worlds.values():
                 setattr(w.driver, opt.replace("-", "_"), on)
         elif opt == "qemu-force":
-            self._need(self.qemu, "QEMU's vIOMMU").force = on
+            q = self._need(self.qemu, "QEMU's vIOMMU")
+            q.force = on
+            refusal = q.start_refusal() if q.plugged else ""
+            if refusal:
+                q.force = not on  # a QEMU with the check would not be running this VM
+                raise CommandError(f"{refusal} (toggle {q.guest_unit.name} CM or device-del first)")
         self.journal.issued(unit, "hw", "policy-change", "option", f"{opt} = {val}")
         return f"{opt} = {val}", None
 
@@ -478,6 +517,7 @@ class Machine:
         values = {
             "reuse": self.vfio.policy if self.vfio else None,
             "kvm-model": self.kvm.model if self.kvm else None,
+            "ignore-guest-pat": _onoff(self.kvm.ignore_guest_pat) if self.kvm else None,
             "vfio-flush": _onoff(self.vfio.flush_noncoherent) if self.vfio else None,
             "virtio-noncoherent": _onoff(self.kvm.virtio_noncoherent) if self.kvm else None,
             "cr0-cd": _onoff(self.kvm.cr0_cd) if self.kvm else None,
@@ -493,6 +533,30 @@ class Machine:
         if thing is None:
             raise CommandError(f"this scenario has no {what}")
         return thing
+
+    def _cmd_device_add(self):
+        """QEMU monitor `device_add vfio-pci,host=...` of the assigned NIC."""
+        q = self._need(self.qemu, "QEMU vfio-pci device")
+        if q.plugged:
+            raise CommandError(f"vfio-pci host={q.host_bdf} is already in the VM as {bdf_str(q.assigned_sid)}")
+        if not q.device_add(self._kvm_add_host_group):
+            return f"{q.hotplug_error} (the VM runs on without it)", None
+        return (f"device_add vfio-pci,host={q.host_bdf}: {bdf_str(q.assigned_sid)} assigned, "
+                f"{len(q.shadow)} guest mapping(s) replayed to the host"), None
+
+    def _cmd_device_del(self):
+        """QEMU monitor `device_del` of the assigned NIC."""
+        q = self._need(self.qemu, "QEMU vfio-pci device")
+        if not q.plugged:
+            raise CommandError(f"vfio-pci host={q.host_bdf} is not in the VM")
+        # vfio_put_group(): vfio_kvm_device_del_group() before vfio_disconnect_container().
+        self.kvm.file_del(-1, q.host_unit.name, self.enforced_coherent)
+        q.device_del()
+        return f"device_del: {bdf_str(q.assigned_sid)} (host {q.host_bdf}) left the VM; its host shadow is gone", None
+
+    def _kvm_add_host_group(self) -> None:
+        # vfio_connect_container(): vfio_kvm_device_add_group() before the memory listener.
+        self.kvm.file_add(-1, self.qemu.host_unit.name, self.enforced_coherent)
 
     def _cmd_flush_queue(self, gid=None):
         groups = [self._group(gid)] if gid is not None else list(self.groups.values())
@@ -513,6 +577,7 @@ USAGE = {
     "select-group": "select-group N", "toggle": "toggle UNIT FIELD", "attach": "attach GROUP",
     "detach": "detach GROUP", "map": "map GROUP IOVA SIZE [r|w|rw]", "unmap": "unmap GROUP IOVA SIZE",
     "dma": "dma GROUP IOVA [r|w]", "set": "set OPTION VALUE", "flush-queue": "flush-queue [GROUP]",
+    "device-add": "device-add", "device-del": "device-del",
 }
 COMMANDS = tuple(USAGE)
 

@@ -6,6 +6,8 @@ the place (prompt, file:line).
 
 from __future__ import annotations
 
+from ..textsafe import quote  # a value echoed in a message: escaped, and cut at 80 characters
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -16,9 +18,9 @@ def parse_int(text: str, what: str) -> int:
             raise ValueError
         value = int(s, 0)
     except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a number (try 0x100000 or 1048576)") from None
+        raise ValueError(f"{what}: {quote(text)} is not a number (try 0x100000 or 1048576)") from None
     if value < 0:
-        raise ValueError(f"{what}: {text!r} is negative")
+        raise ValueError(f"{what}: {quote(text)} is negative")
     return value
 
 
@@ -30,10 +32,10 @@ def parse_size(text: str, what: str = "size") -> int:
     unit = s[-1] if s[-1] in "KMGT" else ""
     number = s[:-1] if unit else s
     if unit and number.startswith("0X"):
-        raise ValueError(f"{what}: {text!r} mixes hex and a unit suffix")
+        raise ValueError(f"{what}: {quote(text)} mixes hex and a unit suffix")
     value = parse_int(number, what) * _UNITS[unit]
     if value >> 64:
-        raise ValueError(f"{what}: {text!r} is larger than 64 bits")
+        raise ValueError(f"{what}: {quote(text)} is larger than 64 bits")
     return value
 
 
@@ -46,7 +48,7 @@ def parse_map_spec(text: str, what: str = "map") -> tuple[int, int]:
     size = parse_size(size_t, what)
     page_key = (page_t or "4K").strip().upper().removesuffix("IB").removesuffix("B")
     if page_key not in PAGE_SIZES:
-        raise ValueError(f"{what}: page size {page_t!r} must be 4K, 2M or 1G")
+        raise ValueError(f"{what}: page size {quote(page_t)} must be 4K, 2M or 1G")
     if size == 0:
         raise ValueError(f"{what}: size 0 maps nothing")
     return size, PAGE_SIZES[page_key]
@@ -55,7 +57,7 @@ def parse_map_spec(text: str, what: str = "map") -> tuple[int, int]:
 def parse_perms(text: str | None, default: str = "rw") -> tuple[bool, bool]:
     s = (text or default).strip().lower()
     if s not in ("r", "w", "rw", "wr"):
-        raise ValueError(f"permissions: {text!r} must be r, w or rw")
+        raise ValueError(f"permissions: {quote(text)} must be r, w or rw")
     return "r" in s, "w" in s
 
 
@@ -63,7 +65,7 @@ def parse_access(text: str | None) -> bool:
     """DMA direction: r (read, the default) or w; returns True for a write."""
     s = (text or "r").strip().lower()
     if s not in ("r", "w", "read", "write"):
-        raise ValueError(f"access: {text!r} must be r or w")
+        raise ValueError(f"access: {quote(text)} must be r or w")
     return s.startswith("w")
 
 

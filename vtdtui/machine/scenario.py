@@ -13,7 +13,12 @@ from importlib import resources
 from pathlib import Path
 
 from ..hw.entries import bdf_str, parse_bdf
-from ..hw.regs import CAP, parse_reg_value
+from ..hw.regs import CAP, ECAP, parse_reg_value
+from ..limits import (MAX_DESCRIPTION_CHARS, MAX_DEVICES, MAX_GROUPS, MAX_NAME_CHARS, MAX_SCENARIO_BYTES, MAX_UNITS,
+                      LimitError, check_lines, check_toml_shape, read_bounded)
+from ..textsafe import clip, quote
+from ..sw.kvm import model_name
+from ..sw.qemu import CM_REQUIRED, SC_UNSUPPORTED
 from .parse import fmt_size, parse_map_spec, parse_size
 
 BUILTIN = ("desktop", "viommu", "server")
@@ -27,13 +32,16 @@ MAX_ADDRESS = 1 << 52
 # The keys each table may hold: anything else is a typo, not something to ignore.
 KEYS = {
     "": ("name", "description", "owner", "memory", "ram_base", "iotlb_capacity", "unit", "group", "generate",
-         "vm", "qemu"),
+         "vm", "qemu", "kernel"),
     "unit": ("name", "level", "base", "cap", "ecap", "haw"),
     "group": ("id", "unit", "devices", "attached"),
     "device": ("bdf", "name"),
     "generate": ("devices", "first_bus", "unit", "attached", "map"),
-    "vm": ("policy", "kvm_model"),
-    "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base"),
+    "vm": ("policy", "kvm_model", "ignore_guest_pat"),
+    "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base", "host_group", "force"),
+    # How the modelled kernels were built.  DESIGN.md reserves `sm` here too; it is
+    # not listed while the model has no scalable mode, so `sm` is still refused.
+    "kernel": ("dmar_debug",),
 }
 
 
@@ -75,6 +83,8 @@ class QemuSpec:
     host_unit: str
     host_sid: int
     host_ram_base: int
+    host_group: int = 1  # the host's IOMMU group of host_bdf (/dev/vfio/N), named in QEMU's messages
+    force: bool = False  # what-if: a QEMU without the caching-mode checks (sw.qemu)
 
 
 @dataclass
@@ -88,12 +98,16 @@ class Scenario:
     units: list[UnitSpec]
     groups: list[GroupSpec]
     policy: str = "mainline"
-    kvm_model: str = "6.11+"
+    kvm_model: str = "guest-pat"
+    ignore_guest_pat: bool = True  # KVM_X86_QUIRK_IGNORE_GUEST_PAT, as KVM starts a VM
     has_vm: bool = False
     qemu: QemuSpec | None = None
     iotlb_capacity: int | None = 1024
     extra: dict = field(default_factory=dict)
     generate: GenerateSpec | None = None
+    # [kernel] dmar_debug: CONFIG_DMAR_DEBUG, under which dmar_fault_do_one() calls
+    # dmar_fault_dump_ptes(); off in distribution kernels, so off by default.
+    dmar_debug: bool = False
 
 
 @dataclass
@@ -134,7 +148,9 @@ def _load(name_or_path: str | None) -> Scenario:
     if not path.is_file():
         raise ScenarioError(f"{name}: no such scenario (built-in: {', '.join(BUILTIN)}; or a .toml file)")
     try:
-        data = path.read_bytes()
+        data = read_bounded(name, MAX_SCENARIO_BYTES, "MAX_SCENARIO_BYTES")
+    except LimitError as exc:
+        raise ScenarioError(str(exc)) from None
     except OSError as exc:
         raise ScenarioError(f"{name}: {exc.strerror or exc}") from None
     return parse(data, str(path))
@@ -151,8 +167,36 @@ def _get(table: dict, key: str, kind, where: str, default=...):
     wants_int = kind is int or (isinstance(kind, tuple) and int in kind)
     if wants_int and isinstance(v, bool) or not isinstance(v, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ScenarioError(f"{where}: '{key}' must be {names}, not {type(v).__name__} {v!r}")
+        raise ScenarioError(f"{where}: '{key}' must be {names}, not {type(v).__name__} {clip(repr(v))}")
     return v
+
+
+def _name(table: dict, key: str, where: str, default=..., limit: int = MAX_NAME_CHARS,
+          limit_name: str = "MAX_NAME_CHARS") -> str:
+    """A name shown on every pane and in messages: bounded (MAX_NAME_CHARS); any
+    character is allowed, as textsafe escapes it wherever it is shown."""
+    v = _get(table, key, str, where, default)
+    if len(v) > limit:
+        raise ScenarioError(f"{where}: '{key}' {quote(v, 24)} is {len(v):,} characters, more than "
+                            f"{limit:,} ({limit_name})")
+    return v
+
+
+def _check_counts(doc: dict, source: str) -> None:
+    """Refuse more units, groups or listed devices than the limits before any is
+    validated, so that the work done is bounded whatever the file holds."""
+    units, groups = doc.get("unit"), doc.get("group")
+    if isinstance(units, list) and len(units) > MAX_UNITS:
+        raise ScenarioError(f"{source}: {len(units):,} [[unit]] tables, more than {MAX_UNITS} (MAX_UNITS)")
+    if isinstance(groups, list):
+        if len(groups) > MAX_GROUPS:
+            raise ScenarioError(f"{source}: {len(groups):,} [[group]] tables, more than {MAX_GROUPS:,} "
+                                "(MAX_GROUPS; [generate] makes more)")
+        devices = sum(len(g["devices"]) for g in groups
+                      if isinstance(g, dict) and isinstance(g.get("devices"), list))
+        if devices > MAX_DEVICES:
+            raise ScenarioError(f"{source}: {devices:,} devices in [[group]] tables, more than {MAX_DEVICES:,} "
+                                "(MAX_DEVICES)")
 
 
 def _known_keys(table: dict, kind: str, where: str) -> None:
@@ -161,7 +205,7 @@ def _known_keys(table: dict, kind: str, where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(known)}"
-            raise ScenarioError(f"{where}: unknown key {key!r} ({hint})")
+            raise ScenarioError(f"{where}: unknown key {quote(key)} ({hint})")
 
 
 def _ram_base(table: dict, key: str, where: str, memory: int, default: int) -> int:
@@ -195,26 +239,36 @@ def parse(data: bytes, source: str) -> Scenario:
     if not text.strip():
         raise ScenarioError(f"{source}: empty scenario file")
     try:
+        # Limits first: tomllib recurses per nesting level and builds every dotted part.
+        check_lines(text, source)
+        check_toml_shape(text, source)
+    except LimitError as exc:
+        raise ScenarioError(str(exc)) from None
+    try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # past the scan: int() of a huge number, say
+        raise ScenarioError(f"{source}: not readable as TOML ({type(exc).__name__})") from None
+    _check_counts(doc, source)
 
     top = source
     _known_keys(doc, "", top)
-    name = _get(doc, "name", str, top)
+    name = _name(doc, "name", top)
     owner = _get(doc, "owner", str, top, "vfio")
     if owner not in ("vfio", "driver"):
-        raise ScenarioError(f"{top}: 'owner' must be \"vfio\" or \"driver\", not {owner!r}")
+        raise ScenarioError(f"{top}: 'owner' must be \"vfio\" or \"driver\", not {quote(owner)}")
     memory_v = _get(doc, "memory", (str, int), top, "512G")
     try:
         memory = parse_size(str(memory_v), "'memory'")
     except ValueError as exc:
         raise ScenarioError(f"{top}: {exc}") from None
     if memory & 0xFFF or memory < MIN_MEMORY:
-        raise ScenarioError(f"{top}: 'memory' = {memory_v!r} must be a multiple of 4K and at least "
+        raise ScenarioError(f"{top}: 'memory' = {clip(repr(memory_v))} must be a multiple of 4K and at least "
                             f"{fmt_size(MIN_MEMORY)} (page tables are allocated from {fmt_size(TABLES_BASE)} up)")
     ram_base = _ram_base(doc, "ram_base", top, memory, 0x100000000)
     units: list[UnitSpec] = []
+    unit_names: set[str] = set()
     raw_units = _get(doc, "unit", list, top)
     if not raw_units:
         raise ScenarioError(f"{top}: at least one [[unit]] is needed")
@@ -223,12 +277,12 @@ def parse(data: bytes, source: str) -> Scenario:
         if not isinstance(u, dict):
             raise ScenarioError(f"{where}: must be a table")
         _known_keys(u, "unit", where)
-        uname = _get(u, "name", str, where)
-        if any(x.name == uname for x in units):
-            raise ScenarioError(f"{where}: duplicate unit name {uname!r}")
+        uname = _name(u, "name", where)
+        if uname in unit_names:
+            raise ScenarioError(f"{where}: duplicate unit name {quote(uname)}")
         level = _get(u, "level", str, where, "host")
         if level not in ("host", "guest"):
-            raise ScenarioError(f"{where}: 'level' must be \"host\" or \"guest\", not {level!r}")
+            raise ScenarioError(f"{where}: 'level' must be \"host\" or \"guest\", not {quote(level)}")
         haw = _get(u, "haw", int, where, 39)
         if not 32 <= haw <= 52:
             raise ScenarioError(f"{where}: 'haw' = {haw} is outside 32..52")
@@ -237,10 +291,11 @@ def parse(data: bytes, source: str) -> Scenario:
             raise ScenarioError(f"{where}: 'cap' {cap:#x} has SAGAW {CAP.get(cap, 'SAGAW'):#x}: the driver needs "
                                 "3-, 4- or 5-level page tables (SAGAW bit 1, 2 or 3)")
         units.append(UnitSpec(uname, level, _addr(u, "base", where), cap, _addr(u, "ecap", where), haw))
-    unit_names = {u.name for u in units}
+        unit_names.add(uname)
 
     groups: list[GroupSpec] = []
-    seen: dict[int, str] = {}
+    group_ids: set[int] = set()
+    seen: dict[str, str] = {}
     for i, g in enumerate(_get(doc, "group", list, top, [])):
         where = f"{source}: group[{i}]"
         if not isinstance(g, dict):
@@ -249,11 +304,12 @@ def parse(data: bytes, source: str) -> Scenario:
         gid = _get(g, "id", int, where)
         if not 0 <= gid < 1 << 20:
             raise ScenarioError(f"{where}: 'id' = {gid} is out of range")
-        if any(x.id == gid for x in groups):
+        if gid in group_ids:  # a set: a check per group over a list was quadratic
             raise ScenarioError(f"{where}: duplicate group id {gid}")
+        group_ids.add(gid)
         gunit = _get(g, "unit", str, where)
         if gunit not in unit_names:
-            raise ScenarioError(f"{where}: unknown unit {gunit!r} (units: {', '.join(sorted(unit_names))})")
+            raise ScenarioError(f"{where}: unknown unit {quote(gunit)} (units: {clip(', '.join(sorted(unit_names)))})")
         devs = []
         for j, d in enumerate(_get(g, "devices", list, where)):
             dwhere = f"{where}.devices[{j}]"
@@ -269,7 +325,7 @@ def parse(data: bytes, source: str) -> Scenario:
             if key in seen:
                 raise ScenarioError(f"{dwhere}: device {bdf_str(sid)} is already in {seen[key]}")
             seen[key] = f"group {gid}"
-            devs.append(DeviceSpec(sid, _get(d, "name", str, dwhere, bdf_str(sid))))
+            devs.append(DeviceSpec(sid, _name(d, "name", dwhere, bdf_str(sid))))
         if not devs:
             raise ScenarioError(f"{where}: a group needs at least one device")
         groups.append(GroupSpec(gid, gunit, devs, bool(_get(g, "attached", bool, where, False))))
@@ -300,7 +356,8 @@ def parse(data: bytes, source: str) -> Scenario:
                 raise ScenarioError(f"{source}: unit[{i}]: CAP.ND={nd} gives {usable} domain ids, but {n} groups "
                                     "are attached at boot")
 
-    sc = Scenario(name, _get(doc, "description", str, top, ""), source, owner, memory, ram_base, units, groups)
+    sc = Scenario(name, _name(doc, "description", top, "", MAX_DESCRIPTION_CHARS, "MAX_DESCRIPTION_CHARS"), source,
+                  owner, memory, ram_base, units, groups)
     sc.generate = spec
     if spec is not None:
         _check_map(sc, spec)
@@ -311,10 +368,13 @@ def parse(data: bytes, source: str) -> Scenario:
         sc.has_vm = True
         sc.policy = _get(vm, "policy", str, where, "mainline")
         if sc.policy not in ("mainline", "prefer-reuse"):
-            raise ScenarioError(f"{where}: 'policy' must be mainline or prefer-reuse, not {sc.policy!r}")
-        sc.kvm_model = _get(vm, "kvm_model", str, where, "6.11+")
-        if sc.kvm_model not in ("6.10", "6.11+"):
-            raise ScenarioError(f"{where}: 'kvm_model' must be 6.10 or 6.11+, not {sc.kvm_model!r}")
+            raise ScenarioError(f"{where}: 'policy' must be mainline or prefer-reuse, not {quote(sc.policy)}")
+        text = _get(vm, "kvm_model", str, where, "guest-pat")
+        sc.kvm_model = model_name(text) or ""
+        if not sc.kvm_model:
+            raise ScenarioError(f"{where}: 'kvm_model' must be guest-mtrr (6.10) or guest-pat (6.11+), "
+                                f"not {text!r}")
+        sc.ignore_guest_pat = _get(vm, "ignore_guest_pat", bool, where, True)
     elif owner == "vfio":
         raise ScenarioError(f"{top}: owner \"vfio\" needs a [vm] table (the VM that takes the groups)")
     q = _get(doc, "qemu", dict, top, None)
@@ -326,13 +386,20 @@ def parse(data: bytes, source: str) -> Scenario:
             raise ScenarioError(f"{where}: 'assigned_group' {ag} is not a group")
         hu = _get(q, "host_unit", str, where)
         if hu not in unit_names or next(u for u in units if u.name == hu).level != "host":
-            raise ScenarioError(f"{where}: 'host_unit' {hu!r} must name a unit with level \"host\"")
+            raise ScenarioError(f"{where}: 'host_unit' {quote(hu)} must name a unit with level \"host\"")
         host_bdf = _get(q, "host_bdf", str, where)
         try:
             hsid = parse_bdf(host_bdf)
         except ValueError as exc:
             raise ScenarioError(f"{where}: {exc}") from None
-        sc.qemu = QemuSpec(ag, hu, hsid, _ram_base(q, "host_ram_base", where, memory, 0x100000000))
+        sc.qemu = QemuSpec(ag, hu, hsid, _ram_base(q, "host_ram_base", where, memory, 0x100000000),
+                           _get(q, "host_group", int, where, 1), bool(_get(q, "force", bool, where, False)))
+        _check_qemu_start(sc, units, groups, where)
+    kern = _get(doc, "kernel", dict, top, None)
+    if kern is not None:
+        where = f"{source}: kernel"
+        _known_keys(kern, "kernel", where)
+        sc.dmar_debug = _get(kern, "dmar_debug", bool, where, False)
     cap = _get(doc, "iotlb_capacity", int, top, 1024)
     if cap < 0:
         raise ScenarioError(f"{top}: 'iotlb_capacity' = {cap} is negative (0 means no limit)")
@@ -342,6 +409,23 @@ def parse(data: bytes, source: str) -> Scenario:
             raise ScenarioError(f"{source}: group {g.id} sits on host unit {g.unit}; the guest's groups go on guest units")
     _check_table_room(sc, top)
     return sc
+
+
+def _check_qemu_start(sc: Scenario, units: list[UnitSpec], groups: list[GroupSpec], where: str) -> None:
+    """QEMU starts with the vfio-pci device cold-plugged: the vIOMMU options must let it
+    (sw.qemu.QemuViommu.start_refusal says what QEMU prints otherwise)."""
+    q = sc.qemu
+    gu = next(u for u in units if u.name == next(g for g in groups if g.id == q.assigned_group).unit)
+    if q.host_group < 0:
+        raise ScenarioError(f"{where}: 'host_group' = {q.host_group} is negative")
+    if not CAP.get(gu.cap, "CM") and not q.force:
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has CAP.CM=0 (caching-mode=off) with an assigned "
+                            f"device: QEMU would not start (vtd_dev_set_iommu_device(): \"{CM_REQUIRED}\"); set CM "
+                            "in its 'cap', or say the what-if: force = true")
+    if ECAP.get(gu.ecap, "SC"):
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has ECAP.SC=1 (snoop-control=on) with an assigned "
+                            f"device: QEMU would abort when the guest turns its IOMMU on "
+                            f"(vtd_iommu_notify_flag_changed(): \"{SC_UNSUPPORTED}\"), force or not")
 
 
 def _check_table_room(sc: Scenario, where: str) -> None:
@@ -373,7 +457,7 @@ def _generate(groups: list[GroupSpec], seen: dict[str, str], spec: GenerateSpec,
     if not 1 <= n <= 65536:
         raise ScenarioError(f"{where}: 'devices' = {n} is outside 1..65536")
     if spec.unit not in unit_names:
-        raise ScenarioError(f"{where}: unknown unit {spec.unit!r}")
+        raise ScenarioError(f"{where}: unknown unit {quote(spec.unit)}")
     if not 0 <= spec.first_bus <= 0xFF or spec.first_bus + (n - 1) // 32 > 0xFF:
         raise ScenarioError(f"{where}: {n} devices from bus {spec.first_bus:#x} run past bus 0xff")
     spec.first_group = start = max((g.id for g in groups), default=-1) + 1

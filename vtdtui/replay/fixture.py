@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..limits import (MAX_FIXTURE_BYTES, MAX_FIXTURE_KEYS, MAX_FIXTURE_LINES, MAX_TYPE_CHARS, LimitError,
+                      check_lines, read_bounded)
 from ..machine.scenario import BUILTIN
+from ..textsafe import quote
 from .keys import KeyNameError, check_key, did_you_mean
 
 DEFAULT_SIZE = (160, 50)  # the talk layout
@@ -65,7 +68,7 @@ def _strip_comment(raw: str) -> str:
 def _size(text: str, where: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d{1,5})\s*[xX]\s*(\d{1,5})", text)
     if not m:
-        raise FixtureError(f"{where}: size wants WIDTHxHEIGHT, e.g. 'size 160x50', not {text!r}")
+        raise FixtureError(f"{where}: size wants WIDTHxHEIGHT, e.g. 'size 160x50', not {quote(text)}")
     w, h = int(m.group(1)), int(m.group(2))
     (minw, minh), (maxw, maxh) = MIN_SIZE, MAX_SIZE
     if not (minw <= w <= maxw and minh <= h <= maxh):
@@ -79,7 +82,8 @@ def _seconds(text: str, where: str) -> float:
     except ValueError:
         s = math.nan
     if not math.isfinite(s) or not 0 <= s <= MAX_PAUSE:
-        raise FixtureError(f"{where}: pause wants seconds from 0 to {MAX_PAUSE:g}, e.g. 'pause 1.5', not {text!r}")
+        raise FixtureError(f"{where}: pause wants seconds from 0 to {MAX_PAUSE:g}, e.g. 'pause 1.5', not "
+                           f"{quote(text)}")
     return s
 
 
@@ -93,8 +97,18 @@ def resolve_scenario(name: str, fixture_path: str | Path) -> str:
     return str(p)
 
 
+def _check_limits(text: str, source: str) -> None:
+    """Before any line is parsed: the work is bounded by the limits, not the input."""
+    try:
+        check_lines(text, source, max_lines=MAX_FIXTURE_LINES, lines_name="MAX_FIXTURE_LINES")
+    except LimitError as exc:
+        raise FixtureError(str(exc)) from None
+
+
 def parse(text: str, source: str) -> Fixture:
+    _check_limits(text, source)
     fx = Fixture(source=source)
+    keys = 0
     seen: dict[str, int] = {}
     snapshots: dict[str, int] = {}
     first_key = 0
@@ -109,7 +123,7 @@ def parse(text: str, source: str) -> Fixture:
         word, *more = line.split(None, 1)
         rest = more[0].strip() if more else ""
         if word not in DIRECTIVES:
-            raise FixtureError(f"{where}: unknown directive {word!r}; expected one of {', '.join(DIRECTIVES)}"
+            raise FixtureError(f"{where}: unknown directive {quote(word)}; expected one of {', '.join(DIRECTIVES)}"
                                f"{did_you_mean(word.lower(), DIRECTIVES)}")
         if word in HEADERS:
             if first_key:
@@ -126,7 +140,7 @@ def parse(text: str, source: str) -> Fixture:
             else:
                 path = resolve_scenario(rest, source)
                 if rest not in BUILTIN and not Path(path).is_file():
-                    raise FixtureError(f"{where}: no such scenario {rest!r} "
+                    raise FixtureError(f"{where}: no such scenario {quote(rest)} "
                                        f"(built-in: {', '.join(BUILTIN)}; or a .toml file next to the fixture)")
                 fx.scenario, fx.scenario_line = path, n
             continue
@@ -139,14 +153,25 @@ def parse(text: str, source: str) -> Fixture:
                     check_key(t)
                 except KeyNameError as exc:
                     raise FixtureError(f"{where}: {exc}") from None
+            keys += len(tokens)
+            if keys > MAX_FIXTURE_KEYS:
+                raise FixtureError(f"{where}: more than {MAX_FIXTURE_KEYS:,} keys and typed characters "
+                                   "(MAX_FIXTURE_KEYS)")
             fx.steps.append(Step(n, "keys", rest, keys=tokens))
             first_key = first_key or n
         elif word == "type":
             if not rest:
                 raise FixtureError(f"{where}: type wants text, e.g. 'type 0x100000 64K rw'")
+            if len(rest) > MAX_TYPE_CHARS:
+                raise FixtureError(f"{where}: type text of {len(rest):,} characters, more than {MAX_TYPE_CHARS:,} "
+                                   "(MAX_TYPE_CHARS; split it over several type lines)")
             bad = [ch for ch in rest if not ch.isprintable()]
             if bad:
                 raise FixtureError(f"{where}: type text holds an unprintable character {bad[0]!r}")
+            keys += len(rest)
+            if keys > MAX_FIXTURE_KEYS:
+                raise FixtureError(f"{where}: more than {MAX_FIXTURE_KEYS:,} keys and typed characters "
+                                   "(MAX_FIXTURE_KEYS)")
             fx.steps.append(Step(n, "type", rest))
             first_key = first_key or n
         elif word == "pause":
@@ -154,7 +179,7 @@ def parse(text: str, source: str) -> Fixture:
         elif word == "snapshot":
             if not SNAPSHOT_NAME.fullmatch(rest):
                 raise FixtureError(f"{where}: snapshot wants a file name of letters, digits, '.', '-', '_' "
-                                   f"(up to 64), e.g. 'snapshot after-attach', not {rest!r}")
+                                   f"(up to 64), e.g. 'snapshot after-attach', not {quote(rest)}")
             if rest in snapshots:
                 raise FixtureError(f"{where}: snapshot {rest!r} already taken on line {snapshots[rest]}")
             snapshots[rest] = n
@@ -171,7 +196,9 @@ def load(path: str | Path) -> Fixture:
     """Read and parse a fixture file; every failure is a FixtureError naming the file."""
     source = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(source, MAX_FIXTURE_BYTES, "MAX_FIXTURE_BYTES")
+    except LimitError as exc:
+        raise FixtureError(str(exc)) from None
     except OSError as exc:
         raise FixtureError(f"{source}: {exc.strerror or exc}") from None
     try:
@@ -181,6 +208,7 @@ def load(path: str | Path) -> Fixture:
         raise FixtureError(f"{source}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    _check_limits(text, source)
     if not any(_strip_comment(raw) for raw in text.split("\n")):
         # An empty or truncated file would replay nothing and pass.
         raise FixtureError(f"{source}: empty fixture: no directives (a fixture says at least 'keys ...')")

@@ -10,6 +10,7 @@ Functions named in comments are the kernel's, so each step can be checked there.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..hw import regs
@@ -23,6 +24,11 @@ from .journal import Journal
 
 ACTOR = "driver"
 VTD_PAGE = PAGE_SIZE
+
+# Queued invalidation as drivers/iommu/intel/dmar.c and iommu.h have it.
+QI_LENGTH = 256  # descriptors in the queue (IQA.QS=0) and status words in qi->desc_status
+QI_FREE, QI_IN_USE, QI_DONE, QI_ABORT = range(4)  # enum of qi->desc_status[] values
+QI_MAX_BATCHED_DESC_COUNT = 16  # struct qi_batch (cache.c, v6.12+)
 
 
 class DriverError(Exception):
@@ -42,7 +48,11 @@ class DmarDomain:
     coherent: bool = True  # domain->iommu_coherency, fixed at allocation
     force_snooping: bool = False
     has_mappings: bool = False
-    superpage_level: int = 0  # largest leaf level usable on every attached unit: 1 4K, 2 2M, 3 1G
+    # Largest leaf level (1 4K, 2 2M, 3 1G): domain->iommu_superpage of the unit it was
+    # allocated for (paging_domain_alloc), fixed from then on; units that cannot walk
+    # its page sizes are refused at attach, not given a smaller domain.
+    superpage_level: int = 0
+    gaw: int = 0  # domain->gaw: address width of the unit it was allocated for
     mapped_pages: int = 0  # 4 KiB pages mapped
     flush_queue: list[tuple[int, int]] = field(default_factory=list)  # deferred (iova, size)
     freed_tables: list[int] = field(default_factory=list)  # freed after the next flush
@@ -50,6 +60,14 @@ class DmarDomain:
     @property
     def agaw(self) -> int:
         return self.levels - 2
+
+
+@dataclass
+class QiBatch:
+    """struct qi_batch: one flush operation's descriptors for one unit, not yet submitted."""
+
+    unit: DmarUnit | None = None
+    descs: list = field(default_factory=list)
 
 
 class IntelIommuDriver:
@@ -77,6 +95,8 @@ class IntelIommuDriver:
         self.skip_invalidation = False
         self._root: dict[str, int] = {}
         self._did_used: dict[str, set[int]] = {u.name: set() for u in units}
+        self._qi_status: dict[str, int] = {}  # unit → page of its qi->desc_status words
+        self._batch: QiBatch | None = None  # the open qi_batch of the flush in progress
         self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
 
     # ------------------------------------------------------------ small helpers
@@ -91,16 +111,37 @@ class IntelIommuDriver:
         return self.cache.cpu_read_q(addr)
 
     def flush_cache(self, unit: DmarUnit, addr: int, size: int, what: str, coherent: bool | None = None) -> None:
-        """__iommu_flush_cache / domain_flush_cache: clflush iff the walk does not snoop."""
+        """__iommu_flush_cache / domain_flush_cache: clflush iff the walk does not snoop.
+
+        Root and context entries (`coherent` None): __iommu_flush_cache() tests
+        ecap_coherent() at each call, so the unit's ECAP.C now decides.  Domain page
+        tables (`coherent` given): domain_flush_cache() tests domain->iommu_coherency,
+        set once in paging_domain_alloc() from the unit the domain was allocated on;
+        after a toggle of ECAP.C the reason says the two differ, so the journal never
+        contradicts the C badge on screen."""
+        domain_flush = coherent is not None
         coherent = unit.coherent if coherent is None else coherent
         detail = f"{what} {addr:#x}+{size:#x}"
+        kept = domain_flush and coherent != unit.coherent
+        if kept:
+            # Which domain: the flush does not say, so name it when only one domain on
+            # this unit (or the one whose top level this is) has that coherency.
+            mine = [d for d in self.domains.values() if d.coherent == coherent
+                    and (unit.name in d.dids or d.pgd == addr & ~0xFFF)]
+            whose = f"domain {mine[0].id}" if len(mine) == 1 else "the domain"
+            was = (f"{whose} was allocated on a {'' if coherent else 'non-'}coherent unit "
+                   f"(iommu_coherency={int(coherent)}); ECAP.C is now {int(unit.coherent)}: "
+                   "the kernel keeps the coherency fixed at allocation")
         if coherent:
-            self._ev(unit, "clflush", False, "clflush", "ECAP.C=1: page walks snoop the CPU cache", detail=detail)
+            why = f"{was}, so no clflush" if kept else "ECAP.C=1: page walks snoop the CPU cache"
+            self._ev(unit, "clflush", False, "clflush", why, detail=detail)
         elif self.skip_clflush:
-            self._ev(unit, "clflush", False, "clflush", "what-if: driver skips clflush on a non-coherent unit", detail=detail)
+            why = "what-if: driver skips clflush on a non-coherent unit"
+            self._ev(unit, "clflush", False, "clflush", f"{why} ({was})" if kept else why, detail=detail)
         else:
             self.cache.clflush(addr, size)
-            self._ev(unit, "clflush", True, "clflush", "ECAP.C=0: page walks read memory, not the CPU cache", detail=detail)
+            why = f"{was} and still clflushes" if kept else "ECAP.C=0: page walks read memory, not the CPU cache"
+            self._ev(unit, "clflush", True, "clflush", why, detail=detail)
 
     def flush_write_buffer(self, unit: DmarUnit, why: str) -> None:
         """iommu_flush_write_buffer(): only when CAP.RWBF (or the rwbf quirk)."""
@@ -114,23 +155,116 @@ class IntelIommuDriver:
     def _qi_on(self, unit: DmarUnit) -> bool:
         return bool(unit.gsts & regs.GSTS_QIES)
 
-    def _flush_context(self, unit: DmarUnit, gran: int, did: int = 0, sid: int = 0, fm: int = 0) -> None:
-        """iommu->flush.flush_context: qi_flush_context or __iommu_flush_context."""
+    def _desc_status(self, unit: DmarUnit) -> int:
+        """Address of the unit's qi->desc_status[QI_LENGTH] (32-bit words, one per queue
+        slot), allocated with the queue as dmar_enable_qi() does."""
+        if unit.name not in self._qi_status:
+            self._qi_status[unit.name] = self.alloc.alloc()
+        return self._qi_status[unit.name]
+
+    def _status_word(self, addr: int, value: int | None = None) -> int:
+        """Read (or write) one 32-bit desc_status word through the CPU."""
+        word, shift = addr & ~7, (addr & 4) * 8
+        old = self._read(word)
+        if value is not None:
+            self._write(word, (old & ~(0xFFFFFFFF << shift)) | (value << shift))
+        return (old >> shift) & 0xFFFFFFFF
+
+    def _qi_submit_sync(self, unit: DmarUnit, descs: list) -> bool:
+        """qi_submit_sync() (dmar.c): the descriptors, then one wait descriptor
+        `QI_IWD_STATUS_DATA(QI_DONE) | QI_IWD_STATUS_WRITE | QI_IWD_TYPE` (SW=1, IF=0,
+        FN=0) whose status address is &qi->desc_status[wait_index]; one tail write, then
+        poll that word for QI_DONE.  True when it came; the callers (qi_flush_*,
+        qi_batch_flush_descs) ignore the outcome, as the kernel's do."""
         from ..hw import qi
 
+        if not self._qi_on(unit):
+            return False  # `if (!qi) return 0;`: no queue, nothing is sent
+        status = self._desc_status(unit)
+        count = len(descs)
+        # qi->free_head / free_tail: the queue drains on each tail write here, so the
+        # software indices are the unit's IQT and IQH.
+        index = unit.mmio_read(regs.IQT_REG) >> 4
+        busy = (index - (unit.mmio_read(regs.IQH_REG) >> 4)) % QI_LENGTH
+        if QI_LENGTH - busy < count + 2:  # "# of desc + 1 wait desc + 1 space between head and tail"
+            return False  # the kernel spins until a stopped queue moves again
+        slots = [status + 4 * ((index + i) % QI_LENGTH) for i in range(count + 1)]
+        for a in slots:
+            self._status_word(a, QI_IN_USE)
+        unit.submit(*descs, qi.WaitDesc(status_write=True, status_data=QI_DONE, status_addr=slots[-1]))
+        # A queue stopped by FSTS.IQE never writes QI_DONE: the kernel then sits in
+        # qi_check_fault(); the model stops waiting and leaves IQE on the unit to see.
+        done = self._status_word(slots[-1]) == QI_DONE
+        for a in slots:  # handed back for reclaim_free_desc()
+            self._status_word(a, QI_FREE)
+        return done
+
+    @contextmanager
+    def qi_batch(self):
+        """domain->qi_batch of cache_tag_flush_range() / _range_np() / _all() (cache.c,
+        v6.12+): IOTLB and device-TLB descriptors queue up per unit and go out in one
+        qi_submit_sync() when the unit changes, when QI_MAX_BATCHED_DESC_COUNT are
+        queued, and when the flush ends.  Nested scopes share the outermost batch."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = QiBatch()
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            self._qi_batch_flush(batch)
+
+    def _qi_batch_flush(self, batch: QiBatch) -> None:
+        """qi_batch_flush_descs()."""
+        if batch.unit is not None and batch.descs:
+            descs, batch.descs = batch.descs, []
+            self._qi_submit_sync(batch.unit, descs)
+
+    def _qi_switch(self, unit: DmarUnit) -> QiBatch | None:
+        """The open batch, flushed first if it holds another unit's descriptors
+        (cache_tag_flush_range: `if (iommu && iommu != tag->iommu) qi_batch_flush_descs`)."""
+        batch = self._batch
+        if batch is not None and batch.unit is not unit:
+            self._qi_batch_flush(batch)
+            batch.unit = unit
+        return batch
+
+    def _qi_send(self, unit: DmarUnit, desc) -> None:
+        """qi_batch_add_*() inside a batch (qi_batch_increment_index submits at 16), else
+        one qi_submit_sync() for this descriptor (qi_flush_iotlb, qi_flush_dev_iotlb)."""
+        batch = self._qi_switch(unit)
+        if batch is None:
+            self._qi_submit_sync(unit, [desc])
+            return
+        batch.descs.append(desc)
+        if len(batch.descs) == QI_MAX_BATCHED_DESC_COUNT:
+            self._qi_batch_flush(batch)
+
+    def _flush_context(self, unit: DmarUnit, gran: int, did: int = 0, sid: int = 0, fm: int = 0) -> None:
+        """iommu->flush.flush_context: qi_flush_context (one qi_submit_sync of its own,
+        never batched) or __iommu_flush_context."""
+        from ..hw import qi
+
+        batch = self._qi_switch(unit)
+        if batch is not None:
+            self._qi_batch_flush(batch)  # keep program order with anything queued before
         if self._qi_on(unit):
-            unit.submit(qi.CcDesc(gran, did, sid, fm), qi.WaitDesc(status_write=False, interrupt=False, fence=True))
+            self._qi_submit_sync(unit, [qi.CcDesc(gran, did, sid, fm)])
         else:
             value = regs.CCMD_ICC | (gran << regs.CCMD_CIRG_SHIFT) | (fm << 32) | (sid << 16) | did
             unit.mmio_write(regs.CCMD_REG, value)
 
     def _flush_iotlb(self, unit: DmarUnit, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> None:
+        """iommu->flush.flush_iotlb (qi_flush_iotlb), qi_batch_add_iotlb inside a
+        qi_batch(), or __iommu_flush_iotlb when QI is off."""
         from ..hw import qi
 
         if self._qi_on(unit):
-            unit.submit(qi.IotlbDesc(gran, did, addr, am, ih, dr=bool(unit.capf("DRD")), dw=bool(unit.capf("DWD"))),
-                        qi.WaitDesc(fence=True))
+            self._qi_send(unit, qi.IotlbDesc(gran, did, addr, am, ih, dr=bool(unit.capf("DRD")),
+                                             dw=bool(unit.capf("DWD"))))
         else:
+            self._qi_switch(unit)
             unit.mmio_write(unit.iotlb_reg, addr | (regs.IVA_IH if ih else 0) | am)
             unit.mmio_write(unit.iotlb_reg + 8, regs.IOTLB_IVT | (gran << regs.IOTLB_IIRG_SHIFT) | (did << 32))
 
@@ -152,6 +286,7 @@ class IntelIommuDriver:
             self._flush_iotlb(unit, regs.GRAN_GLOBAL)
         if unit.qi_supported:
             queue = qi_queue if qi_queue is not None else self.alloc.alloc()
+            self._desc_status(unit)  # dmar_enable_qi(): qi->desc_status with the queue
             unit.enable_qi(queue)
         unit.enable_translation()
 
@@ -161,6 +296,7 @@ class IntelIommuDriver:
         levels = self._levels_for(unit)
         d = DmarDomain(self._ids[0], levels, self.alloc.alloc(), owner, coherent=unit.coherent)
         d.superpage_level = self._superpage_level(unit)
+        d.gaw = min(30 + 9 * (levels - 2), unit.mgaw_bits)
         self._ids[0] += 1
         self.domains[d.id] = d
         self.flush_cache(unit, d.pgd, PAGE_SIZE, f"domain {d.id} top-level table", d.coherent)
@@ -186,8 +322,10 @@ class IntelIommuDriver:
 
     @staticmethod
     def _superpage_level(unit: DmarUnit) -> int:
-        sllps = unit.capf("SLLPS")
-        return 3 if sllps & 2 and sllps & 1 else 2 if sllps & 1 else 1
+        """iommu_superpage_capability() (second stage: fls(cap_super_page_val)) turned into
+        domain_super_pgsize_bitmap()'s sizes: 1 → 2M, 2 → 2M+1G, anything else none."""
+        levels = unit.capf("SLLPS").bit_length()
+        return {1: 2, 2: 3}.get(levels, 1)
 
     def domain_free(self, d: DmarDomain) -> None:
         if d.devices:
@@ -243,13 +381,27 @@ class IntelIommuDriver:
     @staticmethod
     def incompatible(d: DmarDomain, unit: DmarUnit) -> str | None:
         """paging_domain_compatible(): why `unit` cannot take domain `d` (the kernel
-        refuses with -EINVAL, and no message), or None."""
+        refuses with -EINVAL, and no message), or None.
+
+        Page sizes follow paging_domain_compatible_second_stage() ("iommu/vt-d: Split
+        paging_domain_compatible()", Jul 2025, ≈6.17): every size in the domain's
+        pgsize_bitmap must be in the unit's CAP.SLLPS.  ≈6.12–6.16 demanded
+        iommu_superpage equality; before that domain_update_iommu_superpage() shrank the
+        domain to the smallest unit — either way a unit with fewer sizes is refused."""
+        sllps = unit.capf("SLLPS")
+        for level, bit, size in ((2, 0, "2M"), (3, 1, "1G")):
+            if d.superpage_level >= level and not sllps >> bit & 1:
+                return (f"{unit.name} CAP.SLLPS={sllps:#x} has no {size} pages; domain {d.id} "
+                        f"was allocated with them (same page size support)")
         if d.force_snooping and not unit.sc:
             return f"{unit.name} has no snoop control; domain {d.id} enforces coherency"
         if d.coherent != unit.coherent:
-            return f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk coherency"
-        if d.levels - 2 > IntelIommuDriver._levels_for(unit) - 2:
-            return f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level table"
+            return (f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk "
+                    f"coherency (iommu_coherency={int(d.coherent)}, fixed at allocation)")
+        levels = IntelIommuDriver._levels_for(unit)
+        width = min(30 + 9 * (levels - 2), unit.mgaw_bits)
+        if d.gaw > width or d.levels > levels:
+            return f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level, {d.gaw}-bit table"
         return None
 
     def attach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
@@ -265,7 +417,6 @@ class IntelIommuDriver:
             self.detach_device(old, unit, source_id)
         if unit.name not in d.dids:
             d.dids[unit.name] = self._alloc_did(unit)
-            d.superpage_level = min(d.superpage_level, self._superpage_level(unit)) if d.devices else self._superpage_level(unit)
         d.devices[source_id] = unit.name
         self._context_mapping_one(d, unit, source_id)
 
@@ -346,13 +497,17 @@ class IntelIommuDriver:
             del d.dids[unit.name]
 
     def _devtlb(self, unit: DmarUnit, source_id: int, addr: int, mask: int, rule: str) -> None:
+        """qi_flush_dev_iotlb, or qi_batch_add_dev_iotlb inside a qi_batch()."""
         bdf = bdf_str(source_id)
         if source_id in self.ats:
             from ..hw import qi
 
             size = mask > 0
             a = addr | (((1 << (mask - 1)) - 1) << 12 if size else 0)
-            unit.submit(qi.DevTlbDesc(source_id, a, size), qi.WaitDesc(fence=True))
+            # Both return early `if (!(iommu->gcmd & DMA_GCMD_TE))`: the spec (4.3) advises
+            # no device-TLB invalidation while remapping is off.
+            if unit.gcmd & regs.GCMD_TE:
+                self._qi_send(unit, qi.DevTlbDesc(source_id, a, size))
             self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations", "device", bdf)
         else:
             self._ev(unit, "device-tlb-invalidation", False, rule, "ATS not enabled on the device", "device", bdf)
@@ -375,38 +530,60 @@ class IntelIommuDriver:
         leaves = 0
         end = iova + size
         cur, pa = iova, phys
-        superseded: list[int] = []  # page-table pages a new large page replaces
         while cur < end:
             level = self._largest_level(d, cur, pa, end - cur)
             table = self._pte_table(d, cur, level, coherent, units)
-            first = idx = level_index(cur, level)
+            first = level_index(cur, level)
             step = 1 << level_shift(level)
-            while idx < 512 and cur < end and self._largest_level(d, cur, pa, end - cur) == level:
-                slot = table + idx * 8
-                old = self._read(slot)
-                if old & 3:
-                    # switch_to_super_page(): an emptied lower table makes room.
-                    self._collect(old & PTE_ADDR_MASK, level - 1, superseded)
-                    self._write(slot, 0)
-                self._write(slot, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
-                d.mapped_pages += step >> 12
-                leaves += 1
+            # One run: the entries of this table that take a page of this size.
+            n, c, p = 0, cur, pa
+            while first + n < 512 and c < end and self._largest_level(d, c, p, end - c) == level:
+                n, c, p = n + 1, c + step, p + step
+            if level > 1:
+                self._switch_to_super_page(d, table, first, n, cur, level, coherent, units)
+            for idx in range(first, first + n):
+                self._write(table + idx * 8, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
                 cur += step
                 pa += step
-                idx += 1
+            d.mapped_pages += n * (step >> 12)
+            leaves += n
             if units:
-                self.flush_cache(units[0], table + first * 8, (idx - first) * 8,
-                                 f"{idx - first} leaf PTE(s) L{level}", coherent)
+                self.flush_cache(units[0], table + first * 8, n * 8, f"{n} leaf PTE(s) L{level}", coherent)
         d.has_mappings = True
-        if superseded:
-            # cache_tag_flush_range(ih=0): walks may have cached the old tables.
-            for name, did in d.dids.items():
-                self._psi(self.units[name], did, iova, size, "superpage",
-                          "switch_to_super_page(): old page-table pages unlinked for a large page", ih=False)
-            for t in superseded:
-                self.alloc.free(t)
         self._iotlb_sync_map(d, iova, size)
         return leaves
+
+    def _switch_to_super_page(self, d: DmarDomain, table: int, first: int, n: int, start: int,
+                              level: int, coherent: bool, units: list[DmarUnit]) -> None:
+        """switch_to_super_page(): before the large PTEs are written, each present PDE in
+        their place — a table emptied by earlier unmaps — is cleared and its tables freed
+        (dma_pte_free_pagetable), then the IOTLB is flushed from there to the end of the
+        run (cache_tag_flush_range(..., ih=0)), once per present PDE, as the kernel does.
+        The kernel frees the pages before that flush; so does the model."""
+        step = 1 << level_shift(level)
+        end = start + n * step
+        for i in range(n):
+            slot = table + (first + i) * 8
+            old = self._read(slot)
+            if not old & 3:
+                continue
+            pos = start + i * step
+            tables: list[int] = []
+            self._collect(old & PTE_ADDR_MASK, level - 1, tables)
+            self._write(slot, 0)
+            if units:
+                self.flush_cache(units[0], slot, 8, f"L{level} entry {pos:#x} cleared for a large page", coherent)
+            for t in tables:
+                self.alloc.free(t)
+            with self.qi_batch():  # cache_tag_flush_range(domain, pos, end, 0)
+                for name, did in d.dids.items():
+                    unit = self.units[name]
+                    self._psi(unit, did, pos, end - pos, "superpage",
+                              f"switch_to_super_page(): table under L{level} entry {pos:#x} cleared and freed "
+                              "for a large page", ih=False)
+                    for sid, uname in d.devices.items():  # the domain's device-TLB cache tags
+                        if uname == name:
+                            self._devtlb(unit, sid, pos, psi_aligned(pos, end - pos)[1], "superpage")
 
     def _check_range(self, d: DmarDomain, iova: int, size: int) -> None:
         if size <= 0:
@@ -414,6 +591,24 @@ class IntelIommuDriver:
         width = min([self.units[n].mgaw_bits for n in d.dids] or [30 + 9 * d.agaw])
         if iova + size > 1 << min(width, 30 + 9 * d.agaw):
             raise DriverError(f"IOVA range ends beyond the domain's {min(width, 30 + 9 * d.agaw)}-bit address width")
+
+    @classmethod
+    def leaf_entries(cls, d: DmarDomain, iova: int, phys: int, size: int) -> int:
+        """How many leaf entries map_range() would write for this range, counted run by
+        run in a few steps (not entry by entry), so a caller can refuse a huge map
+        before any work starts."""
+        n, cur, pa, end = 0, iova, phys, iova + size
+        while cur < end:
+            level = cls._largest_level(d, cur, pa, end - cur)
+            step = 1 << level_shift(level)
+            k = (end - cur) // step
+            if level < d.superpage_level:
+                bigger = 1 << level_shift(level + 1)
+                if (pa - cur) % bigger == 0 and (-cur) % bigger:
+                    k = min(k, ((-cur) % bigger) // step)  # up to where a larger page fits
+            n += k
+            cur, pa = cur + k * step, pa + k * step
+        return n
 
     @staticmethod
     def _largest_level(d: DmarDomain, iova: int, phys: int, left: int) -> int:
@@ -448,6 +643,10 @@ class IntelIommuDriver:
 
     def _iotlb_sync_map(self, d: DmarDomain, iova: int, size: int) -> None:
         """intel_iommu_iotlb_sync_map() → cache_tag_flush_range_np()."""
+        with self.qi_batch():
+            self._iotlb_sync_map_tags(d, iova, size)
+
+    def _iotlb_sync_map_tags(self, d: DmarDomain, iova: int, size: int) -> None:
         for name, did in d.dids.items():
             unit = self.units[name]
             if unit.cm:
@@ -575,12 +774,13 @@ class IntelIommuDriver:
                          "page", f"DID {did} {iova:#x}+{size:#x}")
             return
         ih = not freed  # only leaves changed: paging-structure caches may stay
-        for name, did in d.dids.items():
-            unit = self.units[name]
-            self._psi(unit, did, iova, size, "unmap", "leaf entries cleared: cached translations must go", ih)
-            for sid, uname in d.devices.items():
-                if uname == name:
-                    self._devtlb(unit, sid, iova, psi_aligned(iova, size)[1], "unmap")
+        with self.qi_batch():  # cache_tag_flush_range(): one batch per unit
+            for name, did in d.dids.items():
+                unit = self.units[name]
+                self._psi(unit, did, iova, size, "unmap", "leaf entries cleared: cached translations must go", ih)
+                for sid, uname in d.devices.items():
+                    if uname == name:
+                        self._devtlb(unit, sid, iova, psi_aligned(iova, size)[1], "unmap")
         for t in freed:
             self.alloc.free(t)
 
@@ -589,11 +789,12 @@ class IntelIommuDriver:
         one domain-selective invalidation covers everything queued."""
         n = len(d.flush_queue)
         if n:
-            for name, did in d.dids.items():
-                unit = self.units[name]
-                self._ev(unit, "iotlb-invalidation", True, "unmap",
-                         f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain", f"DID {did}")
-                self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            with self.qi_batch():  # cache_tag_flush_all()
+                for name, did in d.dids.items():
+                    unit = self.units[name]
+                    self._ev(unit, "iotlb-invalidation", True, "unmap",
+                             f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain", f"DID {did}")
+                    self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         d.flush_queue.clear()
         for t in d.freed_tables:
             self.alloc.free(t)
@@ -601,18 +802,54 @@ class IntelIommuDriver:
         return n
 
     # ------------------------------------------------------------ faults
-    def handle_faults(self, unit: DmarUnit) -> int:
-        """dmar_fault(): clear each recorded fault's F bit (W1C), then FSTS.PFO;
-        returns how many records it consumed.  The lines it prints are the faults'
-        own messages, already in the journal."""
-        cleared = 0
-        for i, (_, hi) in enumerate(unit.frcd):
-            if hi >> 63:
-                unit.mmio_write(unit.fault_reg + i * 16 + 8, 1 << 63)
-                cleared += 1
-        if unit.fsts & regs.FSTS_PFO:
-            unit.mmio_write(regs.FSTS_REG, regs.FSTS_PFO)
-        return cleared
+    def handle_faults(self, unit: DmarUnit, dmar_debug: bool = False) -> list[str]:
+        """dmar_fault() (drivers/iommu/intel/dmar.c): the lines it prints, in order.
+
+        Read FSTS once; print "DRHD: handling fault status reg %x" with that value if
+        it is not 0; stop unless PPF.  From FSTS.FRI, read each FRCD while its F bit
+        is set, clear F (W1C), print its dmar_fault_do_one() line — and, only in a
+        kernel built with CONFIG_DMAR_DEBUG (`dmar_debug`), dmar_fault_dump_ptes()
+        after it — wrapping at cap_num_fault_regs; then write PFO|PPF|PRO to FSTS.
+        The printed lines are also kept on the Fault each record belongs to
+        (`log`, `dump`).  Ratelimiting (__ratelimit, 10 per 5 s) is not modelled:
+        there is no clock."""
+        from ..hw import faults as fr
+
+        fsts = unit.mmio_read(regs.FSTS_REG)
+        lines: list[str] = []
+        if fsts:
+            lines.append(fr.drhd_line(fsts))
+        if not fsts & regs.FSTS_PPF:
+            if lines:  # goto unlock_exit: FSTS is left as it is, PFO included
+                self._ev(unit, "fault", False, "dmar-fault", lines[0], detail="FSTS.PPF=0: no fault record to read")
+            return lines
+        index = fsts >> 8 & 0xFF  # dma_fsts_fault_record_index()
+        first, records = True, 0
+        while True:
+            reg = unit.fault_reg + index * 16
+            hi = unit.mmio_read(reg + 8)
+            if not hi >> 63:  # DMA_FRCD_F
+                break
+            sid, reason, read = hi & 0xFFFF, hi >> 32 & 0xFF, bool(hi >> 62 & 1)  # dma_frcd_type: 1 = read
+            addr = unit.mmio_read(reg) & ~0xFFF  # dma_frcd_page_addr()
+            unit.mmio_write(reg + 8, 1 << 63)  # clear the fault
+            printed = [fr.log_line(sid, addr, reason, not read)]
+            dump = unit.fault_dump(sid, addr) if dmar_debug else []
+            printed += dump
+            f = next((x for x in reversed(unit.faults) if x.frcd == index and x.recorded), None)
+            if f is not None:
+                f.log = (lines[:1] if first else []) + printed
+                f.dump = dump
+            lines += printed
+            first, records = False, records + 1
+            index = (index + 1) % unit.num_fault_regs
+        dma_fsts_pro = 1 << 7  # not modelled by the hardware; the kernel writes it anyway
+        unit.mmio_write(regs.FSTS_REG, regs.FSTS_PFO | regs.FSTS_PPF | dma_fsts_pro)
+        dump = "each followed by its PTE dump (CONFIG_DMAR_DEBUG=y)" if dmar_debug else \
+            "no PTE dump (CONFIG_DMAR_DEBUG is not set)"
+        self._ev(unit, "fault", True, "dmar-fault", lines[0],
+                 detail=f"then {records} dmar_fault_do_one line(s), F cleared; {dump}")
+        return lines
 
     # ------------------------------------------------------------ reading the tables
     def mapped_in(self, d: DmarDomain, iova: int, size: int) -> bool:

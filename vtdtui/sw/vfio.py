@@ -6,7 +6,11 @@ Reuse policies for vfio_iommu_type1_attach_group():
   prefer-reuse  reuse whenever the ops match (the 2022 patch "Prefer to reuse domains
                 vs match enforced cache coherency", posted, not merged).
 Optional: the 2024 proposal to flush CPU caches of pages mapped into a non-coherent
-domain (vfio_dma.is_noncoherent; flush on map, on replay and on unpin).
+domain ("vfio/type1: Flush CPU caches on DMA pages in non-coherent domains"; flush on
+map, on replay and on unpin).  A vfio_dma is flushed once, when it first lands in a
+non-coherent domain: vfio_dma.is_noncoherent records that, and a replay into a second
+non-coherent domain skips it (`update_to_noncoherent_required = !domain->enforce_cache_coherency
+&& !dma->is_noncoherent`, named set_noncoherent in review).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class VfioDomain:
     domain: DmarDomain
     enforce_cache_coherency: bool
     groups: list[int] = field(default_factory=list)
+    unit: str = ""  # the unit it was allocated for: events name it once no device is left
 
 
 @dataclass
@@ -111,14 +116,14 @@ class VfioContainer:
             self.driver.domain_free(new)
             raise VfioError(f"{g.label}: {exc}") from None
         ecc = self.driver.enforce_cache_coherency(new)
-        vnew = VfioDomain(new, ecc)
+        vnew = VfioDomain(new, ecc, unit=unit.name)
         for vd in self.domains:
             same_cc = vd.enforce_cache_coherency == ecc
             if self.policy == "mainline" and not same_cc:
                 self.journal.skipped(
                     unit.name, ACTOR, "domain-reuse", "vfio-reuse",
                     f"mainline: domain {vd.domain.id} has enforce_cache_coherency="
-                    f"{str(vd.enforce_cache_coherency).lower()}, group {g.id} needs {str(ecc).lower()}",
+                    f"{str(vd.enforce_cache_coherency).lower()}, {g.label} needs {str(ecc).lower()}",
                     "domain", g.label)
                 continue
             # iommu_detach_group() from the new domain, try the existing one.
@@ -138,7 +143,7 @@ class VfioContainer:
             vd.groups.append(g.id)
             return vd
         self.journal.issued(unit.name, ACTOR, "domain-reuse", "vfio-reuse",
-                            f"no compatible domain: group {g.id} keeps new domain {new.id}"
+                            f"no compatible domain: {g.label} keeps new domain {new.id}"
                             + (f", replaying {len(self.dmas)} mapping(s)" if self.dmas else ""),
                             "domain", g.label)
         vnew.groups.append(g.id)
@@ -148,9 +153,17 @@ class VfioContainer:
 
     def _replay(self, vd: VfioDomain) -> None:
         """vfio_iommu_replay(): every existing vfio_dma into the new domain."""
+        unit = self._unit_of(vd)
         for dma in self.dmas:
-            if not vd.enforce_cache_coherency:
-                self._cpu_flush(dma, "replay into a non-coherent domain")
+            if vd.enforce_cache_coherency:
+                pass
+            elif dma.is_noncoherent:
+                self.journal.skipped(unit, ACTOR, "cpu-cache-flush", "vfio-noncoherent-flush",
+                                     "2024 proposal: replay into a non-coherent domain, but the pages were "
+                                     "flushed when first mapped non-coherently (dma->is_noncoherent)",
+                                     "page", f"{dma.iova:#x}+{dma.size:#x}")
+            else:
+                self._cpu_flush(dma, "replay into a non-coherent domain", unit)
             self.driver.map_range(vd.domain, dma.iova, dma.vaddr_hpa, dma.size, dma.r, dma.w)
 
     def detach_group(self, g: Group) -> None:
@@ -180,10 +193,12 @@ class VfioContainer:
             if dma.iova < iova + size and iova < dma.iova + dma.size:
                 raise VfioError(f"{iova:#x}+{size:#x} overlaps the mapping at {dma.iova:#x}+{dma.size:#x} (-EEXIST)")
         dma = VfioDma(iova, size, hpa, r, w)
-        if any(not vd.enforce_cache_coherency for vd in self.domains):
-            self._cpu_flush(dma, "mapped into a non-coherent domain")
+        noncoherent = [vd for vd in self.domains if not vd.enforce_cache_coherency]
+        if noncoherent:
+            self._cpu_flush(dma, f"mapped into non-coherent domain {noncoherent[0].domain.id}",
+                            self._unit_of(noncoherent[0]))
         else:
-            self.journal.skipped(self._any_unit(), ACTOR, "cpu-cache-flush", "vfio-noncoherent-flush",
+            self.journal.skipped(self._unit_of(self.domains[0]), ACTOR, "cpu-cache-flush", "vfio-noncoherent-flush",
                                  "every domain enforces coherency: DMA snoops the CPU caches",
                                  "page", f"{iova:#x}+{size:#x}")
         mapped = []
@@ -199,11 +214,9 @@ class VfioContainer:
         self.dmas.sort(key=lambda x: x.iova)
         return dma
 
-    def _any_unit(self) -> str:
-        for vd in self.domains:
-            for name in vd.domain.dids:
-                return name
-        return next(iter(self.driver.units))
+    def _unit_of(self, vd: VfioDomain) -> str:
+        """The unit a VFIO decision about `vd` acts on: the unit its domain is attached to."""
+        return next(iter(vd.domain.dids), None) or vd.unit
 
     def unmap_dma(self, iova: int, size: int) -> int:
         """VFIO_IOMMU_UNMAP_DMA (type1v2): whole mappings only; returns bytes unmapped."""
@@ -225,8 +238,7 @@ class VfioContainer:
         return total
 
     # ------------------------------------------------------------ the 2024 proposal
-    def _cpu_flush(self, dma: VfioDma, why: str) -> None:
-        unit = self._any_unit()
+    def _cpu_flush(self, dma: VfioDma, why: str, unit: str) -> None:
         detail = f"{dma.iova:#x}+{dma.size:#x}"
         if self.flush_noncoherent:
             dma.is_noncoherent = True
@@ -240,7 +252,8 @@ class VfioContainer:
     def _unpin(self, dma: VfioDma) -> None:
         if dma.is_noncoherent and self.flush_noncoherent:
             self.driver.cache.clflush(dma.vaddr_hpa, dma.size)
-            self.journal.issued(self._any_unit(), ACTOR, "cpu-cache-flush", "vfio-noncoherent-flush",
+            noncoherent = [vd for vd in self.domains if not vd.enforce_cache_coherency] or self.domains
+            self.journal.issued(self._unit_of(noncoherent[0]), ACTOR, "cpu-cache-flush", "vfio-noncoherent-flush",
                                 "2024 proposal: unpin of a page once mapped non-coherently", "page",
                                 f"{dma.iova:#x}+{dma.size:#x}")
 

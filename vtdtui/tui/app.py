@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -25,8 +24,11 @@ from textual.widgets import Input, Static
 
 from ..hw.entries import bdf_str
 from ..machine import CommandError, Machine, Outcome, ScenarioError
+from ..limits import MAX_TYPE_CHARS
 from ..machine.machine import OPTIONS
-from ..replay import Recorder
+from ..outfile import write_atomic
+from ..replay import Recorder, typed
+from ..textsafe import clip, markup, printable
 from ..views.journal import OUTCOMES, JournalFilter
 from ..views.prompts import PROMPTS, check_filter
 from ..views.status import sentence
@@ -44,6 +46,11 @@ RECORD_KEY = "R"
 
 # Below this the panes do not fit side by side: one pane at a time, with tabs.
 WIDE = (140, 40)
+
+# The status line is one row: a refusal that quotes a pasted megabyte is cut here.
+STATUS_LIMIT = 1000
+# A name in the context line (scenario, unit, device), cut so that the rest still shows.
+NAME_LIMIT = 60
 
 
 class MainScreen(Screen):
@@ -105,7 +112,7 @@ class VtdApp(App[int]):
         ("o", "cycle_outcome", "outcome", "Journal: show all / issued / skipped", False),
         ("slash", "journal_filter", "filter", "Journal: filter by op, unit, actor, rule", False),
         ("p", "cycle_option('reuse')", "reuse", "VFIO reuse policy: mainline / prefer-reuse", False),
-        ("k", "cycle_option('kvm-model')", "kvm", "KVM memory-type model: 6.10 / 6.11+", False),
+        ("k", "cycle_option('kvm-model')", "kvm", "KVM memory-type model: guest MTRR (≤6.10) / guest PAT (6.11+)", False),
         ("l", "cycle_option('lazy')", "lazy", "Lazy (flush-queue) unmaps on / off", False),
         ("f", "command('flush-queue')", "flush", "Run the flush-queue timer now", False),
         ("w", "cycle_option('skip-clflush')", "no-clflush", "What-if: the driver skips clflush", False),
@@ -143,6 +150,8 @@ class VtdApp(App[int]):
         # from the start: (key, character, typed into a text field).
         self.keylog: list[tuple[str, str | None, bool]] = []
         self._injected: set[int] = set()  # keys sent by a replay or re-sent by a prompt
+        self._replayed: set[int] = set()  # of those, a replay's: they go to the logs
+        self._log_trouble: dict[str, str] = {}  # "session log"/"recording" → why it is behind
         self.zoomed = False
         self.version = 0  # bumped by every state change; panes redo their view when behind
         self.last_status = ""
@@ -167,6 +176,9 @@ class VtdApp(App[int]):
                 pass
             elif id(event) in self._injected:
                 self._injected.discard(id(event))
+                if id(event) in self._replayed:  # a replay's key changes state like a typed one
+                    self._replayed.discard(id(event))
+                    self._log_key(event, screen)
             else:
                 r = self.replayer
                 if r is not None and r.live and r.control(event.key):
@@ -175,14 +187,41 @@ class VtdApp(App[int]):
             # Either visit: a key that beat the prompt it was typed for waits for it.
             if isinstance(screen, PromptScreen) and screen.hold(event.key, event.character):
                 return
+        elif isinstance(event, events.Paste) and not event.is_forwarded:
+            self._paste(event.text)
+            return
         await super().on_event(event)
 
-    def inject_key(self, key: str, character: str | None) -> None:
+    def _paste(self, text: str) -> None:
+        """A paste types its text: one key event per character, exactly what the
+        `type` line it is logged as replays, so the session log and a recording hold
+        it and a replay gets the same prompt text.  As Textual's Input does, only the
+        first line counts; characters no key can type (tabs, controls) are dropped."""
+        r = self.replayer
+        screen = self.screen if self._screen_stack else None
+        if (r is not None and r.live) or not (isinstance(screen, PromptScreen) or isinstance(self.focused, Input)):
+            return  # no text field takes it (a pane would ignore it): nothing happens
+        line = text.splitlines()[0] if text else ""
+        # A longer paste is refused whole rather than typed in part: it is no command,
+        # and its `type` line would be more than a fixture takes.
+        if len(line) > MAX_TYPE_CHARS:
+            message = f"paste refused: {len(line):,} characters, more than {MAX_TYPE_CHARS:,} (MAX_TYPE_CHARS)"
+            if not (isinstance(screen, PromptScreen) and screen.tell(message)):
+                self.say(message, error=True)
+            return
+        for key, ch in typed("".join(ch for ch in line if ch.isprintable())):
+            self.post_message(events.Key(key, ch))  # as if typed: logged, held, dispatched
+
+    def inject_key(self, key: str, character: str | None, *, replayed: bool = False) -> None:
         """Send a key that the user did not type now (a replay, or a key a prompt
-        kept and hands on): not recorded, not a presenter's control."""
+        kept and hands on): not a presenter's control.  A replay's keys (`replayed`)
+        go to the session log and a recording, so that a session resumed by a replay
+        logs from its start; a key a prompt hands on was logged when it was typed."""
         event = events.Key(key, character)
         event.set_sender(self)
         self._injected.add(id(event))
+        if replayed:
+            self._replayed.add(id(event))
         self.post_message(event)
 
     def _log_key(self, event: events.Key, screen: Screen | None) -> None:
@@ -190,10 +229,22 @@ class VtdApp(App[int]):
             return
         typing = isinstance(self.focused, Input)
         self.keylog.append((event.key, event.character, typing))
-        if self.recorder is not None:
-            self.recorder.key(event.key, event.character, typing)
-        if self.session is not None:
-            self.session.key(event.key, event.character, typing)
+        for what, rec in (("recording", self.recorder), ("session log", self.session)):
+            if rec is not None:
+                rec.key(event.key, event.character, typing)
+                self._log_health(what, rec)
+
+    def _log_health(self, what: str, rec: Recorder) -> None:
+        """A log that cannot be written (a full disk) holds the keys and tries again at
+        the next key; until then every status line says so."""
+        trouble = f"{what} {rec.path} not written: {rec.error.strerror or rec.error}" if rec.error else ""
+        if trouble != self._log_trouble.get(what, ""):
+            if trouble:
+                self._log_trouble[what] = trouble
+            else:
+                self._log_trouble.pop(what, None)
+            if self.main is not None and self.main.is_mounted:
+                self.say(self._said, error=bool(self._log_trouble) or self._said_error)
 
     # ------------------------------------------------------------ layout
     def get_default_screen(self) -> Screen:
@@ -218,14 +269,15 @@ class VtdApp(App[int]):
         self.panes = list(self.main.query(Pane))
         self.panes[0].focus()
         self.relayout()
-        if self.session_to is not None:
-            self._start_session_log(self.session_to)
+        no_log = self._start_session_log(self.session_to) if self.session_to is not None else None
         if self.record_to:
             self._start_recording(self.record_to)
             return
         m = self.machine
         self.say(f"{m.scenario.name} scenario: {len(m.units)} unit(s), {len(m.groups)} group(s). "
                  "g picks a group, a attaches it, n maps, t issues DMA; m c s flip CM, C, SC; ? explains every pane.")
+        if no_log:  # the app runs without it, and says so where the eye goes
+            self.say(no_log, error=True)
 
     def single(self) -> bool:
         w, h = self.size
@@ -279,14 +331,26 @@ class VtdApp(App[int]):
         if g is not None:
             devs = ", ".join(f"{s}" for s in g.bdfs[:2]) + (" …" if len(g.bdfs) > 2 else "")
             dom = f"domain {d.id}" if d else "detached"
-            gtext = f"group {g.spec_id} ({devs}, {g.devices[0][1]}) → {dom}"
+            gtext = markup(f"group {g.spec_id} ({devs}, {clip(g.devices[0][1], NAME_LIMIT)}) → {dom}")
         undo = f" · {len(m.log)} command(s), u undoes" if m.log else ""
-        rec = f"[bold red]● REC[/] {escape(str(self.recorder.path.name))} · " if self.recorder else ""
-        text = (f"{rec}[b]vtdtui[/] · scenario [b]{m.scenario.name}[/] · unit [b]{m.selected_unit}[/] · {gtext}{undo}"
+        rec = f"[bold red]● REC[/] {markup(clip(self.recorder.path.name, NAME_LIMIT))} · " if self.recorder else ""
+        # Names are the scenario file's text: never markup (a unit called '[b]' is a name).
+        scenario, unit = markup(clip(m.scenario.name, NAME_LIMIT)), markup(clip(m.selected_unit, NAME_LIMIT))
+        text = (f"{rec}[b]vtdtui[/] · scenario [b]{scenario}[/] · unit [b]{unit}[/] · {gtext}{undo}"
                 "  [dim]? help · ctrl+p palette[/]")
         self.main.query_one("#context", Static).update(text, layout=False)
 
+    _said, _said_error = "", False
+
     def say(self, text: str, error: bool = False) -> None:
+        self._said, self._said_error = text, error
+        # One row, no markup (the widget's), no control character: the text quotes
+        # names and typed or pasted input.
+        text = clip(text, STATUS_LIMIT)
+        if self._log_trouble:  # a log behind its keys is news until it catches up
+            text += "  ⚠ " + "; ".join(self._log_trouble.values()) + " (kept; written when it can be)"
+            error = True
+        text = printable(text)
         self.last_status = text
         w = self.main.query_one("#status", Static)
         w.update(text, layout=False)
@@ -452,7 +516,15 @@ class VtdApp(App[int]):
             panes[i].focus()
 
     def action_screenshot(self) -> None:
-        path = self.save_screenshot(path=str(Path.cwd()))
+        from textual._files import generate_datetime_filename
+
+        path = Path(generate_datetime_filename(self.title, ".svg"))
+        try:  # whole or not at all: a full disk leaves no half SVG behind
+            path = Path.cwd() / path  # the folder may be gone (removed under the session)
+            write_atomic(path, self.export_screenshot())
+        except OSError as exc:  # a read-only or full folder: say so, keep going
+            self.say(f"screenshot not saved: {exc.filename or path}: {exc.strerror or exc}", error=True)
+            return
         self.say(f"screenshot saved to {path}")
 
     # ------------------------------------------------------------ replay and recording
@@ -461,27 +533,31 @@ class VtdApp(App[int]):
         from rich.text import Text
 
         w = self.main.query_one("#caption", Static)
-        text = Text.assemble((f" {state} ", "reverse"), "  ", (caption, "bold"))
+        text = Text.assemble((f" {state} ", "reverse"), "  ", (printable(clip(caption, STATUS_LIMIT)), "bold"))
         if error:
-            text.append(f"\n{error}", "bold red")
+            text.append("\n" + printable(clip(error, STATUS_LIMIT)), "bold red")
         elif hint:
             text.append(f"\n{hint}", "dim")
         w.update(text)
         w.add_class("-on")
         w.set_class(bool(error), "-error")
 
-    def _start_recording(self, path: str) -> None:
+    def _start_recording(self, path: str, exclusive: bool = False) -> bool:
+        """Record to `path`; False when it exists and `exclusive` (a name the app
+        chose: another one is tried), or when the status line says why not."""
         scenario = self._scenario_for(path)
-        if "#" in scenario:  # a fixture line ends at '#'
-            self.say(f"cannot record: the scenario path {scenario!r} holds a '#', which a fixture reads as a comment",
-                     error=True)
-            return
+        unsayable = _unsayable(scenario)
+        if unsayable:
+            self.say(f"cannot record: {unsayable}", error=True)
+            return True
         try:
             rec = Recorder(path, scenario=scenario, size=tuple(self.size),
-                           note=f"from the {self.machine.scenario.name} scenario")
+                           note=f"from the {self.machine.scenario.name} scenario", exclusive=exclusive)
+        except FileExistsError:
+            return False
         except OSError as exc:
             self.say(f"cannot record to {path}: {exc.strerror or exc}", error=True)
-            return
+            return True
         for key, ch, typing in self.keylog:
             rec.key(key, ch, typing)
         self.recorder = rec
@@ -489,19 +565,30 @@ class VtdApp(App[int]):
         self._update_context_line()
         so_far = f" (with the {len(self.keylog)} key(s) so far)" if self.keylog else ""
         self.say(f"recording keys to {path}{so_far}; {RECORD_KEY} stops. Replay: vtdtui replay {path}")
+        self._log_health("recording", rec)
+        return True
 
-    def _start_session_log(self, path: Path) -> None:
+    def _start_session_log(self, path: Path) -> str | None:
+        """Start the session log; the reason when there is none (no reason to refuse to run)."""
+        scenario = self._scenario_for(str(path))
+        unsayable = _unsayable(scenario)
+        if unsayable:
+            return f"no session log: {unsayable}"
         try:
-            self.session = Recorder(path, scenario=self._scenario_for(str(path)), size=tuple(self.size),
+            self.session = Recorder(path, scenario=scenario, size=tuple(self.size),
                                     note="as the session's log: replay it to get back here")
             last = path.parent / "last.keys"
             tmp = path.parent / f".last-{os.getpid()}"
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(path.name)
             os.replace(tmp, last)
-        except OSError as exc:  # no log is no reason to refuse to run
-            self.session = None
-            self.notify(f"no session log ({path}): {exc.strerror or exc}", severity="warning")
+        except OSError as exc:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+            return f"no session log: {exc.filename or path}: {exc.strerror or exc}"
+        self._log_health("session log", self.session)
+        return None
 
     def _scenario_for(self, path: str) -> str:
         """The scenario as the fixture must name it: a file relative to the fixture."""
@@ -521,12 +608,42 @@ class VtdApp(App[int]):
             self.say(f"recording stopped: {rec.keys} key(s) in {rec.path}. Replay: vtdtui replay {rec.path}")
             return
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        self._start_recording(f"vtdtui-{self.machine.scenario.name}-{stamp}.keys")
+        # The scenario's name is its file's text: only the safe characters make the file name.
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.machine.scenario.name[:40])
+        for n in range(1, 100):  # R twice in a second must not write over the first recording
+            path = f"vtdtui-{name}-{stamp}" + (f"-{n}" if n > 1 else "") + ".keys"
+            if self._start_recording(path, exclusive=True):
+                return
+        self.say(f"cannot record: vtdtui-{name}-{stamp}-*.keys all exist", error=True)
 
     def action_help(self) -> None:
         keys = [(k.replace("question_mark", "?").replace("colon", ":").replace("slash", "/"), d)
                 for k, _a, _short, d, _s in self.ACTIONS]
         self.push_screen(HelpScreen(keys))
+
+
+def _unsayable(scenario: str) -> str:
+    """Why a fixture's `scenario` line cannot name this path, or ''."""
+    if "#" in scenario:  # a fixture line ends at '#'
+        return f"the scenario path {scenario!r} holds a '#', which a fixture reads as a comment"
+    if not scenario.isprintable() or scenario != scenario.strip():
+        return f"the scenario path {scenario!r} holds a character a fixture line cannot hold"
+    return ""
+
+
+def _record_clash(record: str, scenario: str | None) -> str:
+    """Why --record FILE would write over an input of this session, or ''."""
+    try:
+        target = Path(record).resolve()
+        from ..machine.scenario import BUILTIN
+
+        if scenario not in (None, *BUILTIN) and target == Path(scenario).resolve():
+            return "is the scenario file of this session; recording would write over it"
+        if target.parent == session_dir().resolve():
+            return "is in the session-log folder; recording would write over a session's log"
+    except (OSError, RuntimeError):  # a symlink loop: the open below says what is wrong
+        pass
+    return ""
 
 
 def run(scenario: str | None, record: str | None = None, *, devices: int | None = None,
@@ -541,6 +658,10 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
         error_line(str(exc))
         return EXIT_BAD_INPUT
     if record is not None:
+        clash = _record_clash(record, scenario)
+        if clash:
+            error_line(f"--record {record}: {clash}")
+            return EXIT_BAD_INPUT
         try:
             Path(record).open("ab").close()  # fail now, not after the session
         except OSError as exc:
@@ -551,8 +672,9 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
     app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session,
                  check_invariants=check_invariants)
     app.run(mouse=record is None)
-    if app.session is not None:
-        app.session.close()
+    for rec in (app.recorder, app.session):
+        if rec is not None:
+            rec.close()  # what a full disk held back gets its last chance; close never raises
     return 0
 
 

@@ -6,8 +6,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
 
 from ..machine import OPTIONS
+from ..textsafe import markup, printable
 from ..views.status import OPTION_HELP
 
 if TYPE_CHECKING:
@@ -34,16 +36,18 @@ class VtdCommands(Provider):
             out.append((f"select-unit {name}", "show this unit in the panes", partial(app.run_command, f"select-unit {name}")))
         return out
 
+    # The palette reads a title and its help as markup; they hold unit names (the
+    # scenario's text), so both go in escaped.
     async def discover(self) -> Hits:
         for title, help_, cb in self._entries():
-            yield DiscoveryHit(title, cb, help=help_)
+            yield DiscoveryHit(Content(printable(title)), cb, text=title, help=markup(help_))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for title, help_, cb in self._entries():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), cb, help=help_)
+                yield Hit(score, matcher.highlight(markup(title)), cb, text=title, help=markup(help_))
 
 
 class VtdCommandPalette(CommandPalette):

@@ -15,6 +15,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from ..textsafe import clip, printable
+
+# The hint is a line or two under the field: a refusal quoting a huge text is cut.
+HINT_LIMIT = 1000
+
 # check(text) → (ok, hint); submit(text) → error message or None when done.
 Check = Callable[[str], tuple[bool, str]]
 Submit = Callable[[str], str | None]
@@ -54,7 +59,8 @@ class PromptScreen(ModalScreen[bool]):
         if not self._fresh:  # back from the palette or help over it: keep what was typed
             return
         self._fresh = False
-        self.query_one("#prompt-title", Static).update(self.title_text)
+        # The title names the group's device (the scenario's text): no control characters.
+        self.query_one("#prompt-title", Static).update(printable(clip(self.title_text, HINT_LIMIT)))
         self.query_one("#prompt-usage", Static).update(self.usage)
         field = self.query_one(Input)
         field.placeholder = self.usage
@@ -99,8 +105,16 @@ class PromptScreen(ModalScreen[bool]):
 
     def _show(self, ok: bool, hint: str) -> None:
         w = self.query_one("#prompt-hint", Static)
-        w.update(hint)
+        w.update(printable(clip(hint, HINT_LIMIT)))  # a refusal may quote what was typed
         w.set_class(not ok, "-error")
+
+    def tell(self, message: str) -> bool:
+        """Show an error about the text in the hint line; False while the prompt is
+        not on screen yet (the caller says it elsewhere)."""
+        if not self._ready or self._dismissed:
+            return False
+        self._show(False, message)
+        return True
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._show(*self.check(event.value)) if event.value.strip() else self._show(True, "")

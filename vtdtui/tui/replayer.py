@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from textual._context import visible_screen_stack
 
 from ..machine.state import to_json_text
+from ..outfile import write_atomic
 from ..replay import Fixture, Step, key_event, typed
+from ..textsafe import printable
 
 if TYPE_CHECKING:
     from .app import VtdApp
@@ -64,6 +66,12 @@ def screen_lines(app: "VtdApp") -> list[str]:
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
+def _gone(app: "VtdApp") -> bool:
+    """The app is ending: it exits, or an error ended it (then nothing it was asked to
+    do will ever be done, and waiting for it would hang the replay)."""
+    return bool(app._exit or getattr(app, "_exception", None) is not None or app._closing or app._closed)
+
+
 async def _barrier(nodes: list) -> None:
     """Wait until each node has handled everything queued to it before now."""
     waiting: dict[int, object] = {}
@@ -78,7 +86,7 @@ async def _barrier(nodes: list) -> None:
         if node.call_later(fired, id(node)):
             waiting[id(node)] = node
     for _ in range(40):  # 2 s: a node that never gets to its queue must not hang a replay
-        if not waiting:
+        if not waiting or _gone(nodes[0]):
             return
         try:
             await asyncio.wait_for(done.wait(), 0.05)
@@ -93,7 +101,7 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
     """Wait until the app has handled every event the last key caused (screens
     pushed or popped included); with `redraw`, also until the screen is redrawn."""
     for _ in range(200):
-        if app._exit:
+        if _gone(app):
             return
         screen = app.screen
         nodes = [app, *screen.walk_children(with_self=True)]
@@ -105,7 +113,7 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
         if (app.screen is screen and getattr(screen, "ready", True)
                 and all(n._message_queue.empty() for n in nodes)):
             break
-    if redraw and not app._exit:
+    if redraw and not _gone(app):
         drawn = asyncio.Event()
         app.screen.call_after_refresh(drawn.set)
         try:
@@ -140,7 +148,7 @@ class Replayer:
         self._wake = asyncio.Event()
         self.app: VtdApp | None = None
         self.json_text: str | None = None  # the state after the last line, for --json
-        self.json_write_error = ""
+        self.json_write_error = ""  # the first output (--json, --svg-dir) that could not be written
 
     # ------------------------------------------------------------ presenter keys
     def control(self, key: str) -> bool:
@@ -185,7 +193,7 @@ class Replayer:
     # ------------------------------------------------------------ banner
     def _banner(self, error: str = "") -> None:
         app = self.app
-        if app is None or app._exit:
+        if app is None or _gone(app):
             return
         total = len(self.fixture.steps)
         if self.headless:
@@ -214,7 +222,7 @@ class Replayer:
             if self._batched:
                 self._batched = False
                 app._end_batch()
-        if app._exit:
+        if _gone(app):
             return
         if self.headless:
             app.exit(1 if self.failures else 0)
@@ -232,7 +240,7 @@ class Replayer:
                 self.stopped_at = step.line
                 break
             ok = await self._do(app, step)
-            if app._exit:
+            if _gone(app):
                 if self.index < len(steps) - 1:
                     self.quit_early = True
                     self.stopped_at = step.line
@@ -262,9 +270,9 @@ class Replayer:
             delay = KEY_DELAY if kind == "keys" else TYPE_DELAY
             for key, ch in events:
                 await self._hold(False)
-                app.inject_key(key, ch)
+                app.inject_key(key, ch, replayed=True)
                 await settle(app)
-                if app._exit:
+                if _gone(app):
                     return True
                 await self._delay(delay)
         elif kind == "expect":
@@ -289,15 +297,19 @@ class Replayer:
             self._batched = False
             app._end_batch()
         await settle(app, redraw=True)
-        if self.headless and not app._exit:
+        if self.headless and not _gone(app):
             app._begin_batch()
             self._batched = True
 
     def _save_svg(self, app: "VtdApp", name: str) -> None:
-        if self.svg_dir is None or app._exit:
+        if self.svg_dir is None or _gone(app):
             return
         svg = app.export_screenshot(title=f"vtdtui · {self.fixture.name} · {name}")
-        (self.svg_dir / f"{name}.svg").write_text(svg, encoding="utf-8")
+        path = self.svg_dir / f"{name}.svg"
+        try:  # whole or not at all; an unwritable folder is bad input, not a crash
+            write_atomic(path, svg)
+        except OSError as exc:
+            self.json_write_error = self.json_write_error or f"--svg-dir {self.svg_dir}: {exc.strerror or exc}"
 
     def _write_outputs(self, app: "VtdApp") -> None:
         self._save_svg(app, f"{self.fixture.name}-end")
@@ -307,9 +319,9 @@ class Replayer:
         self.json_text = to_json_text(app.machine)
         if self.json_out != "-":  # stdout belongs to the terminal until the app exits
             try:
-                Path(self.json_out).write_text(self.json_text, encoding="utf-8")
+                write_atomic(self.json_out, self.json_text)
             except OSError as exc:
-                self.json_write_error = f"--json {self.json_out}: {exc.strerror or exc}"
+                self.json_write_error = self.json_write_error or f"--json {self.json_out}: {exc.strerror or exc}"
 
 
 
@@ -320,29 +332,36 @@ def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_di
     import sys
 
     from ..cli import EXIT_BAD_INPUT, error_line
-    from .app import VtdApp
+    from .app import VtdApp, session_log_path
 
     replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
-    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer)
+    # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
+    # its session is logged like any other, the replayed keys first.
+    session = None if headless else session_log_path()
+    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session)
 
     async def pilot(_pilot) -> None:
         await replayer.run(app)
 
     app.run(headless=headless, size=fixture.size if headless else None, auto_pilot=pilot, mouse=not headless)
+    if app.session is not None:
+        app.session.close()
+    # The fixture's path and text are the user's: no control character reaches the terminal.
     for f in replayer.failures:
-        print(f.line(), file=sys.stderr)
+        print(printable(f.line()), file=sys.stderr)
         if headless and f.screen:
             print("  the screen was:", file=sys.stderr)
-            print("\n".join("  | " + line.rstrip() for line in f.screen), file=sys.stderr)
+            print("\n".join("  | " + printable(line.rstrip()) for line in f.screen), file=sys.stderr)
+    source = printable(fixture.source)
     if replayer.quit_early:
-        print(f"{fixture.source}:{replayer.stopped_at}: the app quit at this line; "
+        print(f"{source}:{replayer.stopped_at}: the app quit at this line; "
               "the lines after it were not replayed", file=sys.stderr)
     elif replayer.stopped_at is not None:
-        print(f"{fixture.source}:{replayer.stopped_at}: replay stopped here by the presenter", file=sys.stderr)
+        print(f"{source}:{replayer.stopped_at}: replay stopped here by the presenter", file=sys.stderr)
     if replayer.json_text is not None and json_out == "-":
         sys.stdout.write(replayer.json_text)
     elif json_out not in (None, "-") and replayer.json_text is None and not replayer.failures:
-        print(f"{fixture.source}: the replay did not reach the last line; no JSON written", file=sys.stderr)
+        print(f"{source}: the replay did not reach the last line; no JSON written", file=sys.stderr)
     if replayer.json_write_error:
         error_line(replayer.json_write_error)
         return EXIT_BAD_INPUT

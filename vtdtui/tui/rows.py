@@ -16,12 +16,18 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..textsafe import clip, markup, printable
 from ..views.style import Line
 from .theme import CURSOR, CURSOR_UNFOCUSED, THEME
 
+# A pane title is one border row: what is longer is never seen, only paid for.
+TITLE_LIMIT = 400
+
 
 def to_strip(line: Line) -> Strip:
-    return Strip([Segment(text, THEME.get(tok, THEME[""])) for text, tok in line if text])
+    # Segments go to the terminal as they are: a name holding ESC or CR (a scenario's
+    # unit or device name) would act on the terminal and take no cells in the layout.
+    return Strip([Segment(printable(text), THEME.get(tok, THEME[""])) for text, tok in line if text])
 
 
 class RowsPane(ScrollView, can_focus=True):
@@ -95,7 +101,9 @@ class RowsPane(ScrollView, can_focus=True):
         # Assigning border_title repaints the pane even when the text is the same.
         if title != self._title:
             self._title = title
-            self.border_title = title
+            # Textual parses a border title as markup; the title holds unit and
+            # scenario names, which are the user's text.
+            self.border_title = markup(clip(title, TITLE_LIMIT))
 
     def update_view(self) -> None:
         """Recompute this pane's rows from the machine (subclasses)."""

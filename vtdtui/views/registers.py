@@ -43,13 +43,20 @@ def registers(m: Machine, name: str) -> list[Line]:
     out.append(unit_badges(m, name))
     out.append(((" GSTS ", "key"), (f"{u.gsts:#010x} ", "addr"), (_bits(u.gsts, GSTS_BITS), "")))
     fsts_tok = "bad" if u.fsts else ""
-    out.append(((" FSTS ", "key"), (f"{u.fsts:#010x} ", "addr"), (_bits(u.fsts, FSTS_BITS), fsts_tok),
-                (f" FRI {u.fsts >> 8 & 0xFF}", "dim")))
+    fsts = u.mmio_read(regs.FSTS_REG)  # as software reads it: FRI (15:8) included
+    out.append(((" FSTS ", "key"), (f"{fsts:#010x} ", "addr"), (_bits(fsts, FSTS_BITS), fsts_tok),
+                (f" FRI {fsts >> 8 & 0xFF}", "dim")))
     faults = [f for f in u.faults if not f.suppressed_by_fpd]
     if faults:
         out.append(plain(f" faults: {len(faults)} recorded, newest last", "bad"))
         for f in faults[-3:]:
             out.append(plain(f"  {f.bdf} {f.access} {f.iova:#x} reason {f.reason:#x} {reason_string(f.reason)}", "bad"))
+        printed = next((f for f in reversed(faults) if f.log), None)
+        if printed is not None:
+            # What the kernel's dmar_fault() printed for the newest fault it handled, in
+            # dmesg order (the walk dump only with [kernel] dmar_debug).
+            out.append(plain(" kernel log of the newest handled fault:", "dim"))
+            out += [plain(f"  {line}", "bad" if "] Request device [" in line else "dim") for line in printed.log]
     for layout, value in ((regs.CAP, u.cap), (regs.ECAP, u.ecap)):
         out.append(((f" {layout.name} ", "head"), (f"{value:#018x}", "addr")))
         for f in layout:

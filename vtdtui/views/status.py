@@ -12,14 +12,15 @@ from .style import Line, plain
 # What each switch means, for the pane and the palette.
 OPTION_HELP = {
     "reuse": "VFIO domain reuse: mainline tries existing domains; prefer-reuse shares one where it can",
-    "kvm-model": "KVM's vmx_get_mt_mask(): before (6.10) or after (6.11+) the rework",
+    "kvm-model": "KVM's vmx_get_mt_mask(): guest MTRRs decide (≤6.10) or guest PAT decides (6.11+)",
+    "ignore-guest-pat": "KVM_X86_QUIRK_IGNORE_GUEST_PAT: off as a VMM may set it, guest PAT always honoured",
     "vfio-flush": "the 2024 VFIO patch: flush CPU caches around DMA for non-coherent domains",
     "virtio-noncoherent": "the 2023 RFC: a virtio device declares noncoherent DMA to KVM",
     "cr0-cd": "the guest runs with CR0.CD=1 (caches disabled)",
     "lazy": "DMA-API unmaps deferred to a flush queue (CM=1 forces strict)",
     "skip-clflush": "what-if: the driver forgets clflush on a non-coherent unit",
     "skip-invalidation": "what-if: the driver skips the caching-mode (not-present → present) invalidations",
-    "qemu-force": "what-if: QEMU assigns the device although CM=0",
+    "qemu-force": "what-if: a QEMU without the caching-mode checks assigns the device although CM=0",
 }
 WHAT_IFS = ("skip-clflush", "skip-invalidation", "qemu-force")
 
@@ -61,17 +62,28 @@ def qemu_lines(m: Machine) -> list[Line]:
     q = m.qemu
     assert q is not None
     guest = q.guest_mappings()
-    missing = sorted(i for i, mp in guest.items() if q.shadow.get(i) != mp)
-    extra = sorted(i for i in q.shadow if i not in guest)
-    refused = q.refusing
+    forced = q.force and not q.guest_unit.cm
     out: list[Line] = [plain("QEMU vIOMMU → host shadow", "head")]
     out.append((("  assigned ", "key"), (f"{bdf_str(q.assigned_sid)} via host {q.host_unit.name}", "")))
+    # What QEMU did with the vfio-pci device: plugged (with or without the what-if),
+    # refused at device_add, or taken out by device_del.
+    if q.plugged:
+        what, tone = ("forced (what-if)", "warn") if forced else ("allowed", "on")
+    elif q.refusing:
+        what, tone = "refused at hot-plug", "bad"
+    else:
+        what, tone = "not plugged", "dim"
     out.append((("  guest CAP.CM ", "key"), ("1" if q.guest_unit.cm else "0", "on" if q.guest_unit.cm else "warn"),
-                ("  assignment ", "key"),
-                ("refused" if refused else ("forced (what-if)" if q.force and not q.guest_unit.cm else "allowed"),
-                 "bad" if refused else ("warn" if q.force and not q.guest_unit.cm else "on"))))
+                ("  assignment ", "key"), (what, tone)))
+    if q.refusing:
+        out.append(plain(f"  {q.hotplug_error}", "bad"))
     out.append((("  traps ", "key"), (str(q.traps), ""), ("  shadow ", "key"), (f"{len(q.shadow)} mapping(s)", ""),
                 ("  guest maps ", "key"), (str(len(guest)), "")))
+    if not q.plugged:
+        out.append(plain("  no device, no notifier: QEMU keeps no host shadow", "dim"))
+        return out
+    missing = sorted(i for i, mp in guest.items() if q.shadow.get(i) != mp)
+    extra = sorted(i for i in q.shadow if i not in guest)
     if missing or extra:
         out.append(plain(f"  ✗ host out of sync: {len(missing)} guest mapping(s) missing"
                          + (f" (first {missing[0]:#x})" if missing else "")
@@ -90,7 +102,7 @@ def sentence(outcome: Outcome) -> str:
     decisions = [e for e in outcome.events if e.is_decision]
     msg = outcome.message
     refusal = next((e for e in decisions if e.rule in QEMU_REFUSALS), None)
-    if refusal is not None:
+    if refusal is not None and refusal.reason not in msg:
         msg = f"QEMU refused the assignment: {refusal.reason} — {msg}"
     if not decisions:
         return msg
