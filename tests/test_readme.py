@@ -15,7 +15,7 @@ def _commands() -> list[str]:
 def test_readme_has_install_and_test_commands():
     run, test = _commands()[:2]
     assert run.endswith("pip install . && vtdtui")
-    assert "pip install '.[test]'" in test and test.endswith("pytest -q")
+    assert "pip install '.[test]'" in test and test.endswith("pytest -q -n auto")
 
 
 def test_ci_runs_the_readme_test_command():
