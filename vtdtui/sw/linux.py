@@ -10,6 +10,7 @@ Functions named in comments are the kernel's, so each step can be checked there.
 
 from __future__ import annotations
 
+import heapq
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -95,6 +96,12 @@ class IntelIommuDriver:
         self.skip_invalidation = False
         self._root: dict[str, int] = {}
         self._did_used: dict[str, set[int]] = {u.name: set() for u in units}
+        # The IDA's state, so an allocation costs O(log n), not a scan: freed DIDs
+        # (min-heap: ida_alloc_range hands out the lowest free one) and the next unused.
+        self._did_free: dict[str, list[int]] = {u.name: [] for u in units}
+        self._did_next: dict[str, int] = {u.name: 2 for u in units}
+        # dev_iommu_priv_get(dev)->domain: (unit, source id) → the domain it is attached to.
+        self._attached: dict[tuple[str, int], DmarDomain] = {}
         self._qi_status: dict[str, int] = {}  # unit → page of its qi->desc_status words
         self._batch: QiBatch | None = None  # the open qi_batch of the flush in progress
         self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
@@ -363,20 +370,25 @@ class IntelIommuDriver:
 
     # ------------------------------------------------------------ attach / detach
     def _alloc_did(self, unit: DmarUnit) -> int:
-        used = self._did_used[unit.name]
         # ida_alloc_range(IDA_START_DID=2, ndoms-1): DID 0 tags caching-mode entries,
         # DID 1 (FLPT_DEFAULT_DID) is kept for pass-through and first-level use.
-        for did in range(2, unit.ndoms):
-            if did not in used:
-                used.add(did)
-                return did
-        raise DriverError(f"{unit.name}: No free domain ids")
+        free, name = self._did_free[unit.name], unit.name
+        if free:
+            did = heapq.heappop(free)
+        elif self._did_next[name] < unit.ndoms:
+            did = self._did_next[name]
+            self._did_next[name] += 1
+        else:
+            raise DriverError(f"{unit.name}: No free domain ids")
+        self._did_used[name].add(did)
+        return did
+
+    def _free_did(self, unit: DmarUnit, did: int) -> None:
+        self._did_used[unit.name].discard(did)
+        heapq.heappush(self._did_free[unit.name], did)
 
     def attached_domain(self, source_id: int, unit: DmarUnit) -> DmarDomain | None:
-        for d in self.domains.values():
-            if d.devices.get(source_id) == unit.name:
-                return d
-        return None
+        return self._attached.get((unit.name, source_id))
 
     @staticmethod
     def incompatible(d: DmarDomain, unit: DmarUnit) -> str | None:
@@ -418,6 +430,7 @@ class IntelIommuDriver:
         if unit.name not in d.dids:
             d.dids[unit.name] = self._alloc_did(unit)
         d.devices[source_id] = unit.name
+        self._attached[(unit.name, source_id)] = d
         self._context_mapping_one(d, unit, source_id)
 
     def probe_device(self, unit: DmarUnit, source_id: int) -> None:
@@ -492,8 +505,9 @@ class IntelIommuDriver:
         self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
         self._devtlb(unit, source_id, 0, 64 - 12, "ctx-clear")
         del d.devices[source_id]
+        del self._attached[(unit.name, source_id)]
         if unit.name not in d.devices.values():
-            self._did_used[unit.name].discard(did)
+            self._free_did(unit, did)
             del d.dids[unit.name]
 
     def _devtlb(self, unit: DmarUnit, source_id: int, addr: int, mask: int, rule: str) -> None:
