@@ -147,3 +147,47 @@ def _same_state(log, commands: list[str], tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main([*args, "--json", str(tmp_path / "want.json")]) == 0
     assert json.loads((tmp_path / "replayed.json").read_text()) == json.loads((tmp_path / "want.json").read_text())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_bug_in_the_app_ends_with_one_line_and_status_70_not_a_traceback(tmp_path):
+    # The last line of defence: whatever goes wrong inside Textual, the user gets one
+    # line, status 70 (EX_SOFTWARE), and the session log; VTDTUI_DEBUG=1 shows the traceback.
+    state = tmp_path / "state"
+    code = ("import sys; from vtdtui.tui.app import VtdApp; "
+            "VtdApp.action_toggle = lambda self, bit: 1 / 0; "
+            "from vtdtui.cli import main; sys.exit(main(['--scenario', 'desktop']))")
+    master, slave = pty.openpty()
+    ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    env = {**os.environ, "VTDTUI_STATE_DIR": str(state), "TERM": "xterm-256color"}
+    env.pop("VTDTUI_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True, close_fds=True)
+    os.close(slave)
+    out = bytearray()
+    reader = threading.Thread(target=lambda: _collect(master, out), daemon=True)
+    reader.start()
+    try:
+        _wait((state / "last.keys").exists, 30, "the session log")
+        time.sleep(0.5)
+        os.write(master, b"m")
+        assert proc.wait(30) == 70
+    finally:
+        if proc.poll() is None:
+            _kill(proc, master)
+    reader.join(5)
+    text = out.decode(errors="replace")
+    assert "vtdtui: error: internal error: ZeroDivisionError: division by zero" in text
+    assert "Traceback" not in text and "the keys are in" in text
+    assert load(state / "last.keys").key_count() == 1  # the key that hit the bug is kept
+
+
+def _collect(fd: int, out: bytearray) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        out.extend(data)

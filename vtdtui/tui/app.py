@@ -224,6 +224,15 @@ class VtdApp(App[int]):
             self._replayed.add(id(event))
         self.post_message(event)
 
+    def _print_error_renderables(self) -> None:
+        """A bug must not paint a traceback over the user's terminal: run() reports it
+        as one line (status 70) and the session log still holds every key; with
+        VTDTUI_DEBUG=1 Textual prints the traceback as usual."""
+        if self._exception is not None and not os.environ.get("VTDTUI_DEBUG"):
+            self._exit_renderables.clear()
+            return
+        super()._print_error_renderables()
+
     def _log_key(self, event: events.Key, screen: Screen | None) -> None:
         if event.key == RECORD_KEY and screen is self.main and screen is not None:
             return
@@ -650,7 +659,7 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
         map_spec: str | None = None, check_invariants: bool = False) -> int:
     """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]`:
     build the machine, run the app."""
-    from ..cli import EXIT_BAD_INPUT, error_line
+    from ..cli import EXIT_BAD_INPUT, EXIT_INTERNAL, error_line
 
     try:
         machine = Machine.from_scenario(scenario, devices=devices, map_spec=map_spec)
@@ -675,6 +684,11 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
     for rec in (app.recorder, app.session):
         if rec is not None:
             rec.close()  # what a full disk held back gets its last chance; close never raises
+    if app._exception is not None:
+        exc = app._exception
+        kept = f"; the keys are in {app.session.path}" if app.session is not None else ""
+        error_line(f"internal error: {type(exc).__name__}: {exc} (VTDTUI_DEBUG=1 shows the traceback{kept})")
+        return EXIT_INTERNAL
     return 0
 
 
