@@ -10,7 +10,7 @@ import sys
 import pytest
 
 # Every core module; optional ones are checked when they exist.
-REQUIRED = ["vtdtui", "vtdtui.hw", "vtdtui.decode", "vtdtui.cli", "vtdtui.sw", "vtdtui.machine", "vtdtui.graph",
+REQUIRED = ["vtdtui", "vtdtui.exits", "vtdtui.hw", "vtdtui.decode", "vtdtui.cli", "vtdtui.sw", "vtdtui.machine", "vtdtui.graph",
             "vtdtui.views", "vtdtui.views.registers", "vtdtui.views.tables", "vtdtui.views.ioptes",
             "vtdtui.views.caches", "vtdtui.views.graph", "vtdtui.views.journal", "vtdtui.views.status",
             "vtdtui.views.prompts", "vtdtui.machine.state", "vtdtui.replay", "vtdtui.replay.fixture",

@@ -1087,3 +1087,15 @@ def test_cached_graph_view_always_equals_a_fresh_drawing(scenario, commands):
         assert view.lines(m) == graph.graph_lines(m), c
     m.undo()
     assert view.lines(m) == graph.graph_lines(m)
+
+
+# ----------------------------------------------------------------------------- wrap (views.style)
+def test_wrap_breaks_at_spaces_keeps_tokens_and_indents():
+    from vtdtui.views.style import cells, wrap
+
+    line = (("alpha beta ", "head"), ("gamma delta epsilon", "addr"))
+    out = wrap(line, 12, 2)
+    assert [text_of(x) for x in out] == ["alpha beta", "  gamma", "  delta", "  epsilon"]
+    assert tok(out[1], "gamma") == "addr" and tok(out[0], "alpha") == "head"
+    assert wrap(plain("short"), 80) == [plain("short")]
+    assert cells("0x界") == 4 and all(cells(text_of(x)) <= 5 for x in wrap(plain("界界界界界"), 5))

@@ -14,57 +14,22 @@ import errno
 import importlib
 import json
 import os
-import signal
+import shlex
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from vtdtui import __version__
+# Exit statuses, the error type and the error line are shared with the TUI: they live
+# below both (vtdtui/exits.py); cli.EXIT_BAD_INPUT and the others keep their names.
+from vtdtui.exits import (EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, MAX_ERROR_CHARS,
+                          PROG, BadInput, error_line)
+from vtdtui.exits import say as _say
 from vtdtui.textsafe import clip, printable, quote
-
-PROG = "vtdtui"
-EXIT_BAD_INPUT = 2
-# Ctrl+C: 128 + SIGINT, as a shell reports a process the signal ended.
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-# The reader of standard output went away (`vtdtui dump --json - | head -c 10`), or
-# standard output is closed.  128 + SIGPIPE is what a shell shows for any program the
-# default SIGPIPE action ends (cat, grep): the output was not all delivered, so not 0
-# (a script with `set -o pipefail` must not take it for success), and not 1 or 2, which
-# mean "an expect failed" and "bad input" here.  Python ignores SIGPIPE, so we exit
-# with the status ourselves, quietly: the reader chose to stop, nothing went wrong.
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-# A bug: an exception no handler expected.  One line, not a traceback (VTDTUI_DEBUG=1
-# shows the traceback); 70 is EX_SOFTWARE of sysexits.h.
-EXIT_INTERNAL = 70
-# An error line is for reading: however long the input it quotes, the line is cut here.
-MAX_ERROR_CHARS = 400
-
-
-class BadInput(Exception):
-    """Bad input from the user; the message starts with the place."""
 
 
 class StdoutGone(Exception):
     """Standard output is closed: there is nowhere to write the result."""
-
-
-def error_line(message: str) -> None:
-    _say(f"{PROG}: error: {message}")
-
-
-def _say(text: str) -> None:
-    # A path or pasted value could hold a newline or an ESC; the contract is one line,
-    # with nothing the terminal acts on, and bounded in length.
-    # Cut before escaping (bounded work on a 10 MB message) and after (an escape is 4 long).
-    line = clip(printable(clip(text, MAX_ERROR_CHARS)), MAX_ERROR_CHARS)
-    err = sys.stderr
-    if err is None:  # stderr closed: print(file=None) would write to stdout instead
-        return
-    try:
-        err.write(line + "\n")
-        err.flush()
-    except (OSError, ValueError):  # stderr gone too: nothing more can be said
-        pass
 
 
 def _stdout():
@@ -235,9 +200,16 @@ MAX_SPEED = 100.0
 
 
 def _replay_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("fixture", metavar="FIXTURE", help="a keystroke fixture (.keys), e.g. fixtures/caching-mode.keys")
+    p.add_argument("fixture", metavar="FIXTURE", nargs="?",
+                   help="a keystroke fixture (.keys), e.g. fixtures/caching-mode.keys, or the name of one "
+                        "shipped with vtdtui, e.g. caching-mode (see --list)")
+    p.add_argument("--list", dest="replay_list", action="store_true",
+                   help="list the fixtures shipped with vtdtui, each with its story, and exit")
     p.add_argument("--headless", action="store_true",
-                   help="no terminal, no pauses, as fast as possible (CI); the fixture's size is used")
+                   help="no terminal, no pauses, as fast as possible (CI); at the fixture's size or --size")
+    p.add_argument("--size", dest="replay_size", metavar="WxH",
+                   help="replay at this size instead of the fixture's (40x12 to 500x200), e.g. 120x40; "
+                        "a paced replay warns when the terminal is smaller")
     p.add_argument("--json", dest="replay_json", metavar="OUT|-",
                    help="write the state JSON after the last line to OUT, or - for stdout")
     p.add_argument("--svg-dir", metavar="DIR",
@@ -269,11 +241,28 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from vtdtui.machine import Machine, ScenarioError
     from vtdtui.replay import FixtureError, load
 
+    from vtdtui.replay.library import parse_size, resolve
+
+    if args.replay_list:
+        if args.fixture is not None:
+            parser.error("--list takes no FIXTURE")
+        return _list_fixtures()
+    if args.fixture is None:
+        parser.error("the following arguments are required: FIXTURE (a .keys file, or the name of a shipped "
+                     "one: vtdtui replay --list)")
     speed = _speed(args.speed, parser)
+    size = None
+    if args.replay_size is not None:
+        try:
+            size = parse_size(args.replay_size)
+        except ValueError as exc:
+            parser.error(f"argument --size: {exc}")
     try:
-        fixture = load(args.fixture)
+        fixture = load(resolve(args.fixture))
     except FixtureError as exc:
         raise BadInput(str(exc)) from None
+    if size is not None:
+        fixture.size = size
     try:
         machine = Machine.from_scenario(fixture.scenario)
     except ScenarioError as exc:
@@ -291,7 +280,7 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if svg_dir is not None and not os.access(svg_dir, os.W_OK | os.X_OK):
         raise BadInput(f"--svg-dir {args.svg_dir}: {os.strerror(errno.EACCES)}")
     if args.replay_json not in (None, "-"):
-        _not_an_input(args.replay_json, "--json", {args.fixture: "the fixture", fixture.scenario: "the scenario file"})
+        _not_an_input(args.replay_json, "--json", {fixture.source: "the fixture", fixture.scenario: "the scenario file"})
         out = Path(args.replay_json)
         if not out.resolve().parent.is_dir():
             raise BadInput(f"--json {args.replay_json}: no such directory")
@@ -301,11 +290,36 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             raise BadInput(f"--json {args.replay_json}: {os.strerror(errno.EACCES)}")
     if args.replay_json == "-" and sys.stdout is None:
         raise StdoutGone
-    if not args.headless and not (_isatty(sys.stdin) and _isatty(sys.stdout)):
+    # `vtdtui serve -- replay NAME` runs under Textual's web driver: pipes, no terminal.
+    web = bool(os.environ.get("TEXTUAL_DRIVER"))
+    if not args.headless and not web and not (_isatty(sys.stdin) and _isatty(sys.stdout)):
         raise BadInput("replay: a paced replay needs a terminal; add --headless to run without one")
     replayer = importlib.import_module("vtdtui.tui.replayer")
     return replayer.run(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
                         json_out=args.replay_json)
+
+
+def _list_fixtures() -> int:
+    """`vtdtui replay --list`: NAME  SIZE SCENARIO  STORY, one shipped fixture a line
+    (cut to the terminal's width on a terminal, whole into a pipe)."""
+    from vtdtui.replay import FixtureError, load
+    from vtdtui.replay.library import shipped
+
+    out = _stdout()
+    fixtures = shipped()
+    if not fixtures:
+        raise BadInput("replay --list: no fixtures ship with this installation (vtdtui/fixtures is missing)")
+    width = os.get_terminal_size(out.fileno()).columns if _isatty(out) else 0
+    pad = max(len(f.name) for f in fixtures)
+    for f in fixtures:
+        try:
+            fx = load(f.path)
+            where = f"{fx.size[0]}x{fx.size[1]} {os.path.basename(fx.scenario)}"
+        except FixtureError:
+            where = "(bad fixture)"
+        line = printable(f"{f.name:<{pad}}  {where:<16}  {f.story}")
+        out.write((clip(line, width) if width else line) + "\n")
+    return 0
 
 
 # --- bench --------------------------------------------------------------------------
@@ -335,6 +349,75 @@ def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return bench_main.main([*args.names, *(["--quick"] if args.quick else [])])
 
 
+# --- serve --------------------------------------------------------------------------
+
+def _port(text: str) -> int:
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a TCP port number (1 to 65535), not {quote(text)}") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is outside 1..65535")
+    return n
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from vtdtui.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument("--host", default=DEFAULT_HOST, metavar="H",
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 for a room)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N", help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="what each browser session runs, as 'vtdtui ARGS': e.g. -- --scenario viommu, "
+                        "or -- replay caching-mode")
+
+
+def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vtdtui.serve import run, url
+
+    served = list(args.serve_args)
+    if served[:1] == ["--"]:
+        served = served[1:]
+    _check_served(served)
+    try:
+        return run(args.host, args.port, served)
+    except OSError as exc:
+        raise BadInput(f"serve: cannot listen on {url(args.host, args.port)}: {exc.strerror or exc}") from None
+
+
+def _check_served(served: list[str]) -> None:
+    """What each browser session will run is checked now, once, in the terminal: a
+    typo must not first show as a browser tab that closes."""
+    parser, _subs = build_parser()
+    place = f"serve -- {shlex.join(served)}" if served else "serve"
+    try:
+        inner = parser.parse_args(served)
+    except SystemExit as exc:
+        if exc.code:  # the parser has said what is wrong, in one line
+            raise
+        raise BadInput(f"{place}: --help and --version end at once; nothing to serve") from None
+    if inner.command in ("serve", "decode", "dump", "bench"):
+        raise BadInput(f"{place}: a browser session runs the TUI or a replay, not '{inner.command}'")
+    if inner.command == "replay":
+        from vtdtui.replay import FixtureError, load
+        from vtdtui.replay.library import resolve
+
+        if inner.headless or inner.replay_list or inner.fixture is None:
+            raise BadInput(f"{place}: a browser session runs a paced replay of one FIXTURE (no --headless, --list)")
+        try:
+            load(resolve(inner.fixture))
+        except FixtureError as exc:
+            raise BadInput(f"{place}: {exc}") from None
+        return
+    from vtdtui.machine import ScenarioError
+    from vtdtui.machine.scenario import load as load_scenario
+
+    try:
+        load_scenario(inner.scenario, devices=inner.tui_devices, map_spec=inner.tui_map_spec)
+    except ScenarioError as exc:
+        raise BadInput(f"{place}: {exc}") from None
+
+
 COMMANDS: dict[str, Command] = {
     "decode": Command(
         help="decode CAP/ECAP values, or every unit in a boot log",
@@ -350,6 +433,11 @@ COMMANDS: dict[str, Command] = {
         help="replay a keystroke fixture: paced with captions in a terminal, or --headless for CI",
         add_arguments=_replay_arguments,
         run=_run_replay,
+    ),
+    "serve": Command(
+        help="serve the app to web browsers (textual-serve): each tab runs 'vtdtui ARGS'",
+        add_arguments=_serve_arguments,
+        run=_run_serve,
     ),
     "bench": Command(
         help="run the benchmarks (bench/) from a source checkout: figures as ratios to baselines",
@@ -399,13 +487,24 @@ def _not_an_input(out: str, flag: str, inputs: dict[str, str]) -> None:
 
 # --- entry point ----------------------------------------------------------------------
 
+def _version() -> str:
+    """The installed distribution's version (what pip shows); the source's own when
+    run from a checkout that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("vtdtui")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = _Parser(
         prog=PROG,
         description="A terminal explorer for a virtual Intel VT-d IOMMU. "
         "Without a subcommand, starts the TUI.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument(
         "--scenario", metavar="NAME|PATH", help="scenario for the TUI (default: desktop)"
     )

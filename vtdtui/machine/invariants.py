@@ -48,17 +48,14 @@ from ..hw.unit import DmarUnit
 from ..sw.journal import ISSUED, SKIPPED, Event
 from ..sw.kvm import model_name
 from ..sw.linux import DmarDomain, IntelIommuDriver, psi_aligned
+from ..sw.rules import RULE_IDS
 from ..sw.vfio import VfioContainer
 from .parse import parse_int
 
 ACTORS = ("driver", "vfio", "kvm", "qemu", "hw")
-# Rule ids software decides by (REFERENCE.md §5–8, and the ones the actors added).
-RULES = frozenset({
-    "clflush", "ctx-np2p", "ctx-clear", "map-np2p", "unmap", "psi-fallback", "wbf", "snp",
-    "set-root", "superpage", "vfio-reuse", "vfio-noncoherent-flush", "kvm-coherency", "kvm-ept-zap",
-    "qemu-cm-required", "qemu-sc-unsupported", "qemu-shadow", "qemu-device",
-    "dmar-fault",  # the driver's fault handler, dmar_fault(): what it read, cleared and printed
-})
+# Rule ids software decides by (REFERENCE.md §5–8, and the ones the actors added):
+# the rule table's, which README's table "The actors and their rules" follows.
+RULES = RULE_IDS
 # `set` switches under which software deliberately gets it wrong.
 WHAT_IF_OPTIONS = {"skip-clflush": "on", "skip-invalidation": "on", "qemu-force": "on"}
 

@@ -12,7 +12,7 @@ Rule ids are REFERENCE.md §5–8's; keep them stable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ISSUED = "issued"
 SKIPPED = "skipped"
@@ -27,6 +27,73 @@ OP_FLUSH_QUEUE = "flush-queue"  # lazy unmap deferred
 
 
 @dataclass(frozen=True, slots=True)
+class QiWords:
+    """One 128-bit descriptor as software wrote it into the invalidation queue."""
+
+    lo: int
+    hi: int
+    slot: int | None = None  # queue index; known once qi_submit_sync() writes it
+
+    def to_json(self) -> dict:
+        return {"lo": f"{self.lo:#x}", "hi": f"{self.hi:#x}", "slot": self.slot}
+
+
+@dataclass(frozen=True, slots=True)
+class RegWrite:
+    """One register write of register-based invalidation, and what a read-back showed."""
+
+    name: str  # CCMD, IVA, IOTLB
+    offset: int
+    value: int
+    readback: int
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "offset": f"{self.offset:#x}", "value": f"{self.value:#x}",
+                "readback": f"{self.readback:#x}"}
+
+
+# Kinds of Touched: one root / context entry, a run of page-table entries, a whole
+# table page (root table, a bus's context table, a page table of `level`).
+TOUCHED_KINDS = ("root", "context", "pte", "root-table", "context-table", "page-table", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """Entries software wrote and then flushed (or not): where they are in memory.
+    bus / sid / level / domain are set where the writer knew them."""
+
+    kind: str
+    addr: int  # physical address of the first byte
+    size: int  # bytes
+    what: str = ""  # the writer's own words ("context entry 02:00.0")
+    bus: int | None = None
+    sid: int | None = None  # source id (bus << 8 | devfn) of a context entry
+    level: int | None = None  # page-table level of the entries (1 = 4 KiB leaves)
+    domain: int | None = None
+
+    @property
+    def count(self) -> int:
+        """Entries touched: 16-byte root / context entries, 8-byte PTEs."""
+        return max(1, self.size // (16 if self.kind in ("root", "context", "root-table", "context-table") else 8))
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "address": f"{self.addr:#x}", "size": self.size, "what": self.what,
+                "bus": self.bus, "sid": self.sid, "level": self.level, "domain": self.domain}
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    """What the actor knew beyond words: the descriptors it queued (and the wait
+    descriptor that closed their submission), the registers it wrote, the entries it
+    flushed.  Most events have none; Event.data is None then."""
+
+    descriptors: tuple[QiWords, ...] = ()
+    wait: QiWords | None = None
+    registers: tuple[RegWrite, ...] = ()
+    entries: tuple[Touched, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     seq: int
     unit: str
@@ -37,6 +104,7 @@ class Event:
     rule: str
     reason: str
     detail: str = ""  # the arguments (DID, address, mask …) for the curious
+    data: EventData | None = None  # structured facts (Journal.amend adds them)
 
     def __deepcopy__(self, memo) -> "Event":
         return self  # immutable: a snapshot of the journal shares its events
@@ -47,10 +115,18 @@ class Event:
         return self.actor != "hw"
 
     def to_json(self) -> dict:
+        """The state JSON's journal entry.  Beyond the contract's keys: "detail", and
+        "descriptors" / "wait" / "registers" / "entries" (always present: [] or null
+        where the event has none), addresses and words as hex strings."""
+        d = self.data
         return {
             "seq": self.seq, "unit": self.unit, "actor": self.actor, "op": self.op,
             "scope": self.scope, "outcome": self.outcome, "rule": self.rule,
             "reason": self.reason, "detail": self.detail,
+            "descriptors": [w.to_json() for w in d.descriptors] if d else [],
+            "wait": d.wait.to_json() if d and d.wait else None,
+            "registers": [r.to_json() for r in d.registers] if d else [],
+            "entries": [t.to_json() for t in d.entries] if d else [],
         }
 
     def line(self) -> str:
@@ -80,19 +156,42 @@ class Journal:
 
     def record(
         self, unit: str, actor: str, op: str, outcome: str, rule: str, reason: str,
-        scope: str = "", detail: str = "",
+        scope: str = "", detail: str = "", data: EventData | None = None,
     ) -> Event:
         if outcome not in (ISSUED, SKIPPED):
             raise ValueError(f"outcome must be issued or skipped, not {outcome!r}")
-        e = Event(len(self.events) + 1, unit, actor, op, scope, outcome, rule, reason, detail)
+        e = Event(len(self.events) + 1, unit, actor, op, scope, outcome, rule, reason, detail, data)
         self.events.append(e)
         return e
 
-    def issued(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "") -> Event:
-        return self.record(unit, actor, op, ISSUED, rule, reason, scope, detail)
+    def issued(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "",
+               data: EventData | None = None) -> Event:
+        return self.record(unit, actor, op, ISSUED, rule, reason, scope, detail, data)
 
-    def skipped(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "") -> Event:
-        return self.record(unit, actor, op, SKIPPED, rule, reason, scope, detail)
+    def skipped(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "",
+                data: EventData | None = None) -> Event:
+        return self.record(unit, actor, op, SKIPPED, rule, reason, scope, detail, data)
+
+    def amend(self, event: Event, *, descriptors: tuple[QiWords, ...] = (), wait: QiWords | None = None,
+              registers: tuple[RegWrite, ...] = (), entries: tuple[Touched, ...] = (),
+              slots: tuple[int, ...] = ()) -> Event:
+        """Add structured data to an event already recorded: descriptors, registers and
+        entries are appended; `wait` is set; `slots` gives the queue index of each
+        descriptor still without one, in order.  The event is replaced, not changed, so
+        a snapshot holding the old one keeps it.  Returns the event now in the journal
+        (the given one, unchanged, when it is not this journal's)."""
+        i = event.seq - 1
+        if not (0 <= i < len(self.events)) or self.events[i] is not event:
+            return event
+        d = event.data or EventData()
+        descs = d.descriptors + descriptors
+        if slots:
+            it = iter(slots)
+            descs = tuple(w if w.slot is not None else replace(w, slot=next(it, None)) for w in descs)
+        new = replace(event, data=EventData(descs, wait if wait is not None else d.wait,
+                                            d.registers + registers, d.entries + entries))
+        self.events[i] = new
+        return new
 
     def since(self, mark: int) -> list[Event]:
         return self.events[mark:]

@@ -11,6 +11,7 @@ Functions named in comments are the kernel's, so each step can be checked there.
 from __future__ import annotations
 
 import heapq
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from ..hw.entries import (
 )
 from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
 from ..hw.unit import DmarUnit
-from .journal import Journal
+from .journal import EventData, Journal, QiWords, RegWrite, Touched
 
 ACTOR = "driver"
 VTD_PAGE = PAGE_SIZE
@@ -105,11 +106,27 @@ class IntelIommuDriver:
         self._qi_status: dict[str, int] = {}  # unit → page of its qi->desc_status words
         self._batch: QiBatch | None = None  # the open qi_batch of the flush in progress
         self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
+        # The journal event each flush carries out: _ev opens it, the flush that follows
+        # claims it; a queued descriptor's owner (by id) gets the wait words at submit.
+        self._open_ev = None
+        self._qi_owner: dict[int, int] = {}
 
     # ------------------------------------------------------------ small helpers
-    def _ev(self, unit: DmarUnit, op: str, issued: bool, rule: str, reason: str, scope: str = "", detail: str = ""):
+    def _ev(self, unit: DmarUnit, op: str, issued: bool, rule: str, reason: str, scope: str = "", detail: str = "",
+            data: EventData | None = None):
         rec = self.journal.issued if issued else self.journal.skipped
-        return rec(unit.name, ACTOR, op, rule, reason, scope, detail)
+        self._open_ev = ev = rec(unit.name, ACTOR, op, rule, reason, scope, detail, data)
+        return ev
+
+    def _claim(self, unit: DmarUnit, op: str):
+        """The issued event a flush primitive carries out: the one _ev recorded just
+        before it for this unit and op (callers journal first, then flush), else None,
+        as when a test calls a primitive directly."""
+        ev, self._open_ev = self._open_ev, None
+        if (ev is not None and ev.unit == unit.name and ev.op == op and ev.outcome == "issued"
+                and self.journal.events and self.journal.events[-1] is ev):
+            return ev
+        return None
 
     def _write(self, addr: int, value: int) -> None:
         self.cache.cpu_write_q(addr, value)
@@ -129,6 +146,7 @@ class IntelIommuDriver:
         domain_flush = coherent is not None
         coherent = unit.coherent if coherent is None else coherent
         detail = f"{what} {addr:#x}+{size:#x}"
+        data = EventData(entries=(_touched(self._root.get(unit.name), self.domains, addr, size, what, domain_flush),))
         kept = domain_flush and coherent != unit.coherent
         if kept:
             # Which domain: the flush does not say, so name it when only one domain on
@@ -141,14 +159,14 @@ class IntelIommuDriver:
                    "the kernel keeps the coherency fixed at allocation")
         if coherent:
             why = f"{was}, so no clflush" if kept else "ECAP.C=1: page walks snoop the CPU cache"
-            self._ev(unit, "clflush", False, "clflush", why, detail=detail)
+            self._ev(unit, "clflush", False, "clflush", why, detail=detail, data=data)
         elif self.skip_clflush:
             why = "what-if: driver skips clflush on a non-coherent unit"
-            self._ev(unit, "clflush", False, "clflush", f"{why} ({was})" if kept else why, detail=detail)
+            self._ev(unit, "clflush", False, "clflush", f"{why} ({was})" if kept else why, detail=detail, data=data)
         else:
             self.cache.clflush(addr, size)
             why = f"{was} and still clflushes" if kept else "ECAP.C=0: page walks read memory, not the CPU cache"
-            self._ev(unit, "clflush", True, "clflush", why, detail=detail)
+            self._ev(unit, "clflush", True, "clflush", why, detail=detail, data=data)
 
     def flush_write_buffer(self, unit: DmarUnit, why: str) -> None:
         """iommu_flush_write_buffer(): only when CAP.RWBF (or the rwbf quirk)."""
@@ -185,6 +203,7 @@ class IntelIommuDriver:
         qi_batch_flush_descs) ignore the outcome, as the kernel's do."""
         from ..hw import qi
 
+        owners = [self._qi_owner.pop(id(d), None) for d in descs]
         if not self._qi_on(unit):
             return False  # `if (!qi) return 0;`: no queue, nothing is sent
         status = self._desc_status(unit)
@@ -198,13 +217,34 @@ class IntelIommuDriver:
         slots = [status + 4 * ((index + i) % QI_LENGTH) for i in range(count + 1)]
         for a in slots:
             self._status_word(a, QI_IN_USE)
-        unit.submit(*descs, qi.WaitDesc(status_write=True, status_data=QI_DONE, status_addr=slots[-1]))
+        wait = qi.WaitDesc(status_write=True, status_data=QI_DONE, status_addr=slots[-1])
+        unit.submit(*descs, wait)
+        self._qi_attach_wait(owners, index, count, wait)
         # A queue stopped by FSTS.IQE never writes QI_DONE: the kernel then sits in
         # qi_check_fault(); the model stops waiting and leaves IQE on the unit to see.
         done = self._status_word(slots[-1]) == QI_DONE
         for a in slots:  # handed back for reclaim_free_desc()
             self._status_word(a, QI_FREE)
         return done
+
+    def _qi_attach_wait(self, owners: list, index: int, count: int, wait) -> None:
+        """Each journal event with descriptors in this submission learns their queue
+        slots and the wait descriptor that closed it (qi_submit_sync's wait_index)."""
+        words = QiWords(*wait.encode(), slot=(index + count) % QI_LENGTH)
+        mine: dict[int, list[int]] = {}
+        for i, seq in enumerate(owners):
+            if seq is not None:
+                mine.setdefault(seq, []).append((index + i) % QI_LENGTH)
+        for seq, slots in mine.items():
+            if 0 < seq <= len(self.journal.events):
+                self.journal.amend(self.journal.events[seq - 1], wait=words, slots=tuple(slots))
+
+    def _qi_queue(self, ev, desc) -> None:
+        """qi_batch_add_*() / qi_desc_*(): the descriptor is encoded now, so its words go
+        on the event at once; its queue slot and wait follow at submission."""
+        if ev is not None:
+            self.journal.amend(ev, descriptors=(QiWords(*desc.encode()),))
+            self._qi_owner[id(desc)] = ev.seq
 
     @contextmanager
     def qi_batch(self):
@@ -237,9 +277,11 @@ class IntelIommuDriver:
             batch.unit = unit
         return batch
 
-    def _qi_send(self, unit: DmarUnit, desc) -> None:
+    def _qi_send(self, unit: DmarUnit, desc, ev=None) -> None:
         """qi_batch_add_*() inside a batch (qi_batch_increment_index submits at 16), else
-        one qi_submit_sync() for this descriptor (qi_flush_iotlb, qi_flush_dev_iotlb)."""
+        one qi_submit_sync() for this descriptor (qi_flush_iotlb, qi_flush_dev_iotlb).
+        `ev`: the journal event this descriptor carries out."""
+        self._qi_queue(ev, desc)
         batch = self._qi_switch(unit)
         if batch is None:
             self._qi_submit_sync(unit, [desc])
@@ -253,27 +295,38 @@ class IntelIommuDriver:
         never batched) or __iommu_flush_context."""
         from ..hw import qi
 
+        ev = self._claim(unit, "context-cache-invalidation")
         batch = self._qi_switch(unit)
         if batch is not None:
             self._qi_batch_flush(batch)  # keep program order with anything queued before
         if self._qi_on(unit):
-            self._qi_submit_sync(unit, [qi.CcDesc(gran, did, sid, fm)])
+            desc = qi.CcDesc(gran, did, sid, fm)
+            self._qi_queue(ev, desc)
+            self._qi_submit_sync(unit, [desc])
         else:
             value = regs.CCMD_ICC | (gran << regs.CCMD_CIRG_SHIFT) | (fm << 32) | (sid << 16) | did
-            unit.mmio_write(regs.CCMD_REG, value)
+            back = unit.mmio_write(regs.CCMD_REG, value)
+            if ev is not None:
+                self.journal.amend(ev, registers=(RegWrite("CCMD", regs.CCMD_REG, value, back),))
 
     def _flush_iotlb(self, unit: DmarUnit, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> None:
         """iommu->flush.flush_iotlb (qi_flush_iotlb), qi_batch_add_iotlb inside a
         qi_batch(), or __iommu_flush_iotlb when QI is off."""
         from ..hw import qi
 
+        ev = self._claim(unit, "iotlb-invalidation")
         if self._qi_on(unit):
             self._qi_send(unit, qi.IotlbDesc(gran, did, addr, am, ih, dr=bool(unit.capf("DRD")),
-                                             dw=bool(unit.capf("DWD"))))
+                                             dw=bool(unit.capf("DWD"))), ev)
         else:
             self._qi_switch(unit)
-            unit.mmio_write(unit.iotlb_reg, addr | (regs.IVA_IH if ih else 0) | am)
-            unit.mmio_write(unit.iotlb_reg + 8, regs.IOTLB_IVT | (gran << regs.IOTLB_IIRG_SHIFT) | (did << 32))
+            iva = addr | (regs.IVA_IH if ih else 0) | am
+            iva_back = unit.mmio_write(unit.iotlb_reg, iva)
+            cmd = regs.IOTLB_IVT | (gran << regs.IOTLB_IIRG_SHIFT) | (did << 32)
+            cmd_back = unit.mmio_write(unit.iotlb_reg + 8, cmd)
+            if ev is not None:
+                self.journal.amend(ev, registers=(RegWrite("IVA", unit.iotlb_reg, iva, iva_back),
+                                                  RegWrite("IOTLB", unit.iotlb_reg + 8, cmd, cmd_back)))
 
     # ------------------------------------------------------------ boot
     def init_unit(self, unit: DmarUnit, qi_queue: int | None = None) -> None:
@@ -518,11 +571,13 @@ class IntelIommuDriver:
 
             size = mask > 0
             a = addr | (((1 << (mask - 1)) - 1) << 12 if size else 0)
+            ev = self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations",
+                          "device", bdf)
+            self._open_ev = None  # carried out here, not by a later flush
             # Both return early `if (!(iommu->gcmd & DMA_GCMD_TE))`: the spec (4.3) advises
             # no device-TLB invalidation while remapping is off.
             if unit.gcmd & regs.GCMD_TE:
-                self._qi_send(unit, qi.DevTlbDesc(source_id, a, size))
-            self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations", "device", bdf)
+                self._qi_send(unit, qi.DevTlbDesc(source_id, a, size), ev)
         else:
             self._ev(unit, "device-tlb-invalidation", False, rule, "ATS not enabled on the device", "device", bdf)
 
@@ -911,3 +966,33 @@ def psi_aligned(iova: int, size: int) -> tuple[int, int]:
         shared = ~(pfn ^ end_pfn) & ~bitmask & ((1 << 64) - 1)
         mask = (shared & -shared).bit_length() - 1 if shared else 64
     return (iova >> (12 + mask) << (12 + mask)) if mask < 64 else 0, mask
+
+
+_BDF = re.compile(r"\b([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\b")
+_BUS = re.compile(r"\bbus ([0-9a-f]{2})\b")
+_LEVEL = re.compile(r"\bL([1-5])\b")
+_DOMAIN = re.compile(r"\bdomain (\d+)\b")
+
+
+def _touched(root: int | None, domains: dict, addr: int, size: int, what: str, domain_flush: bool) -> Touched:
+    """What flush_cache() covered: the structure from where it lies (the unit's root
+    table, else a context table; a domain's page table when the flush follows the
+    domain's coherency), the bus, device or level from the words its callers pass."""
+    whole = size >= PAGE_SIZE and not addr & (PAGE_SIZE - 1)
+    m = _LEVEL.search(what)
+    level = int(m.group(1)) if m else None
+    m = _DOMAIN.search(what)
+    domain = int(m.group(1)) if m else None
+    if domain_flush:
+        if whole and level is None and domain in domains:
+            level = domains[domain].levels  # the top-level table
+        return Touched("page-table" if whole else "pte", addr, size, what, level=level, domain=domain)
+    if root is not None and root <= addr < root + PAGE_SIZE:
+        if whole:
+            return Touched("root-table", addr, size, what)
+        return Touched("root", addr, size, what, bus=(addr - root) // ROOT_ENTRY_SIZE)
+    m = _BDF.search(what)
+    sid = (int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))) if m else None
+    bm = _BUS.search(what)
+    bus = int(bm.group(1), 16) if bm else (sid >> 8 if sid is not None else None)
+    return Touched("context-table" if whole else "context", addr, size, what, bus=bus, sid=sid)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
@@ -11,29 +10,32 @@ from textual.content import Content
 from ..machine import OPTIONS
 from ..textsafe import markup, printable
 from ..views.status import OPTION_HELP
-
-if TYPE_CHECKING:
-    from .app import VtdApp
+from .bindings import ACTIONS
+from .messages import Host, RunAction, RunCommand
 
 
 class VtdCommands(Provider):
+    def _post(self, message: type[RunAction | RunCommand], what: str) -> None:
+        # The app runs what was chosen; the palette only names it (no import of the app).
+        self.app.post_message(message(what))
+
     def _entries(self) -> list[tuple[str, str, object]]:
-        app: VtdApp = self.app  # type: ignore[assignment]
         out: list[tuple[str, str, object]] = []
-        for key, action, _short, description, _show in app.ACTIONS:
-            if not action:
-                continue
-            out.append((description, f"key {key}", partial(app.palette_action, action)))
-        m = app.machine
+        for a in ACTIONS:
+            if a.action:
+                out.append((a.description, f"key {a.key}", partial(self._post, RunAction, a.action)))
+        host: Host = self.app  # type: ignore[assignment]
+        m = host.machine
+        run = partial(self._post, RunCommand)
         for opt, values in OPTIONS.items():
             if m.option_value(opt) is None:
                 continue
             for v in values:
-                out.append((f"set {opt} {v}", OPTION_HELP[opt], partial(app.run_command, f"set {opt} {v}")))
+                out.append((f"set {opt} {v}", OPTION_HELP[opt], partial(run, f"set {opt} {v}")))
         for name in m.units:
             for bit in ("CM", "C", "SC", "RWBF", "PSI"):
-                out.append((f"toggle {name} {bit}", f"flip {bit} of {name}", partial(app.run_command, f"toggle {name} {bit}")))
-            out.append((f"select-unit {name}", "show this unit in the panes", partial(app.run_command, f"select-unit {name}")))
+                out.append((f"toggle {name} {bit}", f"flip {bit} of {name}", partial(run, f"toggle {name} {bit}")))
+            out.append((f"select-unit {name}", "show this unit in the panes", partial(run, f"select-unit {name}")))
         return out
 
     # The palette reads a title and its help as markup; they hold unit names (the

@@ -1,9 +1,8 @@
 """The seven panes.  Each asks its view for lines; none changes the machine itself —
-actions go through the app, which runs them as machine commands."""
+what a pane asks for goes to the app as a message (messages.py), which runs it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from collections.abc import Sequence
 
 from textual.binding import Binding
@@ -14,17 +13,15 @@ from ..views import caches, graph, registers, status, tables
 from ..views.ioptes import PteRow, PteTree
 from ..views.journal import JournalView
 from ..views.style import Line, plain
+from .messages import BackToTables, Host, OpenPageTables, Say
 from .rows import RowsPane
-
-if TYPE_CHECKING:
-    from .app import VtdApp
 
 
 class Pane(RowsPane):
     @property
     def machine(self) -> Machine:
-        app: VtdApp = self.app  # type: ignore[assignment]
-        return app.machine
+        host: Host = self.app  # type: ignore[assignment]
+        return host.machine
 
 
 class UnitPane(Pane):
@@ -103,25 +100,23 @@ class TablesPane(Pane):
             return
         event.stop()
         key = self.keys[event.index] if event.index < len(self.keys) else None
-        app: VtdApp = self.app  # type: ignore[assignment]
         if key is None:
-            app.say("nothing to open on this row: Enter works on a bus or a device", error=True)
+            self.post_message(Say("nothing to open on this row: Enter works on a bus or a device", error=True))
         elif key[0] == "bus":
             self.bus = key[1]
             self.update_view()
             first = next((i for i, k in enumerate(self.keys) if k and k[0] == "sid"), None)
             if first is not None:
                 self.move_cursor(first)
-            app.say(f"context table of bus {key[1]:02x} on {self._unit}")
+            self.post_message(Say(f"context table of bus {key[1]:02x} on {self._unit}"))
         else:
-            app.show_page_tables(self._unit, key[1])
+            self.post_message(OpenPageTables(self._unit, key[1]))
 
     def action_back(self) -> None:
         self.bus = None
         self.update_view()
         self.move_cursor(0)
-        app: VtdApp = self.app  # type: ignore[assignment]
-        app.say(f"root table of {self._unit}; the context table follows the selected group")
+        self.post_message(Say(f"root table of {self._unit}; the context table follows the selected group"))
 
 
 class IoptePane(Pane):
@@ -194,11 +189,8 @@ class IoptePane(Pane):
         self._expand(None)
 
     def action_back(self) -> None:
-        app: VtdApp = self.app  # type: ignore[assignment]
         self.pinned = None
-        app.action_pane_to(app.panes.index(app.main.query_one(TablesPane)))
-        app.changed()
-        app.say("back to the tables; the IOPTE pane follows the selected group again")
+        self.post_message(BackToTables())
 
     def on_rows_pane_activated(self, event: RowsPane.Activated) -> None:
         if event.pane is self:

@@ -13,6 +13,7 @@ not passed to the app; once it ends the keyboard is the presenter's again.
 from __future__ import annotations
 
 import asyncio
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -213,6 +214,8 @@ class Replayer:
         self.live = not self.headless
         try:
             await settle(app, redraw=True)
+            if not self.headless:
+                self._warn_size(app)
             if self.headless:
                 app._begin_batch()
                 self._batched = True
@@ -226,6 +229,12 @@ class Replayer:
             return
         if self.headless:
             app.exit(1 if self.failures else 0)
+
+    def _warn_size(self, app: "VtdApp") -> None:
+        """On the screen too: the warning run() printed is hidden once the app draws."""
+        warning = size_warning((app.size.width, app.size.height), self.fixture.size, self.fixture.source)
+        if warning:
+            app.notify(printable(warning), severity="warning", timeout=12, markup=False)
 
     async def _run(self, app: "VtdApp") -> None:
         steps = self.fixture.steps
@@ -325,14 +334,49 @@ class Replayer:
 
 
 
+def size_warning(terminal: tuple[int, int], want: tuple[int, int], replay_arg: str) -> str:
+    """'' when the terminal holds the size the fixture is replayed at (its `size`, or
+    --size); else one line naming both sizes, the layout the app will show instead,
+    and the command that checks the fixture at the nearest size that fits."""
+    from .app import WIDE
+
+    (tw, th), (ww, wh) = terminal, want
+    if tw >= ww and th >= wh:
+        return ""
+    nearest = (min(tw, ww), min(th, wh))
+    if nearest[0] >= WIDE[0] and nearest[1] >= WIDE[1]:
+        layout = f"all panes still fit (from {WIDE[0]}x{WIDE[1]}), with less room: rows are cut sooner"
+    elif ww >= WIDE[0] and wh >= WIDE[1]:
+        layout = f"it shows one pane at a time (all panes need {WIDE[0]}x{WIDE[1]})"
+    else:
+        layout = "the panes have less room"
+    return (f"warning: the terminal is {tw}x{th}, smaller than the {ww}x{wh} this replay is made for: "
+            f"{layout}, and its expects may fail. Enlarge the terminal (or shrink the font) to {ww}x{wh}, "
+            f"or check it at {nearest[0]}x{nearest[1]} first: "
+            f"vtdtui replay {shlex.quote(replay_arg)} --headless --size {nearest[0]}x{nearest[1]}")
+
+
+def _terminal_size() -> tuple[int, int] | None:
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stdin):
+        try:
+            columns, lines = os.get_terminal_size(stream.fileno())
+            return columns, lines
+        except (AttributeError, OSError, ValueError):  # not a terminal (the web driver), closed
+            continue
+    return None
+
+
 def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
         json_out: str | None = None) -> int:
     """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
     one failed or the fixture quit the app early."""
     import sys
 
-    from ..cli import EXIT_BAD_INPUT, error_line
-    from .app import VtdApp, session_log_path
+    from ..exits import EXIT_BAD_INPUT, EXIT_INTERNAL, error_line
+    from .app import VtdApp, report_crash, session_log_path
 
     replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
     # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
@@ -340,12 +384,22 @@ def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_di
     session = None if headless else session_log_path()
     app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session)
 
+    if not headless:
+        # Said before the app takes the screen (it stays above the prompt afterwards)
+        # and again on the screen, where the presenter looks.
+        term = _terminal_size()
+        warning = size_warning(term, fixture.size, fixture.source) if term else ""
+        if warning:
+            print(printable(warning), file=sys.stderr)
+
     async def pilot(_pilot) -> None:
         await replayer.run(app)
 
     app.run(headless=headless, size=fixture.size if headless else None, auto_pilot=pilot, mouse=not headless)
     if app.session is not None:
         app.session.close()
+    if report_crash(app):
+        return EXIT_INTERNAL
     # The fixture's path and text are the user's: no control character reaches the terminal.
     for f in replayer.failures:
         print(printable(f.line()), file=sys.stderr)

@@ -3,15 +3,26 @@
 Filtering is incremental: the journal only grows between commands, so each refresh
 scans just the new events.  Undo rebuilds the machine with a new Journal object,
 which resets the scan.
+
+The pane is a Line-API view over possibly 100k events, so a row (`row_line`) and its
+wrap (`row_lines`) are built for one event at a time, when it is visible; only search
+and export walk the (filtered) journal.  `event_detail` is the whole of one event.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..sw.journal import ISSUED, Event, Journal
-from .style import Line
+from ..hw import qi, regs
+from ..hw.entries import PTE_ADDR_MASK, PTE_PS, bdf_str, level_shift
+from ..hw.memory import MemoryError_
+from ..sw.journal import ISSUED, Event, Journal, QiWords, RegWrite, Touched
+from ..sw.rules import rule as rule_of
+from ..textsafe import printable
+from .style import Line, wrap
 
 FILTER_KEYS = ("outcome", "op", "unit", "actor", "rule")
 OUTCOMES = ("all", "issued", "skipped")
@@ -105,3 +116,333 @@ class JournalView:
         return ((f"{e.seq:5d} ", "dim"), (f"{e.unit:<11}", "key"), (f"{e.actor:<7}", "dim"), (f"{e.outcome:<8}", tok),
                 (f"{e.op}{scope} ", tok), (f"{e.rule}: ", "head"), (e.reason, ""),
                 (f" ({e.detail})" if e.detail else "", "dim"))
+
+
+
+# ----------------------------------------------------------------------------- rows
+ROW_INDENT = 6  # continuation lines of a wrapped row start under the reason
+KINDS = ("decision", "hardware", "policy")
+
+
+def event_kind(e: Event) -> str:
+    """decision (a software actor chose), hardware (a record: toggle, DMA, fault) or
+    policy (a user switched a policy or what-if): the three look different."""
+    if e.op == "policy-change":
+        return "policy"
+    return "decision" if e.is_decision else "hardware"
+
+
+def _mark(e: Event) -> tuple[str, str]:
+    kind = event_kind(e)
+    if kind == "policy":
+        return "policy ", "warn"
+    if kind == "hardware":
+        return "hw     ", "bad" if e.op == "fault" else "key"
+    return (f"{e.outcome:<7}", "issued" if e.outcome == ISSUED else "skipped")
+
+
+def _what(e: Event) -> str:
+    """op[scope] and the rule, the rule left out where it only repeats the op."""
+    scope = f"[{e.scope}]" if e.scope else ""
+    same = e.rule == e.op or e.rule in e.op.split("-")
+    return f"{e.op}{scope}" + ("" if same or not e.rule else f" {e.rule}")
+
+
+def row_line(e: Event) -> Line:
+    """One journal row, the reason first: `seq mark reason · op[scope] rule · unit actor
+    · detail`.  The mark says issued / skipped for a decision, hw for a hardware
+    record, policy for a switch a user turned; the rule is left out where it repeats
+    the op (`clflush`, not `clflush clflush`).  Text from outside is made printable."""
+    mark, tok = _mark(e)
+    segs = [(f"{e.seq:5d} ", "dim"), (mark + " ", tok), (printable(e.reason), ""),
+            (" · ", "dim"), (_what(e), tok if event_kind(e) == "decision" else "head"),
+            (" · ", "dim"), (e.unit, "key"), (f" {e.actor}", "dim")]
+    if e.detail:
+        segs += [(" · ", "dim"), (printable(e.detail), "dim")]
+    return tuple(segs)
+
+
+def row_lines(e: Event, width: int) -> list[Line]:
+    """`row_line(e)` wrapped to `width` cells: the wrap mode of the journal pane.
+    Nothing is cut; continuation lines are indented under the reason."""
+    return wrap(row_line(e), width, ROW_INDENT + 2)
+
+
+# ----------------------------------------------------------------------------- whole event as text
+def _desc_text(w: QiWords) -> str:
+    return f"{w.hi:016x}:{w.lo:016x}" + (f"@{w.slot}" if w.slot is not None else "")
+
+
+def event_text(e: Event) -> str:
+    """The whole event on one line, nothing clipped: what search matches and what the
+    text export writes.  Descriptor words, register writes, entries and the functions
+    of the rule are in it, so `0x1008000` or `cache_tag_flush_range_np` finds it."""
+    scope = f"[{e.scope}]" if e.scope else ""
+    parts = [f"{e.seq} {e.unit} {e.actor} {e.outcome} {e.op}{scope} {e.rule}: {e.reason}"]
+    if e.detail:
+        parts.append(f"({e.detail})")
+    d = e.data
+    if d is not None:
+        if d.descriptors:
+            parts.append("qi " + " ".join(_desc_text(w) for w in d.descriptors))
+        if d.wait is not None:
+            parts.append("wait " + _desc_text(d.wait))
+        for r in d.registers:
+            parts.append(f"{r.name}@{r.offset:#x}={r.value:#x}")
+        for t in d.entries:
+            parts.append(f"{t.kind} {t.addr:#x}+{t.size:#x}")
+    r = rule_of(e.rule) if e.is_decision else None
+    if r is not None:
+        parts.append("by " + ", ".join(f"{name}() {src}" for name, src in r.functions))
+    return printable(" ".join(parts))
+
+
+class SearchError(ValueError):
+    """A search pattern that is not a valid regular expression."""
+
+
+def matcher(pattern: str, regex: bool = False):
+    """A predicate over event_text: a case-insensitive substring, or with `regex` a
+    case-insensitive regular expression.  Raises SearchError for a bad regex, with
+    the reason and where."""
+    if not regex:
+        needle = pattern.lower()
+        return lambda text: needle in text.lower()
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise SearchError(f"bad regular expression {printable(pattern)!r}: {exc.msg}{where}") from None
+    return lambda text: rx.search(text) is not None
+
+
+def search(events: list[Event], indices: list[int], pattern: str, regex: bool = False) -> list[int]:
+    """Rows (positions in `indices`, the filtered view) whose event matches `pattern`
+    anywhere in event_text: substring, or regex with `regex`.  Empty pattern: none."""
+    if not pattern:
+        return []
+    match = matcher(pattern, regex)
+    return [row for row, i in enumerate(indices) if match(event_text(events[i]))]
+
+
+# ----------------------------------------------------------------------------- export
+EXPORT_SCHEMA = "vtdtui.journal/1"
+
+
+def export_text(events: list[Event], indices: list[int]) -> str:
+    """The shown events (the filter honoured), one whole event per line."""
+    return "".join(event_text(events[i]) + "\n" for i in indices)
+
+
+def export_json(events: list[Event], indices: list[int], filter_: JournalFilter | None = None) -> str:
+    """`{"schema": "vtdtui.journal/1", "filter": "...", "journal": [...]}`: the state
+    JSON's journal entries (with their added keys) of the shown events."""
+    doc = {"schema": EXPORT_SCHEMA, "filter": (filter_ or JournalFilter()).describe(),
+           "journal": [events[i].to_json() for i in indices]}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+# ----------------------------------------------------------------------------- one event, whole
+@dataclass(frozen=True)
+class JumpTarget:
+    """An entry an event touched, for the TUI to show.  `row` is the detail line that
+    names it; `n` its number (1-based, a key).  The location is as the tables are now:
+      root           unit, bus                  → the root table row of `bus`
+      context        unit, bus, sid             → the context table of `bus`, row `sid`
+      root-table     unit                       → the root table
+      context-table  unit, bus                  → the context table of `bus`
+      pte            unit, domain, key          → the domain's page-table tree, node `key`
+      page-table     unit, domain, key          → `key` is the entry pointing at the table
+                                                  (None: the top-level table)
+    `found` is False where the entry is no longer in any table (freed since)."""
+
+    n: int
+    row: int
+    kind: str
+    unit: str
+    addr: int
+    size: int
+    bus: int | None = None
+    sid: int | None = None
+    domain: int | None = None
+    key: tuple[int, int] | None = None  # (level, IOVA base), views.ioptes' node key
+    found: bool = True
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    lines: list[Line]
+    targets: list[JumpTarget]
+
+
+GRANS_CC = {1: "global", 2: "domain", 3: "device"}
+GRANS_IOTLB = {1: "global", 2: "domain (DSI)", 3: "page (PSI)"}
+
+
+def describe_descriptor(lo: int, hi: int) -> str:
+    """A queued-invalidation descriptor in words, with every field hw.qi decodes."""
+    try:
+        d = qi.decode(lo, hi)
+    except ValueError as exc:
+        return f"invalid: {exc}"
+    if isinstance(d, qi.CcDesc):
+        return (f"context-cache G={d.gran} {GRANS_CC.get(d.gran, '?')} DID {d.did} "
+                f"SID {bdf_str(d.sid)} FM {d.fm}")
+    if isinstance(d, qi.IotlbDesc):
+        return (f"iotlb G={d.gran} {GRANS_IOTLB.get(d.gran, '?')} DID {d.did} addr {d.addr:#x} "
+                f"AM {d.am} ({(1 << d.am) * 4}K) IH {int(d.ih)} DR {int(d.dr)} DW {int(d.dw)}")
+    if isinstance(d, qi.DevTlbDesc):
+        return (f"device-tlb SID {bdf_str(d.sid)} addr {d.addr:#x} S {int(d.size)} "
+                f"QDEP {d.qdep} PFSID {d.pfsid:#x}")
+    if isinstance(d, qi.IecDesc):
+        return f"iec {'index' if d.index_selective else 'global'} IIDX {d.iidx} IM {d.im}"
+    return (f"wait SW {int(d.status_write)} IF {int(d.interrupt)} FN {int(d.fence)} "
+            f"status data {d.status_data:#x} → {d.status_addr:#x}")
+
+
+def describe_register(r: RegWrite) -> str:
+    """A register-based invalidation write in words (Linux DMA_CCMD_* / DMA_TLB_*)."""
+    v, b = r.value, r.readback
+    if r.name == "CCMD":
+        return (f"ICC {v >> 63} CIRG {(v >> regs.CCMD_CIRG_SHIFT) & 3} {GRANS_CC.get((v >> regs.CCMD_CIRG_SHIFT) & 3, '?')}"
+                f" FM {(v >> 32) & 3} SID {bdf_str((v >> 16) & 0xFFFF)} DID {v & 0xFFFF}; "
+                f"read back CAIG {(b >> regs.CCMD_CAIG_SHIFT) & 3} ICC {b >> 63}")
+    if r.name == "IOTLB":
+        g = (v >> regs.IOTLB_IIRG_SHIFT) & 3
+        return (f"IVT {v >> 63} IIRG {g} {GRANS_IOTLB.get(g, '?')} DID {(v >> 32) & 0xFFFF} "
+                f"DR {(v >> 49) & 1} DW {(v >> 48) & 1}; read back IAIG {(b >> regs.IOTLB_IAIG_SHIFT) & 3} IVT {b >> 63}")
+    if r.name == "IVA":
+        return f"ADDR {v & ~0xFFF:#x} IH {(v >> 6) & 1} AM {v & 0x3F}"
+    return f"{v:#x}"
+
+
+def _field(label: str, text: str, width: int, token: str = "") -> list[Line]:
+    """`label  text`, wrapped under the text."""
+    pad = 10
+    return wrap(((f"{label:<{pad}}", "key"), (text, token)), width, pad)
+
+
+def _locate(read, pgd: int, levels: int, table: int) -> tuple[int, int, int | None] | None:
+    """Where page `table` hangs in a domain's tree now: (its level, IOVA base, level of
+    the entry pointing at it or None for the top).  Reads tables only (never leaves)."""
+    if table == pgd:
+        return levels, 0, None
+
+    def down(t: int, level: int, base: int):
+        if level == 1:
+            return None
+        try:
+            words = read(t)
+        except MemoryError_:
+            return None
+        span = 1 << level_shift(level)
+        for i, pte in enumerate(words):
+            if not pte & 3 or pte & PTE_PS:
+                continue
+            child, cbase = pte & PTE_ADDR_MASK, base + i * span
+            if child == table:
+                return level - 1, cbase, level
+            hit = down(child, level - 1, cbase)
+            if hit:
+                return hit
+        return None
+
+    return down(pgd, levels, 0)
+
+
+def _target(machine, e: Event, t: Touched, n: int, row: int) -> JumpTarget:
+    base = JumpTarget(n, row, t.kind, e.unit, t.addr, t.size, t.bus, t.sid, t.domain)
+    if t.kind not in ("pte", "page-table") or machine is None:
+        return base
+    try:
+        drv = machine.driver_for(e.unit)
+    except (KeyError, AttributeError):
+        return JumpTarget(**{**base.__dict__, "found": False})
+    unit = machine.units.get(e.unit)
+    page = t.addr & ~0xFFF
+    doms = sorted(drv.domains.values(), key=lambda d: (d.id != t.domain, d.id))
+    for d in doms:
+        hit = _locate(unit.cpu_read_page, d.pgd, d.levels, page)
+        if hit is None:
+            continue
+        level, tbase, parent = hit
+        if t.kind == "page-table":
+            key = (parent, tbase) if parent is not None else None
+        else:
+            key = (level, tbase + ((t.addr & 0xFFF) // 8) * (1 << level_shift(level)))
+        return JumpTarget(**{**base.__dict__, "domain": d.id, "key": key})
+    return JumpTarget(**{**base.__dict__, "found": False})
+
+
+def _touched_text(t: Touched) -> str:
+    where = {"root": f"root entry bus {t.bus:02x}" if t.bus is not None else "root entry",
+             "context": f"context entry {bdf_str(t.sid)}" if t.sid is not None else "context entry",
+             "root-table": "root table",
+             "context-table": f"context table bus {t.bus:02x}" if t.bus is not None else "context table",
+             "page-table": f"L{t.level} page table" if t.level else "page table",
+             "pte": f"{t.count} L{t.level} PTE(s)" if t.level else f"{t.count} PTE(s)"}.get(t.kind, t.kind)
+    return f"{where} @ {t.addr:#x}+{t.size:#x}" + (f" ({printable(t.what)})" if t.what else "")
+
+
+def detail_view(machine, e: Event, width: int) -> EventDetail:
+    """The whole event `e` as lines no wider than `width`, and the entries it touched
+    as jump targets (numbered 1.., each naming the line that shows it).  `machine`
+    (may be None) resolves page-table entries to where they are now."""
+    width = max(width, 20)
+    lines: list[Line] = []
+    mark, tok = _mark(e)
+    kind = event_kind(e)
+    head = ((f"event {e.seq} ", "head"), (mark.strip(), tok),
+            (f" · {kind}" + (f" by {e.actor}" if kind == "decision" else ""), "dim"), (f" on {e.unit}", "key"))
+    lines += wrap(head, width, 2)
+    lines += _field("reason", printable(e.reason), width)
+    r = rule_of(e.rule) if e.is_decision else None
+    if r is not None:
+        lines += _field("rule", f"{e.rule}: {r.decision}", width)
+        for name, src in r.functions:
+            lines += _field("decided", f"{name}()  {src}", width, "addr")
+        if r.note:
+            lines += _field("", r.note, width, "dim")
+    else:
+        lines += _field("rule", e.rule + ("" if e.is_decision else " (a hardware record: no software decision)"),
+                        width)
+    lines += _field("actor", e.actor, width)
+    lines += _field("unit", e.unit, width)
+    lines += _field("op", e.op, width)
+    if e.scope:
+        lines += _field("scope", e.scope, width)
+    lines += _field("outcome", e.outcome, width, "issued" if e.outcome == ISSUED else "skipped")
+    if e.detail:
+        lines += _field("detail", printable(e.detail), width, "dim")
+    d = e.data
+    targets: list[JumpTarget] = []
+    if d is not None:
+        if d.descriptors or d.wait is not None:
+            lines.append((("queued invalidation (qword 1:qword 0, queue slot)", "head"),))
+            for w in d.descriptors + ((d.wait,) if d.wait is not None else ()):
+                slot = f"slot {w.slot:3d}" if w.slot is not None else "not sent"
+                lines += _field(slot, f"{w.hi:016x}:{w.lo:016x}", width, "addr")
+                lines += _field("", describe_descriptor(w.lo, w.hi), width)
+        if d.registers:
+            lines.append((("register writes", "head"),))
+            for reg in d.registers:
+                lines += _field(reg.name, f"@{reg.offset:#x} ← {reg.value:#018x}", width, "addr")
+                lines += _field("", describe_register(reg), width)
+        if d.entries:
+            lines.append((("entries touched (number: jump)", "head"),))
+            for t in d.entries:
+                n = len(targets) + 1
+                target = _target(machine, e, t, n, len(lines))
+                text = _touched_text(t)
+                if not target.found:
+                    text += " · no longer in any table"
+                elif target.domain is not None and t.kind in ("pte", "page-table"):
+                    text += f" · domain {target.domain}"
+                lines += _field(f"[{n}]", text, width, "addr")
+                targets.append(target)
+    return EventDetail(lines, targets)
+
+
+def event_detail(machine, e: Event, width: int) -> list[Line]:
+    """The whole event as lines no wider than `width` (see detail_view for targets)."""
+    return detail_view(machine, e, width).lines
