@@ -95,12 +95,12 @@ def test_parse_size_is_bounded():
 
 
 def test_size_replays_headless_at_the_size_given(tmp_path, capsys):
-    # The one-pane layout's tab strip is on screen only below WIDE.
+    # The one-pane layout's tab strip is on screen only below the talk layout's size.
     fx = tmp_path / "narrow.keys"
     fx.write_text("size 160x50\ncaption c\nexpect 1-7 switch\n")
     assert main(["replay", str(fx), "--headless"]) == 1
     capsys.readouterr()
-    assert main(["replay", str(fx), "--headless", "--size", f"{WIDE[0] - 20}x30"]) == 0, capsys.readouterr().err
+    assert main(["replay", str(fx), "--headless", "--size", f"{WIDE[0] - 50}x30"]) == 0, capsys.readouterr().err
     assert main(["replay", str(fx), "--headless", "--size", "20x5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--size: 20x5 is out of range" in err
@@ -110,7 +110,9 @@ def test_size_warning_names_both_sizes_the_layout_and_the_command():
     assert size_warning((160, 50), (160, 50), "caching-mode") == ""
     assert size_warning((200, 60), (160, 50), "caching-mode") == ""
     narrow = size_warning((120, 40), (160, 50), "caching-mode")
-    assert "terminal is 120x40" in narrow and "160x50" in narrow and "one pane at a time" in narrow
+    assert "terminal is 120x40" in narrow and "160x50" in narrow and "the 120x40 talk layout" in narrow
+    tiny = size_warning((80, 24), (160, 50), "caching-mode")
+    assert "one pane at a time" in tiny and tiny.endswith("--size 80x24")
     assert narrow.endswith("vtdtui replay caching-mode --headless --size 120x40")
     roomy = size_warning((WIDE[0] + 5, 60), (160, 50), "my talk.keys")
     assert "all panes still fit" in roomy and roomy.endswith(f"'my talk.keys' --headless --size {WIDE[0] + 5}x50")

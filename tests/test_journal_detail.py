@@ -125,7 +125,7 @@ def test_a_clflush_names_the_context_entry_and_jumps_to_it():
     m, _ = run("desktop")
     o = m.execute("attach 5")
     e = one(o, op="clflush", detail_has="context entry 02:00.0")
-    (t,) = e.data.entries
+    (t,) = e.entries
     u = m.units["dmar1"]
     ctp = {bus: re_.ctp for bus, _, re_ in u.present_entries(u.rta_latched & ~0xFFF, RootEntry.decode)}[2]
     assert (t.kind, t.addr, t.size, t.bus, t.sid) == ("context", ctp + 0 * 16, 16, 2, SID5)
@@ -139,7 +139,7 @@ def test_a_clflush_of_leaves_jumps_to_the_page_table_node():
     m, _ = run("desktop", "attach 5")
     o = m.execute("map 5 0x100000 64K rw")
     e = one(o, op="clflush", detail_has="leaf PTE")
-    (t,) = e.data.entries
+    (t,) = e.entries
     assert (t.kind, t.level, t.size) == ("pte", 1, 16 * 8)
     (jump,) = detail_view(m, e, 80).targets
     d = m.driver_for("dmar1").domains[jump.domain]
@@ -155,9 +155,9 @@ def test_a_clflush_of_leaves_jumps_to_the_page_table_node():
 def test_root_entry_and_new_tables_are_told_apart():
     m, _ = run("desktop")
     o = m.execute("attach 5")
-    kinds = {e.data.entries[0].kind for e in o.events if e.op == "clflush"}
+    kinds = {e.entries[0].kind for e in o.events if e.op == "clflush"}
     assert {"context", "page-table"} <= kinds
-    boot = [e.data.entries[0] for e in m.journal.events if e.op == "clflush" and e.data]
+    boot = [e.entries[0] for e in m.journal.events if e.op == "clflush"]
     root = next(t for t in boot if t.kind == "root")
     assert root.bus is not None and root.size == 16
 

@@ -35,3 +35,22 @@ def test_main_screen(snap_compare, scenario, size):
 
 def test_small_terminal_on_the_journal(snap_compare):
     assert snap_compare(app_for("desktop"), terminal_size=(80, 24), press=["7"])
+
+
+# Themes and the 120x40 talk layout.  A theme changes every pane (tests/test_tui_themes.py
+# checks that no old dark colour is left under a light one); these show it.
+@pytest.mark.parametrize("theme", ["textual-light", "vtdtui-projector"])
+def test_light_themes(snap_compare, theme):
+    app = app_for("desktop")
+    app.theme = theme
+    assert snap_compare(app, terminal_size=(160, 50))
+
+
+def test_talk_layout_at_120x40(snap_compare):
+    assert snap_compare(app_for("viommu"), terminal_size=(120, 40))
+
+
+def test_what_if_badge(snap_compare):
+    app = app_for("desktop")
+    app.machine.execute("set skip-clflush on")
+    assert snap_compare(app, terminal_size=(120, 40))

@@ -24,7 +24,10 @@ from vtdtui.machine.state import to_json
 from vtdtui.sw.journal import Journal
 from vtdtui.views import caches, graph, registers, status, tables
 from vtdtui.views.ioptes import PteTree
-from vtdtui.views.journal import FilterError, JournalFilter, JournalView
+from vtdtui.views.journal import (
+    FilterError, JournalFilter, JournalSearch, JournalView, SearchError, check_search, device_of, row_line, search,
+    search_pattern,
+)
 from vtdtui.views.prompts import PROMPTS, check_filter
 from vtdtui.views.style import TOKENS, Line, badge, plain, text_of
 
@@ -924,16 +927,75 @@ def test_filter_parse_lowercases_and_keeps_the_outcome():
     assert JournalFilter.parse("outcome=issued", keep_outcome="skipped").outcome == "issued"
 
 
-def test_event_line_text_and_tokens():
+def test_event_line_is_the_row_reason_first_with_kinds_apart():
     j = Journal()
     e = j.skipped("dmar1", "driver", "iotlb-invalidation", "map-np2p", "CM=0: nothing cached", "page", "DID 2")
     line = JournalView.event_line(e)
-    assert text_of(line) == ("    1 dmar1      driver skipped iotlb-invalidation[page] map-np2p: "
-                             "CM=0: nothing cached (DID 2)")
+    assert line == row_line(e)
+    assert text_of(line) == ("    1 skipped CM=0: nothing cached · iotlb-invalidation[page] map-np2p · dmar1 driver "
+                             "· DID 2")
     assert tok(line, "skipped") == "skipped" and tok(line, "iotlb-invalidation") == "skipped"
+    # A rule that only repeats the op is said once.
+    c = j.issued("dmar1", "driver", "clflush", "clflush", "ECAP.C=0")
+    assert "clflush clflush" not in text_of(row_line(c)) and " · clflush · " in text_of(row_line(c))
+    # A hardware record reads apart from a decision: hw mark, its op not in a decision's colour.
     e2 = j.issued("dmar0", "hw", "fault", "read", "a fault")
-    assert text_of(JournalView.event_line(e2)) == "    2 dmar0      hw     issued  fault read: a fault"
-    assert tok(JournalView.event_line(e2), "issued") == "issued"
+    assert text_of(JournalView.event_line(e2)) == "    3 hw      a fault · fault read · dmar0 hw"
+    assert tok(JournalView.event_line(e2), "hw") == "bad" and tok(row_line(e2), "fault read") == "head"
+
+
+def test_search_pattern_takes_slashes_as_a_regex_and_the_check_refuses_a_bad_one():
+    assert search_pattern("  clflush ") == ("clflush", False)
+    assert search_pattern("/CM=[01]/") == ("CM=[01]", True)
+    assert search_pattern("/") == ("/", False) and search_pattern("//") == ("//", False)
+    ok, hint = check_search("/CM=(/")
+    assert not ok and "bad regular expression 'CM=('" in hint and "position" in hint
+    assert check_search("/CM=[01]/")[0] and check_search("0x100000")[0]
+    assert check_search("   ") == (False, "type text to find, or /regex/")
+
+
+def test_journal_search_matches_only_new_rows_as_the_journal_grows_and_wraps_around():
+    m = machine("desktop", "attach 5")
+    v = JournalView()
+    v.update(m.journal)
+    s = JournalSearch("map-np2p")
+    assert s.next_row(m.journal.events, v.indices, 0, 1) is None  # nothing mapped yet
+    m.execute("map 5 0x100000 64K rw")
+    m.execute("map 5 0x200000 4K rw")
+    v.update(m.journal)
+    events = m.journal.events
+    rows = s.update(events, v.indices)
+    assert rows == search(events, v.indices, "map-np2p") and len(rows) == 2  # one skipped PSI per map
+    first, last = rows[0], rows[-1]
+    assert s.next_row(events, v.indices, first, 1) == (rows[1], False)
+    assert s.next_row(events, v.indices, last, 1) == (first, True)  # past the end: from the top
+    assert s.next_row(events, v.indices, first, -1) == (last, True)
+    # The rows already matched are not matched again: a search over a grown journal
+    # looks at the new events only (a matcher that counts its calls).
+    calls = []
+    s._match = lambda text: calls.append(text) or "map-np2p" in text
+    before = len(v.indices)
+    m.execute("dma 5 0x100000")
+    v.update(m.journal)
+    s.update(m.journal.events, v.indices)
+    assert len(calls) == len(v.indices) - before > 0
+    # A new filter is a new list of rows: the search starts over.
+    v.set_filter(JournalFilter.parse("rule=wbf"))
+    v.update(m.journal)
+    assert s.update(m.journal.events, v.indices) == search(m.journal.events, v.indices, "map-np2p")
+    with pytest.raises(SearchError):
+        JournalSearch("(", regex=True)
+
+
+def test_device_of_finds_who_sees_a_domain_and_none_when_nobody_does():
+    m = machine("desktop", "attach 5")
+    drv = m.driver_for("dmar1")
+    d = m.domain_of(m.groups[5])
+    assert device_of(m, "dmar1", d.id) == 0x0200
+    assert device_of(m, "dmar1", max(x.id for x in drv.domains.values()) + 99) is None
+    assert device_of(m, "no-such-unit", d.id) is None
+    m.execute("detach 5")
+    assert device_of(m, "dmar1", d.id) is None
 
 
 def test_journal_view_follows_the_machine_across_undo():

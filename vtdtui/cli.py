@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from vtdtui import __version__
@@ -216,6 +217,9 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
                    help="write an SVG for each 'snapshot NAME' (DIR/NAME.svg) and one at the end")
     p.add_argument("--speed", default="1", metavar="X",
                    help="paced replay: divide pauses and the per-key delay by X (default 1; 2 is twice as fast)")
+    p.add_argument("--theme", dest="replay_theme", metavar="NAME",
+                   help="colour theme (vtdtui, vtdtui-projector, any Textual theme); SVG snapshots follow it. "
+                        "A paced replay takes config.toml's theme otherwise, a headless one reads no config")
 
 
 def _speed(text: str, parser: argparse.ArgumentParser) -> float:
@@ -294,9 +298,11 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     web = bool(os.environ.get("TEXTUAL_DRIVER"))
     if not args.headless and not web and not (_isatty(sys.stdin) and _isatty(sys.stdout)):
         raise BadInput("replay: a paced replay needs a terminal; add --headless to run without one")
+    # Headless, nothing of this machine's settings: CI gives the same result everywhere.
+    theme, _keymap = _settings(args.replay_theme, read_config=not args.headless)
     replayer = importlib.import_module("vtdtui.tui.replayer")
     return replayer.run(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
-                        json_out=args.replay_json)
+                        json_out=args.replay_json, theme=theme)
 
 
 def _list_fixtures() -> int:
@@ -367,6 +373,8 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, metavar="H",
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 for a room)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N", help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument("--theme", dest="serve_theme", metavar="NAME",
+                   help="colour theme of every browser session (vtdtui-projector for a room; any Textual theme)")
     p.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="what each browser session runs, as 'vtdtui ARGS': e.g. -- --scenario viommu, "
                         "or -- replay caching-mode")
@@ -378,6 +386,11 @@ def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     served = list(args.serve_args)
     if served[:1] == ["--"]:
         served = served[1:]
+    if args.serve_theme is not None:
+        _settings(args.serve_theme, read_config=False)
+        # `replay` takes --theme after its name, the TUI before any subcommand.
+        at = 1 if served[:1] == ["replay"] else 0
+        served = [*served[:at], "--theme", args.serve_theme, *served[at:]]
     _check_served(served)
     try:
         return run(args.host, args.port, served)
@@ -404,6 +417,7 @@ def _check_served(served: list[str]) -> None:
 
         if inner.headless or inner.replay_list or inner.fixture is None:
             raise BadInput(f"{place}: a browser session runs a paced replay of one FIXTURE (no --headless, --list)")
+        _settings(inner.replay_theme, place=place)
         try:
             load(resolve(inner.fixture))
         except FixtureError as exc:
@@ -416,6 +430,7 @@ def _check_served(served: list[str]) -> None:
         load_scenario(inner.scenario, devices=inner.tui_devices, map_spec=inner.tui_map_spec)
     except ScenarioError as exc:
         raise BadInput(f"{place}: {exc}") from None
+    _settings(inner.theme, config_file=inner.config, place=place)
 
 
 COMMANDS: dict[str, Command] = {
@@ -449,8 +464,20 @@ COMMANDS: dict[str, Command] = {
 
 # --- the TUI --------------------------------------------------------------------------
 
+def _settings(theme: str | None, *, read_config: bool = True, config_file: str | None = None,
+              place: str = "") -> tuple[str, dict[str, str]]:
+    """(theme, keymap): --theme over config.toml's (tui/config.py) over the default.
+    Loads Textual (its themes): only for the commands that start the app."""
+    config = importlib.import_module("vtdtui.tui.config")
+    try:
+        return config.settings(theme, config=read_config, path=None if config_file is None else Path(config_file))
+    except config.ConfigError as exc:
+        raise BadInput(f"{place}: {exc}" if place else str(exc)) from None
+
+
 def run_tui(scenario: str | None, record: str | None = None, *, devices: int | None = None,
-            map_spec: str | None = None, check_invariants: bool = False) -> int:
+            map_spec: str | None = None, check_invariants: bool = False, theme: str | None = None,
+            config_file: str | None = None) -> int:
     """Start the TUI.  Imported here so that the core commands never load Textual."""
     from vtdtui.machine import ScenarioError
     from vtdtui.machine.scenario import load
@@ -464,8 +491,10 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
     for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
         if stream is None:  # Textual would fail on it with a traceback
             raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
+    theme_name, keymap = _settings(theme, config_file=config_file)
     app = importlib.import_module("vtdtui.tui.app")
-    return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants)
+    return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants,
+                   theme=theme_name, keymap=keymap)
 
 
 def _not_an_input(out: str, flag: str, inputs: dict[str, str]) -> None:
@@ -512,6 +541,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument(
         "--record", metavar="FILE",
         help="record the session's keys to FILE as a fixture (written as you type; replay with 'vtdtui replay FILE')",
+    )
+    parser.add_argument(
+        "--theme", metavar="NAME",
+        help="colour theme: vtdtui (default), vtdtui-projector (light, high contrast) or any Textual theme "
+             "(textual-light, solarized-light, nord ...); also 'theme' in the config file",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="settings and key remapping (default: $XDG_CONFIG_HOME/vtdtui/config.toml, "
+             "else ~/.config/vtdtui/config.toml; see README, The TUI)",
     )
     parser.add_argument(
         "--check-invariants", action="store_true",
@@ -595,12 +634,14 @@ def _main(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             return run_tui(args.scenario, args.record, devices=args.tui_devices, map_spec=args.tui_map_spec,
-                           check_invariants=args.check_invariants)
+                           check_invariants=args.check_invariants, theme=args.theme, config_file=args.config)
         for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
-                          ("tui_map_spec", "--map"), ("check_invariants", "--check-invariants")):
+                          ("tui_map_spec", "--map"), ("check_invariants", "--check-invariants"),
+                          ("theme", "--theme"), ("config", "--config")):
             if getattr(args, opt) not in (None, False):
-                where = (" (give it after the subcommand)" if args.command == "dump" and opt not in ("record", "check_invariants")
-                         else "")
+                after = ((args.command == "dump" and opt not in ("record", "check_invariants", "theme", "config"))
+                         or (args.command in ("replay", "serve") and opt == "theme"))
+                where = " (give it after the subcommand)" if after else ""
                 parser.error(f"{flag} starts the TUI; it does not apply to "
                              f"'{args.command}'{where}")
         return COMMANDS[args.command].run(args, subs[args.command])

@@ -12,6 +12,7 @@ Rule ids are REFERENCE.md §5–8's; keep them stable.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 ISSUED = "issued"
@@ -81,6 +82,36 @@ class Touched:
                 "bus": self.bus, "sid": self.sid, "level": self.level, "domain": self.domain}
 
 
+_FLUSH = re.compile(r"^(.*) (0x[0-9a-f]+)\+(0x[0-9a-f]+)$")
+_BDF = re.compile(r"\b([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\b")
+_BUS = re.compile(r"\bbus ([0-9a-f]{2})\b")
+_LEVEL = re.compile(r"\bL([1-5])\b")
+_DOMAIN = re.compile(r"\bdomain (\d+)\b")
+
+
+def touched_from_flush(detail: str) -> Touched | None:
+    """What a clflush covered, from the driver's words in its detail: "root table",
+    "root entry bus 02", "new context table bus 02", "context entry 02:00.0", and
+    otherwise a domain's page table ("new L1 table", "16 leaf PTE(s) L1", ...)."""
+    m = _FLUSH.match(detail)
+    if m is None:
+        return None
+    what, addr, size = m.group(1), int(m.group(2), 16), int(m.group(3), 16)
+    whole = size >= 4096 and not addr & 0xFFF
+    bm = _BUS.search(what)
+    bus = int(bm.group(1), 16) if bm else None
+    if what.startswith("root"):
+        return Touched("root-table" if whole else "root", addr, size, what, bus=bus)
+    if what.startswith(("context entry", "new context table")):
+        dm = _BDF.search(what)
+        sid = (int(dm.group(1), 16) << 8 | int(dm.group(2), 16) << 3 | int(dm.group(3))) if dm else None
+        bus = bus if bus is not None else (sid >> 8 if sid is not None else None)
+        return Touched("context-table" if whole else "context", addr, size, what, bus=bus, sid=sid)
+    lm, dm = _LEVEL.search(what), _DOMAIN.search(what)
+    return Touched("page-table" if whole else "pte", addr, size, what, level=int(lm.group(1)) if lm else None,
+                   domain=int(dm.group(1)) if dm else None)
+
+
 @dataclass(frozen=True, slots=True)
 class EventData:
     """What the actor knew beyond words: the descriptors it queued (and the wait
@@ -126,8 +157,21 @@ class Event:
             "descriptors": [w.to_json() for w in d.descriptors] if d else [],
             "wait": d.wait.to_json() if d and d.wait else None,
             "registers": [r.to_json() for r in d.registers] if d else [],
-            "entries": [t.to_json() for t in d.entries] if d else [],
+            "entries": [t.to_json() for t in self.entries],
         }
+
+    @property
+    def entries(self) -> tuple[Touched, ...]:
+        """The entries the event's writer touched: stored ones, else, for a clflush,
+        read from its detail ("WHAT 0xADDR+0xSIZE") — a clflush event is written for
+        every table run a map writes, so storing an object for each would cost the
+        journal some 12 bytes per mapped page."""
+        if self.data is not None and self.data.entries:
+            return self.data.entries
+        if self.op == "clflush":
+            t = touched_from_flush(self.detail)
+            return (t,) if t is not None else ()
+        return ()
 
     def line(self) -> str:
         scope = f"[{self.scope}]" if self.scope else ""

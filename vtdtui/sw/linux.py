@@ -11,7 +11,6 @@ Functions named in comments are the kernel's, so each step can be checked there.
 from __future__ import annotations
 
 import heapq
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from ..hw.entries import (
 )
 from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
 from ..hw.unit import DmarUnit
-from .journal import EventData, Journal, QiWords, RegWrite, Touched
+from .journal import EventData, Journal, QiWords, RegWrite
 
 ACTOR = "driver"
 VTD_PAGE = PAGE_SIZE
@@ -146,7 +145,6 @@ class IntelIommuDriver:
         domain_flush = coherent is not None
         coherent = unit.coherent if coherent is None else coherent
         detail = f"{what} {addr:#x}+{size:#x}"
-        data = EventData(entries=(_touched(self._root.get(unit.name), self.domains, addr, size, what, domain_flush),))
         kept = domain_flush and coherent != unit.coherent
         if kept:
             # Which domain: the flush does not say, so name it when only one domain on
@@ -159,14 +157,14 @@ class IntelIommuDriver:
                    "the kernel keeps the coherency fixed at allocation")
         if coherent:
             why = f"{was}, so no clflush" if kept else "ECAP.C=1: page walks snoop the CPU cache"
-            self._ev(unit, "clflush", False, "clflush", why, detail=detail, data=data)
+            self._ev(unit, "clflush", False, "clflush", why, detail=detail)
         elif self.skip_clflush:
             why = "what-if: driver skips clflush on a non-coherent unit"
-            self._ev(unit, "clflush", False, "clflush", f"{why} ({was})" if kept else why, detail=detail, data=data)
+            self._ev(unit, "clflush", False, "clflush", f"{why} ({was})" if kept else why, detail=detail)
         else:
             self.cache.clflush(addr, size)
             why = f"{was} and still clflushes" if kept else "ECAP.C=0: page walks read memory, not the CPU cache"
-            self._ev(unit, "clflush", True, "clflush", why, detail=detail, data=data)
+            self._ev(unit, "clflush", True, "clflush", why, detail=detail)
 
     def flush_write_buffer(self, unit: DmarUnit, why: str) -> None:
         """iommu_flush_write_buffer(): only when CAP.RWBF (or the rwbf quirk)."""
@@ -966,33 +964,3 @@ def psi_aligned(iova: int, size: int) -> tuple[int, int]:
         shared = ~(pfn ^ end_pfn) & ~bitmask & ((1 << 64) - 1)
         mask = (shared & -shared).bit_length() - 1 if shared else 64
     return (iova >> (12 + mask) << (12 + mask)) if mask < 64 else 0, mask
-
-
-_BDF = re.compile(r"\b([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\b")
-_BUS = re.compile(r"\bbus ([0-9a-f]{2})\b")
-_LEVEL = re.compile(r"\bL([1-5])\b")
-_DOMAIN = re.compile(r"\bdomain (\d+)\b")
-
-
-def _touched(root: int | None, domains: dict, addr: int, size: int, what: str, domain_flush: bool) -> Touched:
-    """What flush_cache() covered: the structure from where it lies (the unit's root
-    table, else a context table; a domain's page table when the flush follows the
-    domain's coherency), the bus, device or level from the words its callers pass."""
-    whole = size >= PAGE_SIZE and not addr & (PAGE_SIZE - 1)
-    m = _LEVEL.search(what)
-    level = int(m.group(1)) if m else None
-    m = _DOMAIN.search(what)
-    domain = int(m.group(1)) if m else None
-    if domain_flush:
-        if whole and level is None and domain in domains:
-            level = domains[domain].levels  # the top-level table
-        return Touched("page-table" if whole else "pte", addr, size, what, level=level, domain=domain)
-    if root is not None and root <= addr < root + PAGE_SIZE:
-        if whole:
-            return Touched("root-table", addr, size, what)
-        return Touched("root", addr, size, what, bus=(addr - root) // ROOT_ENTRY_SIZE)
-    m = _BDF.search(what)
-    sid = (int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))) if m else None
-    bm = _BUS.search(what)
-    bus = int(bm.group(1), 16) if bm else (sid >> 8 if sid is not None else None)
-    return Touched("context-table" if whole else "context", addr, size, what, bus=bus, sid=sid)

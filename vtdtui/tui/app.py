@@ -34,6 +34,8 @@ from .palette import VtdCommandPalette, VtdCommands
 from .panes import Pane
 from .prompt import PromptScreen
 from .session import KeyLogs, record_clash, recording_names, session_dir, session_log_path
+from .svg import offline_svg
+from .theme import DEFAULT_THEME, THEMES, vtd_variables
 
 if TYPE_CHECKING:
     from ..replay import Recorder
@@ -60,8 +62,14 @@ class VtdApp(CommandActions, JournalActions, App[int]):
 
     def __init__(self, machine: Machine, *, scenario_arg: str | None = None,
                  replayer: Presenter | None = None, record_to: str | None = None,
-                 session_to: Path | None = None, check_invariants: bool = False) -> None:
+                 session_to: Path | None = None, check_invariants: bool = False,
+                 theme: str = DEFAULT_THEME, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
+        for t in THEMES:
+            self.register_theme(t)
+        self.theme = theme  # any Textual theme: the panes take their colours from it (theme.py)
+        if keymap:
+            self.set_keymap(keymap)  # config.toml [keys], checked by tui/config.py
         self.machine = machine
         self.scenario_arg = scenario_arg or machine.scenario.name
         self.replayer = replayer
@@ -75,6 +83,12 @@ class VtdApp(CommandActions, JournalActions, App[int]):
         self.last_status = ""
         self.main: MainScreen | None = None  # built as the app starts, inside the running app
         self._prompt: PromptScreen | None = None
+
+    def get_css_variables(self) -> dict[str, str]:
+        # The $vtd-* variables app.tcss and the panes use, derived for a theme that
+        # does not set them; theme_variables is what the panes' Rich styles come from.
+        self.theme_variables = vtd_variables(super().get_css_variables())
+        return self.theme_variables
 
     @property
     def recorder(self) -> Recorder | None:
@@ -238,7 +252,7 @@ class VtdApp(CommandActions, JournalActions, App[int]):
             self.push_screen(VtdCommandPalette(id="--command-palette"))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(help_rows()))
+        self.push_screen(HelpScreen(help_rows(self._keymap)))
 
     def action_screenshot(self) -> None:
         from textual._files import generate_datetime_filename
@@ -246,7 +260,7 @@ class VtdApp(CommandActions, JournalActions, App[int]):
         path = Path(generate_datetime_filename(self.title, ".svg"))
         try:  # whole or not at all: a full disk leaves no half SVG behind
             path = Path.cwd() / path  # the folder may be gone (removed under the session)
-            write_atomic(path, self.export_screenshot())
+            write_atomic(path, offline_svg(self.export_screenshot()))
         except OSError as exc:  # a read-only or full folder: say so, keep going
             self.say(f"screenshot not saved: {exc.filename or path}: {exc.strerror or exc}", error=True)
             return
@@ -282,9 +296,10 @@ class VtdApp(CommandActions, JournalActions, App[int]):
 
 
 def run(scenario: str | None, record: str | None = None, *, devices: int | None = None,
-        map_spec: str | None = None, check_invariants: bool = False) -> int:
-    """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]`:
-    build the machine, run the app."""
+        map_spec: str | None = None, check_invariants: bool = False, theme: str = DEFAULT_THEME,
+        keymap: dict[str, str] | None = None) -> int:
+    """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]
+    [--theme NAME]`: build the machine, run the app (theme and keymap: tui/config.py)."""
     try:
         machine = Machine.from_scenario(scenario, devices=devices, map_spec=map_spec)
     except ScenarioError as exc:
@@ -303,7 +318,7 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
     # A recording holds keys only: with the mouse off, nothing unrecorded changes state.
     session = None if devices is not None or map_spec is not None else session_log_path()
     app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session,
-                 check_invariants=check_invariants)
+                 check_invariants=check_invariants, theme=theme, keymap=keymap)
     app.run(mouse=record is None)
     app.logs.close()
     return EXIT_INTERNAL if report_crash(app) else 0

@@ -39,6 +39,18 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("o", "cycle_outcome", "outcome", "Journal: show all / issued / skipped", False, "journal-outcome"),
     KeyAction("slash", "journal_filter", "filter", "Journal: filter by op, unit, actor, rule", False,
               "journal-filter"),
+    KeyAction("F", "journal_search", "find", "Journal: find text or /regex/ in the events (N next, B previous)",
+              False, "journal-search"),
+    KeyAction("N", "journal_next(1)", "next", "Journal: the next match of the last search", False, "journal-next"),
+    KeyAction("B", "journal_next(-1)", "prev", "Journal: the previous match of the last search", False,
+              "journal-previous"),
+    KeyAction("W", "journal_wrap", "wrap", "Journal: wrap rows, every event in full (again: one line each)", False,
+              "journal-wrap"),
+    KeyAction("e", "journal_export", "export",
+              "Journal: export the shown events (the filter honoured) as text and JSON in the current directory",
+              False, "journal-export"),
+    KeyAction("y", "journal_copy", "copy", "Journal: copy the selected event to the clipboard", False,
+              "journal-copy"),
     KeyAction("p", "cycle_option('reuse')", "reuse", "VFIO reuse policy: mainline / prefer-reuse", False, "reuse"),
     KeyAction("k", "cycle_option('kvm-model')", "kvm",
               "KVM memory-type model: guest MTRR (≤6.10) / guest PAT (6.11+)", False, "kvm-model"),
@@ -50,11 +62,15 @@ ACTIONS: tuple[KeyAction, ...] = (
               "What-if: the driver skips caching-mode invalidations", False, "skip-invalidation"),
     KeyAction("v", "cycle_option('qemu-force')", "force", "What-if: QEMU assigns the device without CM", False,
               "qemu-force"),
+    KeyAction("V", "cycle_option('virtio-noncoherent')", "virtio",
+              "Virtio story (2023 RFC): a virtio device declares non-coherent DMA to KVM, on / off", False,
+              "virtio-noncoherent"),
     KeyAction("z", "zoom", "zoom", "Zoom the focused pane (again: all panes)", True, "zoom"),
     KeyAction("1-7", "", "", "Focus pane 1-7: regs, tables, caches, vm, ioptes, graph, journal", False),
     KeyAction("tab / shift+tab", "", "", "Move focus between panes", False),
     KeyAction("up down pgup pgdn", "", "", "Move the cursor in the focused pane", False),
-    KeyAction("enter", "", "", "Tables: open a bus, or a device's page tables; IOPTEs: expand or collapse", False),
+    KeyAction("enter", "", "", "Tables: open a bus, or a device's page tables; IOPTEs: expand or collapse; "
+              "journal: the whole event, with keys to jump to the entries it touched", False),
     KeyAction("backspace", "", "", "Tables: back to the root table", False),
     KeyAction("ctrl+s", "screenshot", "shot", "Save an SVG screenshot in the current directory", False,
               "screenshot"),
@@ -74,7 +90,18 @@ BINDINGS: list[Binding] = [
 OWN_ACTIONS = frozenset(a.action.split("(")[0] for a in ACTIONS if a.action) | {"pane", "pane_to"}
 
 
-def help_rows() -> list[tuple[str, str]]:
-    """(key as a person types it, what it does), for the help screen."""
-    return [(a.key.replace("question_mark", "?").replace("colon", ":").replace("slash", "/"), a.description)
-            for a in ACTIONS]
+def _typed(key: str) -> str:
+    return key.replace("question_mark", "?").replace("colon", ":").replace("slash", "/")
+
+
+def help_rows(keymap: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(key as a person types it, what it does), for the help screen; a key the
+    keymap (config.toml [keys]) moved is shown where it is now, with its id."""
+    keymap = keymap or {}
+    rows = []
+    for a in ACTIONS:
+        if a.id in keymap:
+            rows.append((" ".join(_typed(k) for k in keymap[a.id].split(",")), f"{a.description} [{a.id}]"))
+        else:
+            rows.append((_typed(a.key), a.description))
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,6 +11,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from .theme import token_styles
 
 PANE_HELP = (
     ("unit & registers", "the selected unit: badges for CM, C, SC, RWBF, PSI, QI (green = 1), GSTS, FSTS, faults, "
@@ -38,13 +41,16 @@ class HelpScreen(ModalScreen[None]):
         self.bindings = bindings
 
     def compose(self) -> ComposeResult:
+        # The theme's colours (a light theme gets dark headings): headings as the
+        # panes' headings, keys in the colour of the selection badge.
+        palette = token_styles(self.app.theme_variables)
         panes = Table.grid(padding=(0, 2))
-        panes.add_column(style="bold #7fd1ff", no_wrap=True)
+        panes.add_column(style=palette["head"], no_wrap=True)
         panes.add_column()
         for name, text in PANE_HELP:
             panes.add_row(name, text)
         keys = Table.grid(padding=(0, 2))
-        keys.add_column(style="bold #ffd866", no_wrap=True)
+        keys.add_column(style=Style(bold=True, color=palette["sel"].bgcolor or palette["key"].color), no_wrap=True)
         keys.add_column()
         for key, text in self.bindings:
             keys.add_row(escape(key), escape(text))

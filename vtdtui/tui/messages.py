@@ -64,3 +64,11 @@ class BackToTables(Message):
 
 class MainReady(Message):
     """The main screen is mounted: the app can start the session."""
+
+
+class OpenEvent(Message):
+    """Enter on a journal row: show that event whole (`index` into the journal's events)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index

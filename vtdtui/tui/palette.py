@@ -24,6 +24,9 @@ class VtdCommands(Provider):
         for a in ACTIONS:
             if a.action:
                 out.append((a.description, f"key {a.key}", partial(self._post, RunAction, a.action)))
+        # Enter on a journal row has no app key (the pane has it): named here.
+        out.append(("Journal: show the selected event whole (descriptors, entries touched, jumps)",
+                    "key enter on a journal row", partial(self._post, RunAction, "journal_detail")))
         host: Host = self.app  # type: ignore[assignment]
         m = host.machine
         run = partial(self._post, RunCommand)

@@ -6,14 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textual.binding import Binding
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from ..hw.entries import bdf_str
+from ..hw.entries import bdf_str, level_shift
 from ..machine import Machine
 from ..views import caches, graph, registers, status, tables
 from ..views.ioptes import PteRow, PteTree
-from ..views.journal import JournalView
+from ..sw.journal import Event
+from ..views.journal import JournalSearch, JournalView, row_line, row_lines
 from ..views.style import Line, plain
-from .messages import BackToTables, Host, OpenPageTables, Say
+from .messages import BackToTables, Host, OpenEvent, OpenPageTables, Say
 from .rows import RowsPane
 
 
@@ -112,6 +116,19 @@ class TablesPane(Pane):
         else:
             self.post_message(OpenPageTables(self._unit, key[1]))
 
+    def show_entry(self, bus: int | None, key: tuple[str, int] | None) -> bool:
+        """Open the tables at `bus` (its context table under the root table) with the
+        cursor on `key` (("bus", n) or ("sid", n); None: the first device of the bus);
+        False when that row is not in the tables now."""
+        self._unit, self.bus = self.machine.selected_unit, bus
+        self.update_view()
+        if key is None:
+            key = next((k for k in self.keys if k and k[0] == "sid"), None)
+        if key not in self.keys:
+            return False
+        self.move_cursor(self.keys.index(key))
+        return True
+
     def action_back(self) -> None:
         self.bus = None
         self.update_view()
@@ -171,6 +188,27 @@ class IoptePane(Pane):
         rows = [r.line for r in self.prow] or [plain("no present entries: map something (n)", "dim")]
         self.set_rows(rows, header=head)
 
+    def show_node(self, unit: str, sid: int, key: tuple[int, int] | None) -> bool:
+        """The page tables of device `sid` on `unit`, opened down to node `key` (a
+        (level, IOVA base) entry; None: the top-level table), the cursor on it; False
+        when the node is not in the tree now."""
+        self.pinned = (unit, sid)
+        self.update_view()
+        tree, ce = self.shown_tree, tables.context_entry(self.machine, unit, sid)
+        if tree is None or ce is None:
+            return False
+        if key is not None:
+            level, base = key
+            # Open every table on the way down, and the node itself when it is a table.
+            tree.expanded.update((lv, base & ~((1 << level_shift(lv)) - 1)) for lv in range(level, ce.levels + 1))
+            tree.touched = True
+            self.update_view()
+        row = 0 if key is None else next((i for i, r in enumerate(self.prow) if r.key == key), None)
+        if row is None:
+            return False
+        self.move_cursor(row)
+        return True
+
     def _expand(self, open_: bool | None) -> None:
         if not self.prow or self.cursor >= len(self.prow):
             return
@@ -225,7 +263,7 @@ class VmPane(Pane):
 
 
 class _JournalRows(Sequence):
-    """The filtered journal as a lazy sequence of lines: only drawn rows are built."""
+    """The filtered journal as a lazy sequence of rows: only drawn rows are built."""
 
     def __init__(self, view: JournalView, events) -> None:
         self.view, self.events = view, events
@@ -234,17 +272,46 @@ class _JournalRows(Sequence):
         return len(self.view.indices)
 
     def __getitem__(self, i):  # type: ignore[override]
-        return JournalView.event_line(self.events[self.view.indices[i]])
+        return row_line(self.events[self.view.indices[i]])
 
 
 class JournalPane(Pane):
-    TITLE = "journal · issued and skipped, with the rule that decided"
+    """The journal, one row per event (cut at the pane's edge), or wrapped: each
+    event over as many lines as it needs, the cursor still moving by event.
+
+    Wrapped, the scroll position counts events, not lines (the line count of the
+    whole journal would cost a wrap of every event): the pane draws from the event
+    at the top down, and the scroll range ends where the last event can sit at the
+    bottom.  Enter opens the whole event (messages.OpenEvent)."""
+
+    TITLE = "journal · issued and skipped, and why · Enter: the whole event · W wrap · F find"
     SHORT = "journal"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.view = JournalView()
         self.follow = True  # keep the newest event in sight until the user moves away
+        self.wrap = False
+        self.search: JournalSearch | None = None  # the last search (F), for next / previous
+        self._wrapped: dict[tuple[int, int], tuple[object, list[Line]]] = {}  # (id(event), width) → lines
+        self._window_key: tuple = ()
+        self._window: list[tuple[Line, int]] = []  # (line, row) from the top event down
+        self._wstrips: dict[tuple, Strip] = {}  # rendered wrapped lines, in the theme's `_wpalette`
+        self._wpalette: object = None
+
+    @property
+    def events(self) -> list[Event]:
+        return self.machine.journal.events
+
+    def event_index(self, row: int | None = None) -> int | None:
+        """The journal index of the event on `row` (default: the cursor's), or None."""
+        row = self.cursor if row is None else row
+        indices = self.view.indices
+        return indices[row] if 0 <= row < len(indices) and len(self.rows) else None
+
+    def selected_event(self) -> Event | None:
+        i = self.event_index()
+        return self.events[i] if i is not None else None
 
     def update_view(self) -> None:
         m = self.machine
@@ -259,6 +326,116 @@ class JournalPane(Pane):
     def action_cursor(self, delta: int) -> None:
         super().action_cursor(delta)
         self.follow = self.cursor >= len(self.rows) - 1
+
+    def on_rows_pane_activated(self, event: RowsPane.Activated) -> None:
+        if event.pane is self:
+            event.stop()
+            i = self.event_index(event.index)
+            if i is not None:
+                self.post_message(OpenEvent(i))
+
+    # ------------------------------------------------------------ wrap
+    def set_wrap(self, on: bool) -> None:
+        self.wrap = on
+        self._window_key = ()
+        self.set_title(self.TITLE + (" · wrapped" if on else ""))
+        self.set_rows(self.rows, self.header)
+        self.move_cursor(self.cursor)
+        self.refresh()
+
+    def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None) -> None:
+        super().set_rows(rows, header)
+        if self.wrap:
+            self._wrap_range()
+
+    @property
+    def _width(self) -> int:
+        return max(1, self.scrollable_content_region.width)
+
+    def _lines(self, row: int) -> list[Line]:
+        """The event on `row` wrapped at the pane's width (cached: rows scroll by)."""
+        e, width = self.events[self.view.indices[row]], self._width
+        hit = self._wrapped.get((id(e), width))
+        if hit is None or hit[0] is not e:
+            if len(self._wrapped) > 4 * 1024:
+                self._wrapped.clear()
+            hit = self._wrapped[id(e), width] = (e, row_lines(e, width))
+        return hit[1]
+
+    def _top_for_bottom(self, row: int) -> int:
+        """The top row that puts `row`'s last line at the bottom of the pane."""
+        room, top = self.body_height - len(self._lines(row)), row
+        while top > 0 and room >= len(self._lines(top - 1)):
+            top -= 1
+            room -= len(self._lines(top))
+        return top
+
+    def _wrap_range(self) -> None:
+        # Scroll positions are rows; the last one is where the newest event ends the pane.
+        n = len(self.rows)
+        end = self._top_for_bottom(n - 1) if n else 0
+        size = Size(0, len(self.header) + max(n, end + self.body_height))
+        if size != self.virtual_size:
+            bars = (self.show_vertical_scrollbar, self.show_horizontal_scrollbar)
+            self.set_reactive(ScrollView.virtual_size, size)  # as RowsPane.set_rows: no layout
+            self._scroll_update(size)
+            if (self.show_vertical_scrollbar, self.show_horizontal_scrollbar) != bars:
+                self.refresh(layout=True)
+
+    def _window_lines(self) -> list[tuple[Line, int]]:
+        top, height = round(self.scroll_y), self.body_height
+        key = (top, self._width, height, id(self.view.indices), len(self.rows))
+        if key != self._window_key:
+            out: list[tuple[Line, int]] = []
+            row = top
+            while len(out) < height and row < len(self.rows):
+                out += [(line, row) for line in self._lines(row)]
+                row += 1
+            self._window_key, self._window = key, out[:height]
+        return self._window
+
+    def render_line(self, y: int) -> Strip:
+        if not self.wrap or y < len(self.header):
+            return super().render_line(y)
+        window, width, palette = self._window_lines(), self._width, self.palette
+        line, row = window[y - len(self.header)] if y - len(self.header) < len(window) else ((), -1)
+        cursor = row == self.cursor  # every line of the cursor's event: the cursor is an event
+        if palette is not self._wpalette or len(self._wstrips) > 4 * 1024:  # a new theme, or rows scrolled by
+            self._wpalette, self._wstrips = palette, {}
+        key = (line, width, cursor and self.has_focus, cursor)
+        strip = self._wstrips.get(key)
+        if strip is None:
+            strip = self._wstrips[key] = self._strip(line, width, 0, cursor, palette)
+        return strip
+
+    def move_cursor(self, index: int) -> None:
+        if not self.wrap:
+            super().move_cursor(index)
+            return
+        n = len(self.rows)
+        if not n:
+            return
+        self.cursor = max(0, min(index, n - 1))
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            top = self.cursor
+        elif not any(row > self.cursor for _, row in self._window_lines()):
+            # The cursor's event does not end inside the pane: bring its end in.
+            top = max(top, self._top_for_bottom(self.cursor))
+        if top != round(self.scroll_y):
+            self.scroll_to(y=top, animate=False, immediate=True)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        if self.wrap:  # a new width wraps differently: the scroll range follows
+            self._wrap_range()
+
+    def action_page(self, direction: int) -> None:
+        if not self.wrap:
+            super().action_page(direction)
+            return
+        shown = {row for _, row in self._window_lines()}
+        self.move_cursor(self.cursor + direction * max(1, len(shown) - 1))
 
 
 PANES: tuple[type[Pane], ...] = (RegistersPane, TablesPane, CachesPane, VmPane, IoptePane, GraphPane, JournalPane)

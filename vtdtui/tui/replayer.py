@@ -24,6 +24,8 @@ from ..machine.state import to_json_text
 from ..outfile import write_atomic
 from ..replay import Fixture, Step, key_event, typed
 from ..textsafe import printable
+from .svg import offline_svg
+from .theme import DEFAULT_THEME
 
 if TYPE_CHECKING:
     from .app import VtdApp
@@ -287,7 +289,9 @@ class Replayer:
         elif kind == "expect":
             await self._drawn(app)
             lines = screen_lines(app)
-            if not any(step.arg in line for line in lines):
+            # A status line that wraps at this width is on screen whole, over two rows.
+            wrapped = app.main.wrapped_texts() if app.main is not None and app.screen is app.main else []
+            if not any(step.arg in line for line in lines) and not any(step.arg in t for t in wrapped):
                 self.failures.append(Failure(step.where(self.fixture), f"expect {step.arg!r}: not on the screen",
                                              lines))
                 self._save_svg(app, f"{self.fixture.name}-failed-line{step.line}")
@@ -313,7 +317,7 @@ class Replayer:
     def _save_svg(self, app: "VtdApp", name: str) -> None:
         if self.svg_dir is None or _gone(app):
             return
-        svg = app.export_screenshot(title=f"vtdtui · {self.fixture.name} · {name}")
+        svg = offline_svg(app.export_screenshot(title=f"vtdtui · {self.fixture.name} · {name}"))
         path = self.svg_dir / f"{name}.svg"
         try:  # whole or not at all; an unwritable folder is bad input, not a crash
             write_atomic(path, svg)
@@ -338,18 +342,25 @@ def size_warning(terminal: tuple[int, int], want: tuple[int, int], replay_arg: s
     """'' when the terminal holds the size the fixture is replayed at (its `size`, or
     --size); else one line naming both sizes, the layout the app will show instead,
     and the command that checks the fixture at the nearest size that fits."""
-    from .app import WIDE
+    from .mainscreen import TALK, WIDE
+
+    def layout_of(w: int, h: int) -> str:
+        return "wide" if w >= WIDE[0] and h >= WIDE[1] else "talk" if w >= TALK[0] and h >= TALK[1] else "single"
 
     (tw, th), (ww, wh) = terminal, want
     if tw >= ww and th >= wh:
         return ""
     nearest = (min(tw, ww), min(th, wh))
-    if nearest[0] >= WIDE[0] and nearest[1] >= WIDE[1]:
-        layout = f"all panes still fit (from {WIDE[0]}x{WIDE[1]}), with less room: rows are cut sooner"
-    elif ww >= WIDE[0] and wh >= WIDE[1]:
-        layout = f"it shows one pane at a time (all panes need {WIDE[0]}x{WIDE[1]})"
+    now, made = layout_of(*nearest), layout_of(ww, wh)
+    if now == made:
+        layout = {"wide": f"all panes still fit (from {WIDE[0]}x{WIDE[1]})",
+                  "talk": f"the same five panes still fit (the talk layout, from {TALK[0]}x{TALK[1]})",
+                  "single": "one pane at a time, as it was made"}[now] + ", with less room: rows are cut sooner"
+    elif now == "talk":
+        layout = (f"it shows the 120x40 talk layout: five panes, caches / IOPTEs / graph sharing one place "
+                  f"(all panes need {WIDE[0]}x{WIDE[1]})")
     else:
-        layout = "the panes have less room"
+        layout = f"it shows one pane at a time (five panes need {TALK[0]}x{TALK[1]}, all {WIDE[0]}x{WIDE[1]})"
     return (f"warning: the terminal is {tw}x{th}, smaller than the {ww}x{wh} this replay is made for: "
             f"{layout}, and its expects may fail. Enlarge the terminal (or shrink the font) to {ww}x{wh}, "
             f"or check it at {nearest[0]}x{nearest[1]} first: "
@@ -370,9 +381,10 @@ def _terminal_size() -> tuple[int, int] | None:
 
 
 def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
-        json_out: str | None = None) -> int:
+        json_out: str | None = None, theme: str = DEFAULT_THEME) -> int:
     """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
-    one failed or the fixture quit the app early."""
+    one failed or the fixture quit the app early.  No keymap: a fixture's keys are
+    the default keys, whatever config.toml remaps."""
     import sys
 
     from ..exits import EXIT_BAD_INPUT, EXIT_INTERNAL, error_line
@@ -382,7 +394,7 @@ def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_di
     # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
     # its session is logged like any other, the replayed keys first.
     session = None if headless else session_log_path()
-    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session)
+    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session, theme=theme)
 
     if not headless:
         # Said before the app takes the screen (it stays above the prompt afterwards)

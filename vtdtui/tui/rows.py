@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.segment import Segment
+from rich.style import Style
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -18,16 +19,16 @@ from textual.strip import Strip
 
 from ..textsafe import clip, markup, printable
 from ..views.style import Line
-from .theme import CURSOR, CURSOR_UNFOCUSED, THEME
+from .theme import THEME, token_styles
 
 # A pane title is one border row: what is longer is never seen, only paid for.
 TITLE_LIMIT = 400
 
 
-def to_strip(line: Line) -> Strip:
+def to_strip(line: Line, palette: dict[str, Style] = THEME) -> Strip:
     # Segments go to the terminal as they are: a name holding ESC or CR (a scenario's
     # unit or device name) would act on the terminal and take no cells in the layout.
-    return Strip([Segment(printable(text), THEME.get(tok, THEME[""])) for text, tok in line if text])
+    return Strip([Segment(printable(text), palette.get(tok, palette[""])) for text, tok in line if text])
 
 
 class RowsPane(ScrollView, can_focus=True):
@@ -63,6 +64,27 @@ class RowsPane(ScrollView, can_focus=True):
         # rows the pane showed before (a journal that moved up by one event).
         self._strips: dict[tuple, Strip] = {}
         self._title = self.border_title = self.TITLE
+        self._palette: dict[str, Style] = THEME
+        self._palette_of: object = None  # the app's theme variables it was made from
+
+    # ------------------------------------------------------------ theme
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, self._retheme)
+
+    def _retheme(self, _theme: object) -> None:
+        self._shown = ()
+        self.refresh()
+
+    @property
+    def palette(self) -> dict[str, Style]:
+        """Token → Rich style in the app's theme (a new theme, new styles: the
+        rendered lines cached in the old ones go)."""
+        variables = self.app.theme_variables
+        if variables is not self._palette_of:
+            self._palette_of = variables
+            self._palette = token_styles(variables) if variables else THEME
+            self._strips.clear()
+        return self._palette
 
     # ------------------------------------------------------------ content
     def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None) -> None:
@@ -116,30 +138,33 @@ class RowsPane(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         scroll_x, scroll_y = self.scroll_offset
+        palette = self.palette
         if y < len(self.header):
             line, cursor = self.header[y], False
         else:
             i = y - len(self.header) + scroll_y
             if i >= len(self.rows):
-                return Strip.blank(width, THEME[""])
+                return Strip.blank(width, self.rich_style + palette[""])
             line, cursor = self.rows[i], i == self.cursor
         key = (line, width, scroll_x, cursor and self.has_focus, cursor)
         strip = self._strips.get(key)
         if strip is None:
             if len(self._strips) > 4 * 1024:  # a few screens' worth: rows scroll by
                 self._strips.clear()
-            strip = self._strips[key] = self._strip(line, width, scroll_x, cursor)
+            strip = self._strips[key] = self._strip(line, width, scroll_x, cursor, palette)
         return strip
 
-    def _strip(self, line: Line, width: int, scroll_x: int, cursor: bool) -> Strip:
-        full = to_strip(line)
-        strip = full.crop_extend(scroll_x, scroll_x + width, THEME[""])
+    def _strip(self, line: Line, width: int, scroll_x: int, cursor: bool, palette: dict[str, Style]) -> Strip:
+        full = to_strip(line, palette)
+        strip = full.crop_extend(scroll_x, scroll_x + width, palette[""])
         if full.cell_length > scroll_x + width and width > 1:
             # Say that the line goes on: a cut number must not read as another number.
-            strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", THEME["dim"])])])
+            strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", palette["dim"])])])
         if cursor:
-            strip = strip.apply_style(CURSOR if self.has_focus else CURSOR_UNFOCUSED)
-        return strip
+            strip = strip.apply_style(palette["cursor"] if self.has_focus else palette["cursor-blurred"])
+        # The pane's own background under every cell, as Textual's line widgets do:
+        # a cell without one would show the terminal's default (dark under a light theme).
+        return strip.apply_style(self.rich_style)
 
     def on_focus(self) -> None:
         self.refresh()

@@ -11,6 +11,7 @@ and export walk the (filtered) journal.  `event_detail` is the whole of one even
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import Counter
@@ -111,12 +112,8 @@ class JournalView:
 
     @staticmethod
     def event_line(e: Event) -> Line:
-        tok = "issued" if e.outcome == ISSUED else "skipped"
-        scope = f"[{e.scope}]" if e.scope else ""
-        return ((f"{e.seq:5d} ", "dim"), (f"{e.unit:<11}", "key"), (f"{e.actor:<7}", "dim"), (f"{e.outcome:<8}", tok),
-                (f"{e.op}{scope} ", tok), (f"{e.rule}: ", "head"), (e.reason, ""),
-                (f" ({e.detail})" if e.detail else "", "dim"))
-
+        """One row of the pane: `row_line` (kept by this name for callers of the view)."""
+        return row_line(e)
 
 
 # ----------------------------------------------------------------------------- rows
@@ -189,8 +186,8 @@ def event_text(e: Event) -> str:
             parts.append("wait " + _desc_text(d.wait))
         for r in d.registers:
             parts.append(f"{r.name}@{r.offset:#x}={r.value:#x}")
-        for t in d.entries:
-            parts.append(f"{t.kind} {t.addr:#x}+{t.size:#x}")
+    for t in e.entries:
+        parts.append(f"{t.kind} {t.addr:#x}+{t.size:#x}")
     r = rule_of(e.rule) if e.is_decision else None
     if r is not None:
         parts.append("by " + ", ".join(f"{name}() {src}" for name, src in r.functions))
@@ -214,6 +211,66 @@ def matcher(pattern: str, regex: bool = False):
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise SearchError(f"bad regular expression {printable(pattern)!r}: {exc.msg}{where}") from None
     return lambda text: rx.search(text) is not None
+
+
+def search_pattern(text: str) -> tuple[str, bool]:
+    """What the search prompt's text asks for: `/regex/` a regular expression,
+    anything else a substring (surrounding spaces dropped)."""
+    t = text.strip()
+    if len(t) > 2 and t.startswith("/") and t.endswith("/"):
+        return t[1:-1], True
+    return t, False
+
+
+def check_search(text: str) -> tuple[bool, str]:
+    """The search prompt's inline check: a bad regex is refused as it is typed."""
+    pattern, regex = search_pattern(text)
+    if not pattern:
+        return False, "type text to find, or /regex/"
+    try:
+        matcher(pattern, regex)
+    except SearchError as exc:
+        return False, str(exc)
+    return True, ("regular expression" if regex else "text") + ", anywhere in the event: Enter finds the next match"
+
+
+@dataclass
+class JournalSearch:
+    """One search over a JournalView's rows, kept up to date as the journal grows:
+    only rows added since the last look are matched (like JournalView.update), so
+    next / previous match cost a bisect, not a walk of the journal."""
+
+    pattern: str
+    regex: bool = False
+    rows: list[int] = field(default_factory=list)
+    _indices: list[int] | None = None  # the view's list it matched (a new filter or undo: a new list)
+    _seen: int = 0
+
+    def __post_init__(self) -> None:
+        self._match = matcher(self.pattern, self.regex)  # SearchError for a bad regex
+
+    def describe(self) -> str:
+        return f"/{self.pattern}/" if self.regex else repr(self.pattern)
+
+    def update(self, events: list[Event], indices: list[int]) -> list[int]:
+        if indices is not self._indices or len(indices) < self._seen:
+            self._indices, self._seen, self.rows = indices, 0, []
+        match = self._match
+        self.rows += [row for row in range(self._seen, len(indices)) if match(event_text(events[indices[row]]))]
+        self._seen = len(indices)
+        return self.rows
+
+    def next_row(self, events: list[Event], indices: list[int], row: int, step: int) -> tuple[int, bool] | None:
+        """The first match after `row` (`step` 1) or before it (-1), wrapping around
+        the ends: (row, wrapped), or None when nothing matches."""
+        rows = self.update(events, indices)
+        if not rows:
+            return None
+        if step > 0:
+            i = bisect.bisect_right(rows, row)
+            return (rows[i], False) if i < len(rows) else (rows[0], True)
+        i = bisect.bisect_left(rows, row) - 1
+        return (rows[i], False) if i >= 0 else (rows[-1], True)
 
 
 def search(events: list[Event], indices: list[int], pattern: str, regex: bool = False) -> list[int]:
@@ -374,6 +431,26 @@ def _target(machine, e: Event, t: Touched, n: int, row: int) -> JumpTarget:
     return JumpTarget(**{**base.__dict__, "found": False})
 
 
+def device_of(machine, unit: str, domain: int | None) -> int | None:
+    """A device (source id) whose context entry on `unit` points at the page tables
+    of the driver's domain `domain` now: what the IOPTE pane opens to show a jump
+    target of kind pte / page-table.  None when no device uses that domain."""
+    if unit not in machine.units:
+        return None
+    drv, u = machine.driver_for(unit), machine.units[unit]
+    d = next((d for d in drv.domains.values() if d.id == domain), None)
+    if d is None:
+        return None
+    for g in machine.groups.values():
+        if g.unit != unit:
+            continue
+        for sid, _ in g.devices:
+            ce = u.read_context(sid, u.cpu_read_q).entry
+            if ce is not None and ce.present and ce.tt != 2 and ce.slptptr == d.pgd:
+                return sid
+    return None
+
+
 def _touched_text(t: Touched) -> str:
     where = {"root": f"root entry bus {t.bus:02x}" if t.bus is not None else "root entry",
              "context": f"context entry {bdf_str(t.sid)}" if t.sid is not None else "context entry",
@@ -428,18 +505,18 @@ def detail_view(machine, e: Event, width: int) -> EventDetail:
             for reg in d.registers:
                 lines += _field(reg.name, f"@{reg.offset:#x} ← {reg.value:#018x}", width, "addr")
                 lines += _field("", describe_register(reg), width)
-        if d.entries:
-            lines.append((("entries touched (number: jump)", "head"),))
-            for t in d.entries:
-                n = len(targets) + 1
-                target = _target(machine, e, t, n, len(lines))
-                text = _touched_text(t)
-                if not target.found:
-                    text += " · no longer in any table"
-                elif target.domain is not None and t.kind in ("pte", "page-table"):
-                    text += f" · domain {target.domain}"
-                lines += _field(f"[{n}]", text, width, "addr")
-                targets.append(target)
+    if e.entries:
+        lines.append((("entries touched (number: jump)", "head"),))
+        for t in e.entries:
+            n = len(targets) + 1
+            target = _target(machine, e, t, n, len(lines))
+            text = _touched_text(t)
+            if not target.found:
+                text += " · no longer in any table"
+            elif target.domain is not None and t.kind in ("pte", "page-table"):
+                text += f" · domain {target.domain}"
+            lines += _field(f"[{n}]", text, width, "addr")
+            targets.append(target)
     return EventDetail(lines, targets)
 
 
