@@ -16,7 +16,7 @@ Profiles (tests/conftest.py): HYPOTHESIS_PROFILE=ci (default) or nightly.
 from __future__ import annotations
 
 import pytest
-from hypothesis import note
+from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -201,11 +201,14 @@ BAD = [
 
 
 class Session(RuleBasedStateMachine):
-    """One machine; `states[i]` is the state JSON after the first i commands of its log."""
+    """One machine; `states[i]` is the state JSON after the first i commands of its log.
+    Subclassed once per scenario (below), so that the test runner spreads them."""
 
-    @initialize(scenario=st.sampled_from(SCENARIOS))
-    def boot(self, scenario):
-        self.m = Machine.from_scenario(scenario)
+    SCENARIO = SCENARIOS[0]
+
+    @initialize()
+    def boot(self):
+        self.m = Machine.from_scenario(self.SCENARIO)
         self.states = [to_json_text(self.m)]
         self.undone: list[str] = []  # state JSONs the redo stack leads back to
         self.mapped: list[tuple[int, int, int]] = []  # (group, IOVA, size) some map command took
@@ -332,7 +335,16 @@ class Session(RuleBasedStateMachine):
         inv.assert_ok(self.m)
 
 
-TestSession = Session.TestCase
+def _session_on(scenario: str):
+    """The session machine on one scenario, its share of the profile's examples."""
+    machine = type(f"Session_{scenario}", (Session,), {"SCENARIO": scenario})
+    share = max(1, -(-settings().max_examples // len(SCENARIOS)))
+    return settings(settings(), max_examples=share)(machine).TestCase
+
+
+TestSessionDesktop = _session_on("desktop")
+TestSessionViommu = _session_on("viommu")
+TestSessionServer = _session_on("server")
 
 
 def test_the_staleness_invariant_sees_every_scenario_s_caches():
