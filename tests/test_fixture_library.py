@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import vtdtui
 from vtdtui.cli import main
 from vtdtui.machine import Machine
 from vtdtui.replay import parse
@@ -38,7 +37,7 @@ def test_the_wheel_takes_the_fixtures_as_package_data():
     # What setuptools puts in the wheel: the package-data patterns of pyproject.toml,
     # matched from the package's folder (vtdtui/fixtures links to fixtures/).
     conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vtdtui"]
-    package = Path(vtdtui.__file__).parent
+    package = ROOT / "vtdtui"  # the source tree (the installed package may be a built copy)
     matched = {Path(f).resolve() for pattern in conf for f in glob.glob(str(package / pattern))}
     for name in SOURCE:
         assert (ROOT / "fixtures" / f"{name}.keys").resolve() in matched, name

@@ -191,3 +191,17 @@ async def test_help_and_palette_name_the_journal_keys_and_the_palette_opens_an_e
         await pilot.pause()
         assert isinstance(app.screen, EventDetailScreen)
         assert app.screen.event is app.machine.journal.events[-1]
+
+
+async def test_keys_before_the_next_frame_win_over_following_the_newest_event():
+    # A new event makes the pane follow the end once the layout has settled (after the
+    # next refresh); keys typed before that frame (a fast typist, tmux send-keys) must
+    # not be undone by it, or Enter opens the newest event instead of the selected one.
+    async with started(commands=("attach 5",)) as (app, pilot):
+        j = app.main.query_one(JournalPane)
+        j.update_view()
+        j.action_cursor(-6)
+        await pilot.pause()
+        assert j.cursor == len(j.rows) - 7 and not j.follow
+        j.action_jump(-1)  # back at the end: following again
+        assert j.follow

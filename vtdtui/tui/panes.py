@@ -319,13 +319,16 @@ class JournalPane(Pane):
         self.view.update(m.journal)
         self.set_rows(_JournalRows(self.view, m.journal.events), header=[self.view.counter_line()])
         if self.follow or at_end:
+            self.follow = True
             self.move_cursor(len(self.rows) - 1)
-            # Scrolling waits for the new height to be laid out.
-            self.call_after_refresh(lambda: self.move_cursor(len(self.rows) - 1))
+            # Scrolling waits for the new height to be laid out; keys that arrive before
+            # that frame (a fast typist, a paste, tmux send-keys) win over it.
+            self.call_after_refresh(self._follow_end)
 
-    def action_cursor(self, delta: int) -> None:
-        super().action_cursor(delta)
-        self.follow = self.cursor >= len(self.rows) - 1
+    def _follow_end(self) -> None:
+        if self.follow:
+            self.move_cursor(len(self.rows) - 1)
+
 
     def on_rows_pane_activated(self, event: RowsPane.Activated) -> None:
         if event.pane is self:
@@ -409,6 +412,11 @@ class JournalPane(Pane):
         return strip
 
     def move_cursor(self, index: int) -> None:
+        self._move_cursor(index)
+        # Any move (keys, search, a jump) decides whether the pane keeps following.
+        self.follow = self.cursor >= len(self.rows) - 1
+
+    def _move_cursor(self, index: int) -> None:
         if not self.wrap:
             super().move_cursor(index)
             return

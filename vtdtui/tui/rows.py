@@ -172,7 +172,7 @@ class RowsPane(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         # A pane hidden by zoom or the tab layout loses its scroll position; the
         # cursor (the journal's newest event, when following) comes back into view.
-        self.call_after_refresh(self.move_cursor, self.cursor)
+        self.call_after_refresh(lambda: self.move_cursor(self.cursor))  # the cursor then, not now
 
     def on_blur(self) -> None:
         self.refresh()
