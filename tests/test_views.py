@@ -848,8 +848,9 @@ def test_journal_view_counts_and_totals():
 def test_journal_totals_count_software_decisions_not_hw_records():
     v = JournalView()
     v.update(_journal(*EVENTS, ("dmar1", "hw", "dma", "issued", "translate")))
-    assert v.totals() == (3, 2) and v.counts[("dma", "issued")] == 1
+    assert v.totals() == (3, 2) and v.counts[("dma", "issued")] == 0 and v.records["dma"] == 1
     assert tok(v.counter_line(), "3") == "issued"
+    assert text_of(v.counter_line()).endswith("· records: dma 1")  # apart from the decisions
 
 
 def test_journal_view_scans_only_new_events():
@@ -1016,7 +1017,7 @@ def test_journal_view_follows_the_machine_across_undo():
     v.update(m.journal)
     assert v.indices == base_shown
     assert v.totals() == base_totals  # the toggle is a hw record, not a software decision
-    assert v.counts[("capability-change", "issued")] == 1
+    assert v.records["capability-change"] == 1
     assert v.indices == [i for i, e in enumerate(m.journal.events)
                          if e.unit == "dmar1" and e.outcome == "skipped"]
 
@@ -1095,8 +1096,13 @@ def test_group_prompt():
 
 
 def test_command_prompt():
-    assert PROMPTS["command"].validate("set reuse prefer-reuse") == (True, "usage: set OPTION VALUE")
+    # Short of the usage: the usage; once the arguments fit: what Enter runs; too many: refused.
+    assert PROMPTS["command"].validate("set reuse") == (True, "usage: set OPTION VALUE")
+    assert PROMPTS["command"].validate("set reuse prefer-reuse") == (True, "runs: set reuse prefer-reuse")
     assert PROMPTS["command"].validate("MAP 5") == (True, "usage: map GROUP IOVA SIZE [r|w|rw]")
+    assert PROMPTS["command"].validate("map 5 0x1000 4K") == (True, "runs: map 5 0x1000 4K")
+    assert PROMPTS["command"].validate("device-del") == (True, "runs: device-del")
+    assert PROMPTS["command"].validate("attach 1 2") == (False, "too many arguments: usage: attach GROUP")
     ok, msg = PROMPTS["command"].validate("frobnicate 5")
     assert not ok and msg.startswith("unknown command 'frobnicate' (commands: select-unit,")
 

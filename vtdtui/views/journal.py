@@ -73,8 +73,9 @@ class JournalFilter:
 class JournalView:
     filter: JournalFilter = field(default_factory=JournalFilter)
     indices: list[int] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)  # (op, outcome) → n over all events
+    counts: Counter = field(default_factory=Counter)  # (op, outcome) → n, software decisions only
     decisions: Counter = field(default_factory=Counter)  # outcome → n, software actors only
+    records: Counter = field(default_factory=Counter)  # op → n: hardware records and switches
     _journal: Journal | None = None  # held, not an id(): undo's new journal may reuse an address
     _seen: int = 0
 
@@ -85,13 +86,15 @@ class JournalView:
     def update(self, journal: Journal) -> None:
         if journal is not self._journal or len(journal) < self._seen:
             self._journal, self._seen = journal, 0
-            self.indices, self.counts, self.decisions = [], Counter(), Counter()
+            self.indices, self.counts, self.decisions, self.records = [], Counter(), Counter(), Counter()
         events = journal.events
         for i in range(self._seen, len(events)):
             e = events[i]
-            self.counts[e.op, e.outcome] += 1
             if e.is_decision:
+                self.counts[e.op, e.outcome] += 1
                 self.decisions[e.outcome] += 1
+            else:  # a DMA, a fault, a toggle, a switch: no software chose it
+                self.records[e.op] += 1
             if self.filter.matches(e):
                 self.indices.append(i)
         self._seen = len(events)
@@ -108,6 +111,8 @@ class JournalView:
         for op in ops:
             segs += [(f"{op} ", "dim"), (str(self.counts[op, ISSUED]), "issued"), ("/", "dim"),
                      (str(self.counts[op, "skipped"]), "skipped"), ("  ", "")]
+        if self.records:  # kept apart: a DMA or a toggle is not an invalidation issued
+            segs.append(("· records: " + "  ".join(f"{op} {n}" for op, n in sorted(self.records.items())), "dim"))
         return tuple(segs)
 
     @staticmethod

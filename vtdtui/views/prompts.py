@@ -51,10 +51,18 @@ def _check_dma(words: list[str]) -> str:
 
 
 def _check_command(words: list[str]) -> str:
+    """While the arguments are short of the usage, say the usage; once they fit, say
+    what Enter runs (the machine checks their values)."""
     verb = words[0].lower()
     if verb not in COMMANDS:
         raise ValueError(f"unknown command {verb!r} (commands: {', '.join(COMMANDS)})")
-    return f"usage: {USAGE[verb]}"
+    params = USAGE[verb].split()[1:]
+    required = sum(not p.startswith("[") for p in params)
+    if len(words) - 1 < required:
+        return f"usage: {USAGE[verb]}"
+    if len(words) - 1 > len(params):
+        raise ValueError(f"too many arguments: usage: {USAGE[verb]}")
+    return "runs: " + " ".join(words)
 
 
 @dataclass(frozen=True)
