@@ -1,4 +1,4 @@
-"""python -m bench [core] [build] [tui] [replay] [--quick]: run the benchmarks named
+"""python -m bench [core] [build] [tui] [replay] [terminal] [--quick]: run the benchmarks named
 (all by default); each prints its JSON line and summary as it finishes."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-NAMES = ("core", "build", "tui", "replay")
+NAMES = ("core", "build", "tui", "replay", "terminal")
 
 
 def main(argv: list[str]) -> int:

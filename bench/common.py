@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -26,7 +27,7 @@ def best_rate(fn: Callable[[], int], *, repeat: int = 5) -> float:
     return best
 
 
-def dict_get_rate(keys: list, *, repeat: int = 5) -> float:
+def dict_get_loop(keys: list) -> Callable[[], int]:
     """The baseline: a plain `dict.get` loop over the same number of keys."""
     table = {k: k for k in keys}
 
@@ -36,7 +37,21 @@ def dict_get_rate(keys: list, *, repeat: int = 5) -> float:
             get(k)
         return len(keys)
 
-    return best_rate(loop, repeat=repeat)
+    return loop
+
+
+def dict_get_rate(keys: list, *, repeat: int = 5) -> float:
+    return best_rate(dict_get_loop(keys), repeat=repeat)
+
+
+def paired_rates(fn: Callable[[], int], baseline: Callable[[], int], *, repeat: int = 5) -> tuple[float, float]:
+    """(best rate of `fn`, best rate of `baseline`), the two timed in turn, run after
+    run, so that what slows one (the other core, the CPU's clock) slows the other."""
+    best_fn = best_base = 0.0
+    for _ in range(repeat):
+        best_base = max(best_base, best_rate(baseline, repeat=1))
+        best_fn = max(best_fn, best_rate(fn, repeat=1))
+    return best_fn, best_base
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -63,3 +78,39 @@ def report(name: str, figures: Figures, summary: list[str], out=None) -> Figures
 
 def verdict(ok: bool) -> str:
     return "meets target" if ok else "MISSES target"
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def vtdtui_tree() -> str:
+    """The source tree of the vtdtui this process imports (this checkout, or whatever
+    PYTHONPATH puts first): what the benchmarks' child processes run as "now"."""
+    import vtdtui
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(vtdtui.__file__)))
+
+
+def child_env(tree: str) -> dict[str, str]:
+    """The environment of a child process that runs `tree`'s vtdtui and this bench/."""
+    env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([tree, ROOT]))
+    return env
+BASELINE_REV = "087481d"  # the last commit before issue 16: what "today" means in its targets
+
+
+def baseline_tree(where: str) -> str | None:
+    """The source tree to compare with: `--baseline DIR`, or BASELINE_REV's vtdtui/ and
+    fixtures/ exported into `where` (`git archive`, which changes nothing in the
+    checkout); None outside a git checkout that has that commit."""
+    if "--baseline" in sys.argv:
+        return os.path.abspath(sys.argv[sys.argv.index("--baseline") + 1])
+    if os.path.isdir(os.path.join(where, "vtdtui")):
+        return where
+    try:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", BASELINE_REV, "vtdtui", "fixtures"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", where], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return where

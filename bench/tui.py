@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from textual.app import App, ComposeResult
@@ -32,7 +32,7 @@ from vtdtui.tui.app import VtdApp
 from vtdtui.tui.panes import PANES
 from vtdtui.tui.replayer import settle
 
-from .common import Figures, percentile, report, verdict
+from .common import Figures, child_env, percentile, report, verdict, vtdtui_tree
 
 KEYS_FPS = "1000"  # the keystroke child's TEXTUAL_FPS: see above
 SIZE = (160, 50)
@@ -97,9 +97,9 @@ async def _keystrokes(machine: Machine, n: int) -> list[tuple[str, float]]:
 def _keystrokes_in_child(n: int, big: tuple | None) -> list[tuple[str, float]]:
     """Keystroke figures come from a child process whose Textual runs at KEYS_FPS
     (read once, when Textual is imported); startup stays at Textual's own rate."""
-    env = {**os.environ, "TEXTUAL_FPS": KEYS_FPS}
+    env = {**child_env(vtdtui_tree()), "TEXTUAL_FPS": KEYS_FPS}
     args = [sys.executable, "-m", "bench.tui", "--keys", str(n), *(map(str, big) if big else ())]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if out.returncode:
         raise SystemExit(f"bench tui: the keystroke run failed:\n{out.stderr}")
     return json.loads(out.stdout)

@@ -330,7 +330,7 @@ def _list_fixtures() -> int:
 
 # --- bench --------------------------------------------------------------------------
 
-BENCHES = ("core", "build", "tui", "replay")
+BENCHES = ("core", "build", "tui", "replay", "terminal")
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,23 +7,67 @@ uses: vm → container → domain → unit, group → domain, group → device, 
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from .hw.entries import bdf_str
 from .machine import Machine
 
+if TYPE_CHECKING:  # networkx is imported when a graph is first built, not with the app
+    import networkx as nx
+    from .machine.machine import Changes
+
 
 def build(m: Machine) -> nx.DiGraph:
-    g = nx.DiGraph()
-    for name, u in m.units.items():
-        g.add_node(("unit", name), kind="unit", label=name, level=m.level_of(name), sc=u.sc, c=u.coherent, cm=u.cm)
+    """The graph of the machine as it is now, from scratch."""
+    import networkx
+
+    g = networkx.DiGraph()
+    _fill(g, m)
+    return g
+
+
+def update(g: nx.DiGraph, m: Machine, changes: Changes) -> None:
+    """Bring `g` (built by build() from an earlier state) to the machine's state now,
+    in place, given what changed since: the units, the domains and groups the
+    commands reported (machine.Changes), and the VM's few nodes.  The cost is that of
+    the change (and of the units and VFIO containers), not of the machine."""
+    if changes.everything:
+        g.clear()
+        _fill(g, m)
+        return
+    for name in m.units:
+        _unit(g, m, name)
+    for did in changes.domains:
+        d = _find_domain(m, did)
+        if d is None:
+            if ("domain", did) in g:
+                g.remove_node(("domain", did))
+        else:
+            _domain(g, d)
+    for gid in changes.groups:
+        gs = m.groups[gid]
+        node = ("group", gid)
+        g.remove_edges_from([(node, n) for n in g.successors(node) if n[0] == "domain"])
+        d = m.domain_of(gs)
+        if d is not None:
+            g.add_edge(node, ("domain", d.id))
+    _vm(g, m)
+
+
+def _find_domain(m: Machine, did: int):
+    for w in m.worlds.values():
+        d = w.driver.domains.get(did)
+        if d is not None:
+            return d
+    return None
+
+
+def _fill(g: nx.DiGraph, m: Machine) -> None:
+    for name in m.units:
+        _unit(g, m, name)
     for w in m.worlds.values():
         for d in w.driver.domains.values():
-            g.add_node(("domain", d.id), kind="domain", label=f"domain {d.id}", owner=d.owner,
-                       enforce_cache_coherency=d.force_snooping, dids=dict(d.dids),
-                       mapped_pages=d.mapped_pages)
-            for unit, did in d.dids.items():
-                g.add_edge(("domain", d.id), ("unit", unit), did=did)
+            _domain(g, d)
     for gs in m.groups.values():
         node = ("group", gs.spec_id)
         g.add_node(node, kind="group", label=f"group {gs.spec_id}", owner=gs.owner, unit=gs.unit)
@@ -35,16 +79,44 @@ def build(m: Machine) -> nx.DiGraph:
         d = m.domain_of(gs)
         if d is not None:
             g.add_edge(node, ("domain", d.id))
+    _vm(g, m)
+
+
+def _unit(g: nx.DiGraph, m: Machine, name: str) -> None:
+    u = m.units[name]
+    g.add_node(("unit", name), kind="unit", label=name, level=m.level_of(name), sc=u.sc, c=u.coherent, cm=u.cm)
+
+
+def _domain(g: nx.DiGraph, d) -> None:
+    node = ("domain", d.id)
+    g.add_node(node, kind="domain", label=f"domain {d.id}", owner=d.owner,
+               enforce_cache_coherency=d.force_snooping, dids=dict(d.dids), mapped_pages=d.mapped_pages)
+    if node in g:
+        g.remove_edges_from([(node, n) for n in g.successors(node) if n[1] not in d.dids])
+    for unit, did in d.dids.items():
+        g.add_edge(node, ("unit", unit), did=did)
+
+
+def _containers(m: Machine) -> list:
     containers = []
     if m.vfio is not None:
         containers.append(("container", "vfio", m.vfio))
     if m.qemu is not None:
         containers.append(("container", "host-vfio", m.qemu.host_vfio))
+    return containers
+
+
+def _vm(g: nx.DiGraph, m: Machine) -> None:
+    """The VFIO containers, the VM and QEMU's host group: a handful of nodes, redone
+    whole (a container's domains are those it holds now)."""
+    containers = _containers(m)
     for kind, name, c in containers:
-        g.add_node((kind, name), kind="container", label=f"VFIO container ({c.policy})",
+        node = (kind, name)
+        g.add_node(node, kind="container", label=f"VFIO container ({c.policy})",
                    cc_iommu=c.cc_iommu(), policy=c.policy)
+        g.remove_edges_from(list(g.out_edges(node)))
         for vd in c.domains:
-            g.add_edge((kind, name), ("domain", vd.domain.id))
+            g.add_edge(node, ("domain", vd.domain.id))
     if m.kvm is not None:
         g.add_node(("vm", "kvm"), kind="vm", label="KVM VM", noncoherent=m.kvm.has_noncoherent_dma,
                    count=m.kvm.noncoherent_dma_count, wbinvd=m.kvm.emulate_wbinvd, memtype=m.kvm.ept_memtype())
@@ -56,11 +128,12 @@ def build(m: Machine) -> nx.DiGraph:
         g.add_node(dev, kind="device", label=f"{bdf_str(hg.devices[0])} assigned NIC (host)", unit=hg.unit)
         g.add_edge(dev, ("unit", hg.unit))
         vd = m.qemu.host_vfio.domain_of(hg.id)
-        g.add_node(("group", "host"), kind="group", label="host group (VM's NIC)", owner="vfio", unit=hg.unit)
-        g.add_edge(("group", "host"), dev)
+        host = ("group", "host")
+        g.add_node(host, kind="group", label="host group (VM's NIC)", owner="vfio", unit=hg.unit)
+        g.remove_edges_from([(host, n) for n in g.successors(host) if n[0] == "domain"])
+        g.add_edge(host, dev)
         if vd is not None:
-            g.add_edge(("group", "host"), ("domain", vd.domain.id))
-    return g
+            g.add_edge(host, ("domain", vd.domain.id))
 
 
 def devices_sharing_domain(g: nx.DiGraph) -> dict[int, list[str]]:

@@ -75,6 +75,10 @@ class PhysMem:
         # Called with a line's address before a write to it; a unit with CAP.RWBF uses
         # it to keep posted writes invisible until a write-buffer flush.
         self._observers: list = []
+        # Undo of one command (begin_undo / end_undo / rollback): each page frame's
+        # storage before its first change since begin_undo, and whether a copy shared
+        # it then; the old storage is kept, the page gets a copy (copy-on-write).
+        self._undo: dict[int, tuple[array | dict[int, int] | None, bool]] | None = None
 
     def __deepcopy__(self, memo) -> "PhysMem":
         new = PhysMem.__new__(PhysMem)
@@ -84,7 +88,40 @@ class PhysMem:
         self._shared = set(self._pages)
         new._shared = set(self._pages)
         new._observers = copy.deepcopy(self._observers, memo)
+        new._undo = None
         return new
+
+    # Undo ---------------------------------------------------------------
+    def begin_undo(self) -> None:
+        """Start recording what the writes from now on replace (one command's worth)."""
+        self._undo = {}
+
+    def end_undo(self) -> dict:
+        """Stop recording; the record, for rollback().  Its size is the pages changed."""
+        log, self._undo = self._undo or {}, None
+        return log
+
+    def rollback(self, log: dict) -> None:
+        """Put back every page as it was at the begin_undo() that made `log` (the
+        records of later commands rolled back first)."""
+        pages, shared = self._pages, self._shared
+        for pfn, (page, was_shared) in log.items():
+            if page is None:
+                pages.pop(pfn, None)
+            else:
+                pages[pfn] = page
+            if was_shared:
+                shared.add(pfn)
+            else:
+                shared.discard(pfn)
+
+    def _record(self, pfn: int) -> None:
+        """The page's storage before this command's first change to it, kept as it is."""
+        page = self._pages.get(pfn)
+        self._undo[pfn] = (page, pfn in self._shared)
+        if page is not None:
+            self._pages[pfn] = copy.copy(page)
+            self._shared.discard(pfn)
 
     def add_write_observer(self, fn) -> None:
         self._observers.append(fn)
@@ -97,6 +134,8 @@ class PhysMem:
         return 0 <= addr and addr + length <= self.size
 
     def _writable(self, pfn: int) -> array | dict[int, int]:
+        if self._undo is not None and pfn not in self._undo:
+            self._record(pfn)
         page = self._pages.get(pfn)
         if page is None:
             page = self._pages[pfn] = {}
@@ -168,7 +207,53 @@ class PhysMem:
         if len(page) > _SPARSE_MAX:
             self._densify(pfn, page)
 
+    def write_lines(self, items: Sequence[tuple[int, Sequence[int]]]) -> None:
+        """write_line of each (line address, 8 words) in turn (distinct lines: a
+        cache's write-backs).  Lines that follow each other in one page go in one
+        slice; the page ends up stored as the line-by-line writes would leave it
+        (a sparse page becomes dense past _SPARSE_MAX nonzero words)."""
+        if self._observers:  # each observer reads only the line it is told of: all first
+            notify = self._notify
+            for line, _ in items:
+                notify(line)
+        starts = [0]  # where each run of consecutive lines within one page begins
+        prev = -LINE_SIZE
+        for k, (line, _) in enumerate(items):
+            if line != prev + LINE_SIZE or not line & (PAGE_SIZE - 1):
+                starts.append(k)
+            prev = line
+        starts.append(len(items))
+        for k, j in zip(starts, starts[1:]):
+            if k == j:
+                continue
+            group = items[k:j]
+            line = group[0][0]
+            pfn = line >> PAGE_SHIFT
+            page = self._writable(pfn)
+            i = (line & (PAGE_SIZE - 1)) >> 3
+            words = array("Q", b"".join(w if type(w) is array else array("Q", w) for _, w in group))
+            if type(page) is dict and len(words) > _SPARSE_MAX and not words.count(0):
+                # Line by line the page only grows and turns dense within this group,
+                # the rest going into the dense page: the same array either way.
+                self._densify(pfn, page)
+                page = self._pages[pfn]
+            for start in range(0, len(words), _WORDS_PER_LINE):
+                if type(page) is not dict:
+                    page[i + start : i + len(words)] = words[start:]
+                    break
+                for j2 in range(start, start + _WORDS_PER_LINE):
+                    value = words[j2]
+                    if value:
+                        page[i + j2] = value
+                    else:
+                        page.pop(i + j2, None)
+                if len(page) > _SPARSE_MAX:
+                    self._densify(pfn, page)
+                    page = self._pages[pfn]
+
     def free_page(self, pfn: int) -> None:
+        if self._undo is not None and pfn not in self._undo:
+            self._record(pfn)
         self._pages.pop(pfn, None)
         self._shared.discard(pfn)
 
@@ -192,6 +277,7 @@ class CpuCache:
         self._lines: OrderedDict[int, array] = OrderedDict()  # 8 words each
         self._shared: set[int] = set()  # lines a copy also holds
         self.clflushes = 0  # lines written back by clflush, for the views
+        self._undo: _CacheUndo | None = None  # one command's undo record (begin_undo)
 
     def __deepcopy__(self, memo) -> "CpuCache":
         new = CpuCache.__new__(CpuCache)
@@ -202,14 +288,76 @@ class CpuCache:
         self._shared = set(self._lines)
         new._shared = set(self._lines)
         new.clflushes = self.clflushes
+        new._undo = None
+        if self._undo is not None:
+            self._undo.copied = True
         return new
+
+    # Undo ---------------------------------------------------------------
+    # The dirty lines are ordered (the oldest is evicted first), so the record keeps
+    # the order too: lines inserted (at the end) and evicted (from the front) are
+    # logged and undone in reverse; the first line written in place gets a copy and
+    # the record keeps the old one.  A line dropped from the middle (clflush, discard,
+    # wbinvd) makes the record take the whole starting state once, for that command.
+    def begin_undo(self) -> None:
+        self._undo = _CacheUndo(set(self._shared), self.clflushes)
+
+    def end_undo(self) -> "_CacheUndo":
+        u, self._undo = self._undo, None
+        return u
+
+    def rollback(self, u: "_CacheUndo") -> None:
+        lines = self._lines
+        if u.full is not None:
+            lines = self._lines = u.full  # the record is used up
+            u.full = None
+        else:
+            u.undo_order(lines)
+        self._shared = set(lines) if u.copied else u.shared
+        self.clflushes = u.clflushes
+
+    def _drop_middle(self) -> None:
+        """Before a line leaves from anywhere but the front: the record takes the
+        starting state whole, and every line there now becomes copy-on-write (those
+        written since the start are the record's no more than the others)."""
+        u = self._undo
+        if u is not None and u.full is None:
+            start = OrderedDict(self._lines)
+            u.undo_order(start)
+            u.full = start
+            u.own = set()
 
     def _writable_line(self, base: int) -> array | None:
         line = self._lines.get(base)
-        if line is not None and self._shared and base in self._shared:
+        if line is None:
+            return None
+        if self._shared and base in self._shared:
             line = self._lines[base] = array("Q", line)
             self._shared.discard(base)
+        u = self._undo
+        if u is not None:
+            if u.full is None:
+                if base not in u.new and base not in u.orig:
+                    u.orig[base] = line
+                    line = self._lines[base] = array("Q", line)
+            elif base not in u.own:  # the whole-state record may hold this line
+                line = self._lines[base] = array("Q", line)
+                u.own.add(base)
         return line
+
+    def _insert(self, base: int, line: array) -> None:
+        """A new dirty line at the end, the oldest evicted past the capacity."""
+        lines = self._lines
+        lines[base] = line
+        u = self._undo
+        if u is not None and u.full is None:
+            u.ops.append((base, None))
+            u.new.add(base)
+        if self.capacity is not None and len(lines) > self.capacity:
+            old, words = lines.popitem(last=False)
+            if u is not None and u.full is None:
+                u.ops.append((old, words))
+            self.mem.write_line(old, words)
 
     # CPU side -----------------------------------------------------------
     def cpu_read_q(self, addr: int) -> int:
@@ -229,11 +377,67 @@ class CpuCache:
         line = self._writable_line(base)
         if line is None:
             line = self.mem.read_line(base)
-            self._lines[base] = line
-            if self.capacity is not None and len(self._lines) > self.capacity:
-                old, words = self._lines.popitem(last=False)
-                self.mem.write_line(old, words)
+            self._insert(base, line)
         line[(addr & (LINE_SIZE - 1)) >> 3] = value
+
+    def cpu_write_run(self, addr: int, values: Sequence[int]) -> None:
+        """CPU writes of consecutive quadwords from `addr` (a table's run of entries):
+        exactly what cpu_write_q of each in turn does — the same lines dirty, inserted
+        in the same order, the same lines evicted and written back in the same order —
+        a line at a time.  A run reaching outside memory, or longer than the cache,
+        falls back to word writes, so it fails (or evicts) at the same word."""
+        vals = values if type(values) is array else array("Q", values)
+        n = len(vals)
+        cap = self.capacity
+        nlines = ((addr + n * 8 - 1) >> 6) - (addr >> 6) + 1 if n else 0
+        if addr & 7 or not self.mem.valid(addr, n * 8) or (cap is not None and nlines > cap):
+            for i, value in enumerate(vals):
+                self.cpu_write_q(addr + i * 8, value)
+            return
+        lines, mem = self._lines, self.mem
+        shared = self._shared
+        epoch = self._undo is not None
+        undo = self._undo if epoch and self._undo.full is None else None
+        i, end = 0, addr + n * 8
+        base = addr & ~(LINE_SIZE - 1)
+        if not (addr | n * 8) & (LINE_SIZE - 1):  # whole lines: those not yet dirty go in at once
+            bases = range(addr, end, LINE_SIZE)
+            if not any(map(lines.__contains__, bases)):
+                lines.update(zip(bases, [vals[j : j + _WORDS_PER_LINE] for j in range(0, n, _WORDS_PER_LINE)]))
+                if undo is not None:
+                    undo.ops.extend(zip(bases, [None] * len(bases)))
+                    undo.new.update(bases)
+                base = end
+        while base < end:
+            lo = addr if addr > base else base
+            hi = end if end < base + LINE_SIZE else base + LINE_SIZE
+            k = (hi - lo) >> 3
+            line = lines.get(base)
+            if line is None:
+                if k == _WORDS_PER_LINE:
+                    lines[base] = vals[i : i + k]
+                else:
+                    line = lines[base] = mem.read_line(base)
+                    j = (lo - base) >> 3
+                    line[j : j + k] = vals[i : i + k]
+                if undo is not None:
+                    undo.ops.append((base, None))
+                    undo.new.add(base)
+            else:
+                if epoch or (shared and base in shared):
+                    line = self._writable_line(base)
+                j = (lo - base) >> 3
+                line[j : j + k] = vals[i : i + k]
+            i += k
+            base += LINE_SIZE
+        # Each new line evicted the oldest as it came in; none of the run's lines is
+        # among them (the run is no longer than the cache), so they go now, in order.
+        if cap is not None and len(lines) > cap:
+            popitem = lines.popitem
+            evicted = [popitem(last=False) for _ in range(len(lines) - cap)]
+            if undo is not None:
+                undo.ops.extend(evicted)
+            mem.write_lines(evicted)
 
     def clflush(self, addr: int, size: int = 8) -> int:
         """Write back and drop every line touching [addr, addr+size); returns lines flushed."""
@@ -244,6 +448,8 @@ class CpuCache:
             bases = [b for b in self._lines if first <= b < addr + size]
         else:
             bases = range(first, addr + size, LINE_SIZE)
+        if self._undo is not None and any(b in self._lines for b in bases):
+            self._drop_middle()
         for base in bases:
             words = self._lines.pop(base, None)
             if words is not None:
@@ -254,12 +460,17 @@ class CpuCache:
 
     def discard(self, addr: int, size: int) -> None:
         """Drop lines without writing them back (the page is being freed)."""
-        for base in range(addr & ~(LINE_SIZE - 1), addr + size, LINE_SIZE):
+        bases = range(addr & ~(LINE_SIZE - 1), addr + size, LINE_SIZE)
+        if self._undo is not None and any(b in self._lines for b in bases):
+            self._drop_middle()
+        for base in bases:
             self._lines.pop(base, None)
 
     def wbinvd(self) -> int:
         """Write back and invalidate the whole cache."""
         n = len(self._lines)
+        if self._undo is not None and n:
+            self._drop_middle()
         for base, words in self._lines.items():
             self.mem.write_line(base, words)
         self._lines.clear()
@@ -283,6 +494,34 @@ class CpuCache:
         line = self._writable_line(addr & ~(LINE_SIZE - 1))
         if line is not None:
             line[(addr & (LINE_SIZE - 1)) >> 3] = value
+
+
+class _CacheUndo:
+    """One command's undo record of a CpuCache (see CpuCache.begin_undo)."""
+
+    __slots__ = ("shared", "clflushes", "ops", "new", "orig", "full", "own", "copied")
+
+    def __init__(self, shared: set[int], clflushes: int):
+        self.shared = shared  # the cache's _shared then
+        self.clflushes = clflushes
+        self.ops: list[tuple[int, array | None]] = []  # (line, None) inserted, (line, words) evicted
+        self.new: set[int] = set()  # lines inserted since
+        self.orig: dict[int, array] = {}  # lines there at the start, as they were, once written in place
+        self.full: OrderedDict[int, array] | None = None  # the whole starting state, once taken
+        self.own: set[int] = set()  # lines copied since `full` was taken (not in it)
+        self.copied = False  # a deep copy shares the lines since
+
+    def undo_order(self, lines: OrderedDict) -> None:
+        """Undo the logged inserts and evictions on `lines`, then put back the old
+        lines written in place: `lines` is then as it was at the start."""
+        for base, words in reversed(self.ops):
+            if words is None:
+                del lines[base]
+            else:
+                lines[base] = words
+                lines.move_to_end(base, last=False)
+        for base, words in self.orig.items():
+            lines[base] = words
 
 
 class PageAllocator:

@@ -2,17 +2,21 @@
 
 Every user action is one line of text (`attach 5`, `map 5 0x100000 64K rw`,
 `toggle dmar1 CM` ...).  A command returns the journal events it caused and a
-one-sentence summary.  The command log is the session: undo rebuilds the state from
-the scenario and replays the log minus its last line, so undo, replay and recording
-share one mechanism.  Bad input raises CommandError and leaves the state unchanged.
+one-sentence summary.  The command log is the session (replay and recording use
+it).  Undo does not rebuild anything: each command keeps a checkpoint of what it
+changed (see _Checkpoint), and undo puts that back, so its cost follows the size of
+the change, not of the machine; the journal object survives, cut back.  Bad input
+raises CommandError and leaves the state unchanged (the same checkpoint rolls it back).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import shlex
+from array import array
+from collections import deque
 from dataclasses import dataclass, field
+from operator import eq, is_
 
 from ..hw.entries import bdf_str
 from ..hw.faults import reason_string
@@ -36,12 +40,38 @@ class CommandError(ValueError):
     """A command the machine refuses; the state is unchanged."""
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What a command changed, for the views that keep their rows between keys:
+    the units whose registers or caches it touched, the domains (by id) it created,
+    freed, attached, detached or mapped, the groups it attached or detached, and the
+    journal events it added (`journal`: [start, end) indices; an undo that cut the
+    journal back to n events: (n, n), so that a view scans again from n).  `everything`: a change
+    not tracked piece by piece (a switch, a hot-plug, an undo): recompute all.  The
+    selection is not here: views read it every time (it costs nothing)."""
+
+    units: frozenset[str] = frozenset()
+    domains: frozenset[int] = frozenset()
+    groups: frozenset[int] = frozenset()
+    journal: tuple[int, int] = (1 << 62, 0)  # none: from past any end to the start
+    everything: bool = False
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(self.units | other.units, self.domains | other.domains, self.groups | other.groups,
+                       (min(self.journal[0], other.journal[0]), max(self.journal[1], other.journal[1])),
+                       self.everything or other.everything)
+
+
+EVERYTHING = Changes(journal=(0, 0), everything=True)
+
+
 @dataclass
 class Outcome:
     command: str
     events: list[Event]
     message: str
     translation: Translation | None = None
+    changed: Changes = EVERYTHING  # what the command changed (Changes); all, unless it says
 
     @property
     def issued(self) -> int:
@@ -108,7 +138,8 @@ class Machine:
     selected_group: int = 0
     log: list[str] = field(default_factory=list)
     redo_stack: list[str] = field(default_factory=list)
-    _base: dict | None = None
+    _base: dict | None = None  # no longer kept: undo uses _undo_stack
+    _undo_stack: list["_Checkpoint"] = field(default_factory=list)  # one per line of `log`
     _device_index: dict[str, dict[int, tuple[int, str]]] = field(default_factory=dict)  # fixed at boot
 
     # ------------------------------------------------------------ construction
@@ -117,7 +148,6 @@ class Machine:
                       map_spec: str | None = None) -> "Machine":
         m = cls(load(name_or_path, devices=devices, map_spec=map_spec))
         m._build()
-        m._base = m._snapshot()
         return m
 
     def _world(self, level: str, size: int) -> World:
@@ -204,32 +234,75 @@ class Machine:
     def driver_for(self, unit: str) -> IntelIommuDriver:
         return self.worlds[self.level_of(unit)].driver
 
-    # ------------------------------------------------------------ snapshots (undo)
-    # Not part of a snapshot: the undo bookkeeping itself, and what is fixed at boot.
-    _VOLATILE = ("log", "redo_stack", "_base", "_device_index", "scenario")
+    # ------------------------------------------------------------ checkpoints (undo)
+    # Not part of a checkpoint: the undo bookkeeping itself, and what is fixed at boot.
+    _VOLATILE = ("log", "redo_stack", "_base", "_undo_stack", "_device_index", "scenario")
+    # Fixed once built: no command adds or removes a group (a group's own state is in
+    # the footprint of the commands that name it).
+    _FIXED = ("groups",)
 
-    def _snapshot(self) -> dict:
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in self._VOLATILE})
+    def _footprint(self, line: str) -> list:
+        """The groups and domains (kept in collections as large as the machine) that the
+        command may change besides those its actors hold directly: the named group,
+        its domain, the domains its devices are attached to; every domain with a
+        pending flush queue for a bare flush-queue."""
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            return []
+        if not words:
+            return []
+        verb = words[0].lower()
+        out: list = []
+        if verb == "flush-queue" and len(words) == 1:
+            for w in self.worlds.values():
+                if w.driver is not None:
+                    out += [d for d in w.driver.domains.values() if d.flush_queue or d.freed_tables]
+            return out
+        if len(words) < 2:
+            return out
+        try:
+            g = self.groups.get(int(words[1], 0))
+        except ValueError:
+            g = None
+        if g is None:
+            return out
+        out.append(g)
+        d = self.domain_of(g)
+        if d is not None:
+            out.append(d)
+        driver = self.driver_for(g.unit)
+        for sid, _ in g.devices:
+            a = driver._attached.get((g.unit, sid))
+            if a is not None:
+                out.append(a)
+        return out
 
-    def _restore(self, log: list[str]) -> None:
-        assert self._base is not None
-        self.__dict__.update(copy.deepcopy(self._base))
-        self.log = []
-        for line in log:
-            self._apply(line)
-            self.log.append(line)
+    # The commands that may add or drop domains, attachments or DIDs: the driver's
+    # collections of them (as large as the machine) are copied for these only; for
+    # the others a guard checks they did not change.
+    _REATTACHING = ("attach", "detach", "device-add", "device-del")
+
+    def _checkpoint(self, line: str) -> "_Checkpoint":
+        verb = line.split(None, 1)[0].lower() if line.split() else ""
+        return _Checkpoint(self, self._footprint(line), sizable=verb in self._REATTACHING or verb not in USAGE)
 
     # ------------------------------------------------------------ the command interface
     def execute(self, line: str) -> Outcome:
         """Apply one command line; on bad input raise CommandError, state unchanged."""
-        mark = len(self.journal)
+        cp = self._checkpoint(line)
         try:
             outcome = self._apply(line)
         except (CommandError, DriverError, VfioError, ValueError, KeyError) as exc:
-            if len(self.journal) != mark:
-                self._restore(list(self.log))
+            cp.finish()
+            cp.rollback()
             msg = exc.args[0] if exc.args else str(exc)
             raise CommandError(str(msg)) from None
+        except BaseException:
+            cp.finish()
+            raise
+        cp.finish()
+        self._undo_stack.append(cp)
         self.log.append(line.strip())
         self.redo_stack.clear()
         return outcome
@@ -237,10 +310,11 @@ class Machine:
     def undo(self) -> Outcome:
         if not self.log:
             raise CommandError("nothing to undo")
-        last = self.log[-1]
-        self._restore(self.log[:-1])
+        last = self.log.pop()
+        touched = self._touched_line(last)  # undo changes what the command changed
+        self._undo_stack.pop().rollback()
         self.redo_stack.append(last)
-        return Outcome("undo", [], f"undid: {last}")
+        return Outcome("undo", [], f"undid: {last}", changed=self._changed(touched, len(self.journal)))
 
     def redo(self) -> Outcome:
         if not self.redo_stack:
@@ -267,13 +341,70 @@ class Machine:
             inspect.signature(handler).bind(*args)
         except TypeError:
             raise CommandError(f"usage: {USAGE[verb]}") from None
+        touched = self._touched(verb, args)
         mark = len(self.journal)
         try:
             message, translation = handler(*args)
         except MemoryError_ as exc:  # execute() rolls back what the command wrote so far
             raise CommandError(f"{exc} (the scenario has {fmt_size(self.scenario.memory)} of memory)") from None
         events = self.journal.since(mark)
-        return Outcome(line.strip(), events, message, translation)
+        changed = self._changed(touched, mark)
+        return Outcome(line.strip(), events, message, translation, changed)
+
+    # ------------------------------------------------------------ what a command changed
+    _SELECTION = ("select-unit", "next-unit", "prev-unit", "select-group")
+    _ON_GROUP = ("attach", "detach", "map", "unmap", "flush-queue")
+
+    def _touched(self, verb: str, args: list[str]) -> Changes:
+        """What `verb args` may change, as the state is before it runs (domains a
+        command frees are only known before).  Cost: the group's, not the state's."""
+        if verb in self._SELECTION:
+            return Changes()
+        if verb == "toggle":
+            return Changes(units=frozenset(args[:1]))
+        if verb == "dma" or (verb in self._ON_GROUP and args):
+            try:
+                g = self.groups.get(parse_int(args[0], "group"))
+            except ValueError:
+                g = None
+            if g is None:  # the command refuses it: nothing changes
+                return Changes()
+            units = {g.unit}
+            if self.qemu is not None:
+                units.add(self.qemu.host_unit.name)
+            if verb == "dma":
+                return Changes(units=frozenset(units))
+            return Changes(frozenset(units), frozenset(self._domains_near(g)), frozenset({g.spec_id}))
+        return EVERYTHING
+
+    def _touched_line(self, line: str) -> Changes:
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            return EVERYTHING
+        return self._touched(words[0].lower(), words[1:]) if words else EVERYTHING
+
+    def _domains_near(self, g: GroupState) -> set[int]:
+        """The group's domain and every domain a VFIO container (the VM's, QEMU's host
+        one) holds: what attaching, detaching or mapping through `g` can reach."""
+        ids = set()
+        d = self.domain_of(g)
+        if d is not None:
+            ids.add(d.id)
+        for c in (self.vfio, self.qemu.host_vfio if self.qemu is not None else None):
+            if c is not None:
+                ids.update(vd.domain.id for vd in c.domains)
+        return ids
+
+    def _changed(self, touched: Changes, mark: int) -> Changes:
+        """`touched` (before the command) with what the same groups reach after it."""
+        journal = (mark, len(self.journal))
+        if touched.everything:
+            return Changes(journal=journal, everything=True)
+        domains = set(touched.domains)
+        for gid in touched.groups:
+            domains |= self._domains_near(self.groups[gid])
+        return Changes(touched.units, frozenset(domains), touched.groups, journal)
 
     # ------------------------------------------------------------ lookups
     def _group(self, text: str) -> GroupState:
@@ -568,6 +699,225 @@ class Machine:
         return f"flush queue: {n} deferred unmap(s) flushed", None
 
 
+# ------------------------------------------------------------ checkpoints
+_ATOMS = (int, str, bytes, float, bool, type(None), range, frozenset, tuple, type)
+_CONTAINERS = (dict, list, set, deque)
+
+
+def _frozen(obj) -> bool:
+    params = getattr(type(obj), "__dataclass_params__", None)
+    return params is not None and params.frozen
+
+
+class _Saved:
+    """A container as it was: the object itself (put back in place, so every holder
+    of it sees the old contents) and a shallow copy of its contents, containers
+    inside it saved the same way."""
+
+    __slots__ = ("obj", "items", "kids")
+
+    def __init__(self, obj, items, kids):
+        self.obj, self.items, self.kids = obj, items, kids
+
+    def same(self) -> bool:
+        """Unchanged since saved: the same elements, by identity, in the same order."""
+        c, items = self.obj, self.items
+        if len(c) != len(items):
+            return False
+        if isinstance(c, set):
+            return c == items
+        if isinstance(c, dict):
+            return all(map(is_, c.values(), items.values())) and all(map(eq, c, items))
+        return all(map(is_, c, items))
+
+    def restore(self) -> None:
+        for k in self.kids:
+            k.restore()
+        c, items = self.obj, self.items
+        if isinstance(c, dict):
+            c.clear()
+            c.update(items)
+        elif isinstance(c, list):
+            c[:] = items
+        else:  # set, deque
+            c.clear()
+            c.update(items) if isinstance(c, set) else c.extend(items)
+
+
+class _Checkpoint:
+    """What one command may change, taken before it runs: each mutable object of the
+    machine (units, drivers, allocators, VFIO, KVM, QEMU, ...) as a shallow copy of
+    its attributes, its containers copied one level at a time (C-speed copies of
+    references, never the objects they hold); the groups and domains — as many as the
+    machine has devices — only those the command names (Machine._footprint) or an
+    actor holds directly; memory pages, dirty cache lines and the journal by their
+    own undo records (copy-on-write of what the command writes).  finish() drops
+    whatever the command left as it was, so a checkpoint kept for undo holds the
+    change only; rollback() puts every object back in place, identities kept."""
+
+    LEAVES: tuple = ()  # set below: GroupState, DmarDomain
+
+    def __init__(self, m: "Machine", footprint: list, sizable: bool = True):
+        # (object, attributes not recorded, {attribute: value or _Saved}, attribute names)
+        self.objs: list[tuple[object, tuple, dict, frozenset]] = []
+        self.undo_records: list = []
+        self._seen: set[int] = set()
+        self._mems: list = []  # PhysMem, CpuCache, Journal: their own undo records
+        # sizable False: machine-sized collections (of groups / domains, or sets of
+        # ids) get a guard, not a copy: the command must not change them.
+        self._sizable = sizable
+        self._guards: list[_Guard] = []
+        self._save(m, skip=Machine._VOLATILE + Machine._FIXED)
+        for leaf in footprint:
+            self._save(leaf)
+        self._mems.append(m.journal)
+        for x in self._mems:
+            x.begin_undo()
+
+    # -- taking
+    def _save(self, obj, skip: tuple = ()) -> None:
+        if id(obj) in self._seen:
+            return
+        self._seen.add(id(obj))
+        if isinstance(obj, (PhysMem, CpuCache)):
+            self._mems.append(obj)
+            if isinstance(obj, CpuCache):
+                self._save(obj.mem)
+            return
+        if isinstance(obj, Journal) or not hasattr(obj, "__dict__"):
+            return
+        attrs = vars(obj)
+        state = {k: self._value(v) for k, v in list(attrs.items()) if k not in skip}
+        self.objs.append((obj, skip, state, frozenset(state)))
+
+    @classmethod
+    def _plain(cls, v) -> bool:
+        """Held by reference only: never changed in place, or kept in a machine-sized
+        collection (groups, domains) that the footprint covers."""
+        return (isinstance(v, _ATOMS) or isinstance(v, cls.LEAVES) or isinstance(v, (Event, array))
+                or _frozen(v) or (callable(v) and not isinstance(v, _CONTAINERS)))
+
+    def _value(self, v):
+        if isinstance(v, _CONTAINERS):
+            return self._container(v)
+        if isinstance(v, (int, str, bool, type(None))) or _frozen(v) or isinstance(v, Event):
+            return v
+        if isinstance(v, array):
+            return _Saved(v, array(v.typecode, v), [])
+        if not callable(v):
+            self._save(v)  # an object an actor holds directly (a group or domain too)
+        return v
+
+    def _container(self, c) -> _Saved | "_Guard":
+        if not self._sizable and len(c) > _GUARDED and (isinstance(c, set) or isinstance(
+                next(iter(c.values() if isinstance(c, dict) else c)), self.LEAVES)):
+            g = _Guard(c)
+            self._guards.append(g)
+            return g
+        if isinstance(c, set):
+            return _Saved(c, set(c), [])
+        items = c.copy() if isinstance(c, dict) else list(c)
+        values = items.values() if isinstance(items, dict) else items
+        kids: list[_Saved] = []
+        first = next(iter(values), None)
+        if first is None or self._plain(first):
+            return _Saved(c, items, kids)  # plain values, or a machine-sized collection
+        for v in values:
+            if isinstance(v, _CONTAINERS):
+                kid = self._container(v)
+                if isinstance(kid, _Saved):  # a _Guard checks itself
+                    kids.append(kid)
+            elif not self._plain(v):
+                self._save(v)
+        return _Saved(c, items, kids)
+
+    # -- after the command
+    def finish(self) -> None:
+        """End the undo records; keep only what changed."""
+        self.undo_records = [(x, x.end_undo()) for x in self._mems]
+        self._mems, self._seen = [], set()
+        for g in self._guards:
+            g.check()
+        self._guards = []
+        kept = []
+        for obj, skip, state, names in self.objs:
+            now = vars(obj)
+            changed = {}
+            for k, v in state.items():
+                cur = now.get(k, _MISSING)
+                if isinstance(v, _Guard):
+                    if cur is not v.obj:
+                        raise RuntimeError(f"undo: {type(obj).__name__}.{k} was replaced by a command "
+                                           "that should not change it")
+                elif isinstance(v, _Saved):
+                    if cur is not v.obj or not _unchanged(v):
+                        changed[k] = v
+                elif cur is not v:
+                    changed[k] = v
+            added = len(now) != len(names) + sum(k in now for k in skip) or any(k not in now for k in names)
+            if changed or added:
+                kept.append((obj, skip, changed, names if added else None))
+        self.objs = kept
+
+    def rollback(self) -> None:
+        """Every object as it was when the checkpoint was taken (the checkpoints of
+        later commands rolled back first)."""
+        for x, record in reversed(self.undo_records):
+            x.rollback(record)
+        for obj, skip, changed, names in reversed(self.objs):
+            if names is not None:  # attributes the command added
+                for k in [k for k in vars(obj) if k not in names and k not in skip]:
+                    delattr(obj, k)
+            for k, v in changed.items():
+                if isinstance(v, _Saved):
+                    if isinstance(v.obj, array):
+                        v.obj[:] = v.items
+                    else:
+                        v.restore()
+                    v = v.obj
+                setattr(obj, k, v)
+
+
+_MISSING = object()
+_GUARDED = 16  # a collection this large is machine-sized (the server scenario has 64 devices)
+
+
+class _Guard:
+    """A machine-sized collection a command must leave alone: its size, and for a
+    dict its newest entry (an insertion goes at the end, so any insertion or removal
+    shows), checked after the command."""
+
+    __slots__ = ("obj", "size", "last")
+
+    def __init__(self, c):
+        self.obj, self.size, self.last = c, len(c), self._last(c)
+
+    @staticmethod
+    def _last(c):
+        if isinstance(c, dict) and c:
+            k = next(reversed(c))
+            return k, id(c[k])
+        return None
+
+    def check(self) -> None:
+        c = self.obj
+        if len(c) != self.size or self._last(c) != self.last:
+            raise RuntimeError(f"undo: a command outside {Machine._REATTACHING} changed a collection of "
+                               f"{self.size} {type(next(iter(c), None)).__name__ if c else ''} entries")
+
+
+def _unchanged(saved: _Saved) -> bool:
+    if isinstance(saved.obj, array):
+        return saved.obj == saved.items
+    if not saved.same():
+        return False
+    saved.kids = [k for k in saved.kids if not _unchanged(k)]
+    return not saved.kids
+
+
+_Checkpoint.LEAVES = (GroupState, DmarDomain)
+
+
 def _onoff(flag: bool) -> str:
     return "on" if flag else "off"
 
@@ -582,4 +932,4 @@ USAGE = {
 COMMANDS = tuple(USAGE)
 
 
-__all__ = ["CommandError", "Machine", "Outcome", "ScenarioError", "COMMANDS", "USAGE", "OPTIONS"]
+__all__ = ["Changes", "CommandError", "EVERYTHING", "Machine", "Outcome", "ScenarioError", "COMMANDS", "USAGE", "OPTIONS"]

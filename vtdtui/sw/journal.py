@@ -185,6 +185,10 @@ class Event:
 class Journal:
     def __init__(self) -> None:
         self.events: list[Event] = []
+        # While a command runs (begin_undo): its first event's index, and the events
+        # before it that amend() replaced, as they were, so undo can put them back.
+        self._undo_mark: int | None = None
+        self._undo_amended: list[tuple[int, Event]] = []
 
     def __len__(self) -> int:
         return len(self.events)
@@ -194,6 +198,26 @@ class Journal:
         new.events = list(self.events)
         memo[id(self)] = new
         return new
+
+    # Undo: the journal object survives, cut back, so whatever is keyed on it stays.
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` events (the same list object, cut in place)."""
+        del self.events[n:]
+
+    def begin_undo(self) -> None:
+        self._undo_mark, self._undo_amended = len(self.events), []
+
+    def end_undo(self) -> tuple[int, list[tuple[int, Event]]]:
+        """Stop recording; (length then, earlier events amended since) for rollback()."""
+        mark, amended = self._undo_mark, self._undo_amended
+        self._undo_mark, self._undo_amended = None, []
+        return (len(self.events) if mark is None else mark), amended
+
+    def rollback(self, record: tuple[int, list[tuple[int, Event]]]) -> None:
+        mark, amended = record
+        self.truncate(mark)
+        for i, old in reversed(amended):
+            self.events[i] = old
 
     def __iter__(self):
         return iter(self.events)
@@ -234,6 +258,8 @@ class Journal:
             descs = tuple(w if w.slot is not None else replace(w, slot=next(it, None)) for w in descs)
         new = replace(event, data=EventData(descs, wait if wait is not None else d.wait,
                                             d.registers + registers, d.entries + entries))
+        if self._undo_mark is not None and i < self._undo_mark:
+            self._undo_amended.append((i, event))
         self.events[i] = new
         return new
 

@@ -603,15 +603,20 @@ class IntelIommuDriver:
             first = level_index(cur, level)
             step = 1 << level_shift(level)
             # One run: the entries of this table that take a page of this size.
-            n, c, p = 0, cur, pa
-            while first + n < 512 and c < end and self._largest_level(d, c, p, end - c) == level:
-                n, c, p = n + 1, c + step, p + step
+            n = self._run_length(d, cur, pa, end, level, first)
             if level > 1:
                 self._switch_to_super_page(d, table, first, n, cur, level, coherent, units)
-            for idx in range(first, first + n):
-                self._write(table + idx * 8, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
-                cur += step
-                pa += step
+            last = pa + (n - 1) * step
+            if last & ~PTE_ADDR_MASK:  # Pte.encode refuses it: fail at the same entry
+                for idx in range(first, first + n):
+                    self._write(table + idx * 8, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
+                    cur += step
+                    pa += step
+            else:  # the table's run in one write, a cache line at a time
+                flags = Pte.encode(0, r=r, w=w, ps=level > 1, snp=d.force_snooping)
+                self.cache.cpu_write_run(table + first * 8, range(pa | flags, (last | flags) + 1, step))
+                cur += n * step
+                pa += n * step
             d.mapped_pages += n * (step >> 12)
             leaves += n
             if units:
@@ -676,6 +681,20 @@ class IntelIommuDriver:
             n += k
             cur, pa = cur + k * step, pa + k * step
         return n
+
+    def _run_length(self, d: DmarDomain, cur: int, pa: int, end: int, level: int, first: int) -> int:
+        """How many entries from index `first` of a table take a page of `level`: those
+        before the table ends, the range ends, or a larger page fits (where
+        _largest_level would go up), computed, not tried entry by entry."""
+        step = 1 << level_shift(level)
+        n = min(512 - first, (end - cur) // step)
+        if level < d.superpage_level:
+            bigger = 1 << level_shift(level + 1)
+            if (pa - cur) % bigger == 0:
+                k = ((-cur) % bigger) // step  # the first entry aligned for a larger page
+                if k < n and end - (cur + k * step) >= bigger:
+                    n = k
+        return max(n, 1)
 
     @staticmethod
     def _largest_level(d: DmarDomain, iova: int, phys: int, left: int) -> int:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..hw.entries import bdf_str
 from ..machine import CommandError, Machine, Outcome
-from ..machine.machine import OPTIONS
+from ..machine.machine import OPTIONS, Changes
+
+NOTHING = Changes()
 from ..textsafe import clip, printable
 from ..views.prompts import PROMPTS
 from ..views.status import sentence
@@ -62,14 +64,17 @@ class CommandActions:
             self.say(self._said, error=bool(self.logs.trouble) or self._said_error)
 
     # ------------------------------------------------------------ running commands
-    def run_command(self, line: str) -> str | None:
+    def run_command(self, line: str, then=None) -> str | None:
         """Run one machine command; the status line says what it did. Returns the
-        refusal (state unchanged) or None."""
+        refusal (state unchanged) or None.  `then`: called when it ran, before the
+        panes are refreshed (one refresh for all the key did)."""
         try:
             outcome = self.machine.execute(line)
         except CommandError as exc:
             self.say(f"{line}: {exc}", error=True)
             return str(exc)
+        if then is not None:
+            then()
         self._after(outcome)
         return None
 
@@ -84,10 +89,13 @@ class CommandActions:
             if broken:
                 more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
                 self.say(f"INVARIANT BROKEN after {outcome.command!r}: {broken[0]}{more}", error=True)
-        self.changed()
+        self.changed(outcome.changed)
 
-    def changed(self) -> None:
+    def changed(self, changes: Changes = NOTHING) -> None:
+        """The panes show the state again; `changes`: what in the machine changed
+        (machine.Changes; the default: nothing, only what the panes show of it)."""
         self.version += 1
+        self.main.note(changes)
         self.main.refresh_panes()
 
     def action_toggle(self, bit: str) -> None:
@@ -139,20 +147,19 @@ class CommandActions:
             ok, hint = spec.validate(text)
             if not ok:
                 return hint
-            error = self.run_command(spec.command(text, m.selected_group))
-            if name == "group" and error is None:
-                self._follow_group()
-            return error
+            return self.run_command(spec.command(text, m.selected_group),
+                                    self._follow_group if name == "group" else None)
 
         self.push_screen(self.prompt.open(title, spec.usage, spec.validate, submit))
 
     def _follow_group(self) -> None:
+        """A group picked with g: the tables and the IOPTEs follow it again (the
+        command's own refresh shows it)."""
         for p in self.main.panes:
             if isinstance(p, IoptePane):
                 p.pinned = None
             if isinstance(p, TablesPane):
                 p.bus = None
-        self.changed()
 
     # ------------------------------------------------------------ drill-down
     def show_page_tables(self, unit: str, sid: int) -> None:

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ..machine.machine import Changes
 from ..textsafe import clip, markup, printable
 from ..views.status import WHAT_IFS
 from .footer import KeyFooter
@@ -206,6 +207,11 @@ class MainScreen(Screen):
         return "zoomed: one pane, z again for all" if self.zoomed else "all panes"
 
     # ------------------------------------------------------------ refresh
+    def note(self, changes: Changes) -> None:
+        """A command changed `changes`: each pane keeps it until it next updates."""
+        for p in self.panes:
+            p.pending = changes if p.pending is None else p.pending | changes
+
     def refresh_panes(self) -> None:
         """Recompute what is on screen; panes the layout hides wait."""
         wide = self.layout_name() == "wide"

@@ -12,6 +12,7 @@ from textual.strip import Strip
 
 from ..hw.entries import bdf_str, level_shift
 from ..machine import Machine
+from ..machine.machine import Changes
 from ..views import caches, graph, registers, status, tables
 from ..views.ioptes import PteRow, PteTree
 from ..sw.journal import Event
@@ -22,6 +23,10 @@ from .rows import RowsPane
 
 
 class Pane(RowsPane):
+    # What the commands changed since this pane last updated (machine.Changes; None:
+    # nothing): a pane that keeps its rows recomputes only that.  MainScreen.note().
+    pending: Changes | None = None
+
     @property
     def machine(self) -> Machine:
         host: Host = self.app  # type: ignore[assignment]
@@ -249,9 +254,24 @@ class GraphPane(Pane):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.view = graph.GraphView()
+        self._waiting = False  # the first build is due after the first frame
 
     def update_view(self) -> None:
-        self.set_rows(self.view.lines(self.machine))
+        if not self.view.built:
+            # networkx and the graph's first build wait for the first frame (startup
+            # is the other panes' frame, not an import of networkx).
+            self.pending = None
+            self.set_rows([plain("building the domain graph…", "dim")])
+            if not self._waiting:
+                self._waiting = True
+                self.call_after_refresh(self._first_build)
+            return
+        changes, self.pending = self.pending, None
+        self.set_rows(self.view.lines(self.machine, changes))
+
+    def _first_build(self) -> None:
+        self.view.lines(self.machine)
+        self.update_view()
 
 
 class VmPane(Pane):
@@ -316,7 +336,8 @@ class JournalPane(Pane):
     def update_view(self) -> None:
         m = self.machine
         at_end = self.cursor >= len(self.rows) - 1
-        self.view.update(m.journal)
+        changes, self.pending = self.pending, None
+        self.view.update(m.journal, changes.journal[0] if changes is not None else None)
         self.set_rows(_JournalRows(self.view, m.journal.events), header=[self.view.counter_line()])
         if self.follow or at_end:
             self.follow = True
@@ -326,8 +347,21 @@ class JournalPane(Pane):
             self.call_after_refresh(self._follow_end)
 
     def _follow_end(self) -> None:
-        if self.follow:
+        # Only where the move above could not settle it (the scroll range waited for a
+        # layout): a move that changes nothing would cost a second frame.
+        if self.follow and not self._end_in_view():
             self.move_cursor(len(self.rows) - 1)
+
+    def _end_in_view(self) -> bool:
+        """The cursor on the newest event, and that event's row (all of its lines,
+        wrapped) on screen."""
+        n = len(self.rows)
+        if not n or self.cursor != n - 1:
+            return not n
+        top = round(self.scroll_y)
+        if self.wrap:  # as _move_cursor places the last event: its end at the bottom or above
+            return self._top_for_bottom(self.cursor) <= top <= self.cursor
+        return top <= self.cursor < top + self.body_height
 
 
     def on_rows_pane_activated(self, event: RowsPane.Activated) -> None:

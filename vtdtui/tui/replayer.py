@@ -125,6 +125,26 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
             pass
 
 
+async def settle_layout(app: "VtdApp") -> None:
+    """settle(), then the layout brought up to date without drawing a frame: what a
+    frame would lay out, so that screen_lines() (one render) reads what it would
+    show.  A relayout sends Resize events (a pane that follows its cursor answers
+    them), so it settles again until nothing moves.  (Textual's Screen internals,
+    as screen_lines(); textual < 8.3, pinned.)"""
+    for _ in range(20):
+        await settle(app)
+        if _gone(app):
+            return
+        screen = app.screen
+        if not (screen._layout_required or screen._scroll_required):
+            if not screen._callbacks:
+                return
+            await screen._invoke_and_clear_callbacks()  # what runs after a frame
+            continue
+        screen._refresh_layout(scroll=screen._scroll_required)
+        screen._layout_required = screen._scroll_required = False
+
+
 class Replayer:
     """One replay of one fixture.  Results: `failures`, `stopped_at`, `finished`."""
 
@@ -287,7 +307,10 @@ class Replayer:
                     return True
                 await self._delay(delay)
         elif kind == "expect":
-            await self._drawn(app)
+            if self.headless:
+                await settle_layout(app)  # the screen read from one render, not drawn first
+            else:
+                await self._drawn(app)
             lines = screen_lines(app)
             # A status line that wraps at this width is on screen whole, over two rows.
             wrapped = app.main.wrapped_texts() if app.main is not None and app.screen is app.main else []

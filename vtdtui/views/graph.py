@@ -7,11 +7,24 @@ because that is the chain the integrated-GPU story is about.
 
 from __future__ import annotations
 
-import networkx as nx
+import bisect
+from collections.abc import Sequence
+from itertools import chain
+from typing import TYPE_CHECKING
 
 from .. import graph as G
 from ..machine import Machine
+from ..machine.machine import EVERYTHING, Changes
 from .style import Line, Seg, badge, plain
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+# A row of the tree before it is drawn: (kind, node, first prefix).  The tree's shape
+# is kept as these; the text comes from the graph's attributes when a row is drawn,
+# so that a change of attributes (a unit's SC, a domain's page count) redraws only
+# the rows on screen.
+Spec = tuple
 
 
 def _kids(g: nx.DiGraph, node, kind: str) -> list:
@@ -22,128 +35,245 @@ def _users(g: nx.DiGraph, node, kind: str) -> list:
     return sorted((n for n in g.predecessors(node) if g.nodes[n]["kind"] == kind), key=lambda n: str(n[1]))
 
 
-def _tree(out: list[Line], prefix: str, items: list, render) -> None:
+def _tree(out: list[Spec], prefix: str, items: list, shape) -> None:
     for i, item in enumerate(items):
         last = i == len(items) - 1
-        render(out, prefix + ("└─ " if last else "├─ "), prefix + ("   " if last else "│  "), item)
+        shape(out, prefix + ("└─ " if last else "├─ "), prefix + ("   " if last else "│  "), item)
 
 
 def graph_lines(m: Machine, g: nx.DiGraph | None = None) -> list[Line]:
-    body, group_at = _body(m, g if g is not None else G.build(m))
-    return _mark(body, group_at, m.selected_group) + units_lines(m)
+    """The whole pane from scratch (what GraphView keeps up to date key by key)."""
+    g = g if g is not None else G.build(m)
+    body = _vm_specs(g) + _kernel_specs(g, _kernel_domains(g))
+    return list(_Rows(g, m, body, _group_rows(body), m.selected_group)) + units_lines(m)
 
 
-def _mark(body: list[Line], group_at: dict, selected) -> list[Line]:
-    i = group_at.get(selected)
-    if i is None:
-        return list(body)
-    out = list(body)
-    first, (label, _tok), *rest = out[i]
-    out[i] = (first, ("▶" + label, "sel"), *rest)
+def _group_rows(body: list[Spec]) -> dict:
+    return {spec[1][1]: i for i, spec in enumerate(body) if spec[0] == "group"}
+
+
+# ------------------------------------------------------------ the tree's shape
+def _group_shape(g):
+    def group(out, first, rest, node):
+        devs = _kids(g, node, "device")
+        out.append(("group", node, first, devs[0] if len(devs) == 1 else None))
+        if len(devs) != 1:
+            _tree(out, rest, devs, lambda o, f, _r, dev: o.append(("device", dev, f, None)))
+    return group
+
+
+def _domain_shape(g):
+    group = _group_shape(g)
+
+    def domain(out, first, rest, node):
+        out.append(("domain", node, first, None))
+        _tree(out, rest, _users(g, node, "group"), group)
+    return domain
+
+
+def _vm_specs(g: nx.DiGraph) -> list[Spec]:
+    out: list[Spec] = []
+    vm = ("vm", "kvm")
+    if vm in g:
+        domain = _domain_shape(g)
+        out.append(("vm", vm, "", None))
+        out.append(("why", vm, "", None))
+
+        def container(o, first, rest, node):
+            o.append(("container", node, first, None))
+            _tree(o, rest, _kids(g, node, "domain"), domain)
+        _tree(out, "", _kids(g, vm, "container"), container)
     return out
 
 
-class GraphView:
-    """graph_lines() for every keypress at any size: the tree above the units is
-    rebuilt only when a software decision, a policy, or a unit's SC changed it.
-
-    Those are the only inputs of that part: every attach, detach, map and unmap is
-    journaled by a software actor, a switch as a policy change.  The selection
-    marker and the units section (CM/C/SC badges) are cheap and redone each time."""
-
-    def __init__(self) -> None:
-        self._journal = None
-        self._seen = 0
-        self._changes = 0
-        self._key: tuple | None = None
-        self._body: list[Line] = []
-        self._group_at: dict = {}
-
-    def lines(self, m: Machine) -> list[Line]:
-        j = m.journal
-        if j is not self._journal or len(j) < self._seen:
-            self._journal, self._seen, self._changes = j, 0, 0
-        for e in j.events[self._seen:]:
-            if e.is_decision or e.op == "policy-change":
-                self._changes += 1
-        self._seen = len(j)
-        key = (id(j), self._changes, tuple((n, u.sc) for n, u in m.units.items()))
-        if key != self._key:
-            self._body, self._group_at = _body(m, G.build(m))
-            self._key = key
-        return _mark(self._body, self._group_at, m.selected_group) + units_lines(m)
+def _kernel_domains(g: nx.DiGraph) -> list[int]:
+    in_container = {d for c in g if g.nodes[c]["kind"] == "container" for d in g.successors(c)}
+    return sorted(n[1] for n, d in g.nodes(data=True) if d["kind"] == "domain" and n not in in_container)
 
 
-def _body(m: Machine, g: nx.DiGraph) -> tuple[list[Line], dict]:
-    out: list[Line] = []
-    group_at: dict = {}
+def _kernel_specs(g: nx.DiGraph, ids: list[int]) -> list[Spec]:
+    if not ids:
+        return []
+    out: list[Spec] = [("head", None, "kernel DMA-API domains (owner driver)", None)]
+    _tree(out, "", [("domain", i) for i in ids], _domain_shape(g))
+    return out
 
-    def device(out, first, _rest, node):
-        out.append(((first, "dim"), (g.nodes[node]["label"], "")))
 
-    def group(out, first, rest, node):
-        devs = _kids(g, node, "device")
-        group_at[node[1]] = len(out)
-        label: tuple[Seg, ...] = ((first, "dim"), (g.nodes[node]["label"], "key"))
-        if len(devs) == 1:
-            out.append(label + ((" ─ " + g.nodes[devs[0]]["label"], ""),))
-        else:
-            out.append(label)
-            _tree(out, rest, devs, device)
+def _block(g: nx.DiGraph, did: int, last: bool) -> list[Spec]:
+    """One kernel domain's rows, as _tree() lays them out at the top level."""
+    out: list[Spec] = []
+    _domain_shape(g)(out, "└─ " if last else "├─ ", "   " if last else "│  ", ("domain", did))
+    return out
 
-    def domain(out, first, rest, node):
+
+# ------------------------------------------------------------ drawing a row
+def _draw(g: nx.DiGraph, m: Machine, spec: Spec, selected: bool) -> Line:
+    kind, node, first, extra = spec
+    if kind == "head":
+        return plain(first, "head")
+    if kind == "device":
+        return ((first, "dim"), (g.nodes[node]["label"], ""))
+    if kind == "group":
+        label = g.nodes[node]["label"]
+        segs: tuple[Seg, ...] = ((first, "dim"), ("▶" + label if selected else label, "sel" if selected else "key"))
+        return segs + ((" ─ " + g.nodes[extra]["label"], ""),) if extra is not None else segs
+    if kind == "domain":
         d = g.nodes[node]
         dids = ", ".join(f"{u} DID {did}" for u, did in d["dids"].items()) or "no unit"
-        segs: list[Seg] = [(first, "dim"), (d["label"], "head"), (f" · {dids} · {d['mapped_pages']} pages · ", "dim")]
+        out: list[Seg] = [(first, "dim"), (d["label"], "head"), (f" · {dids} · {d['mapped_pages']} pages · ", "dim")]
         if d["enforce_cache_coherency"]:
-            segs.append(("enforce_cache_coherency (SNP set)", "on"))
+            out.append(("enforce_cache_coherency (SNP set)", "on"))
         elif all(g.nodes[("unit", u)]["level"] == "guest" for u in d["dids"]) and d["dids"]:
-            segs.append(("guest domain: QEMU emulates the unit; assigned DMA goes through the host", "dim"))
+            out.append(("guest domain: QEMU emulates the unit; assigned DMA goes through the host", "dim"))
         elif any(not g.nodes[("unit", u)]["sc"] for u in d["dids"]):
-            segs.append(("⚠ non-coherent: no snoop control, DMA may bypass the CPU caches", "warn"))
+            out.append(("⚠ non-coherent: no snoop control, DMA may bypass the CPU caches", "warn"))
         else:
-            segs.append(("snooping not enforced (nobody asked)", "dim"))
-        out.append(tuple(segs))
-        _tree(out, rest, _users(g, node, "group"), group)
-
-    def container(out, first, rest, node):
+            out.append(("snooping not enforced (nobody asked)", "dim"))
+        return tuple(out)
+    if kind == "container":
         c = g.nodes[node]
         cc = ("VFIO_DMA_CC_IOMMU yes", "on") if c["cc_iommu"] else ("VFIO_DMA_CC_IOMMU no", "warn")
-        out.append(((first, "dim"), (c["label"], "head"), (" · ", "dim"), cc))
-        _tree(out, rest, _kids(g, node, "domain"), domain)
-
-    vm = ("vm", "kvm")
-    if vm in g:
-        v = g.nodes[vm]
-        nc, why = G.kvm_noncoherent_why(m)
-        out.append((("KVM VM", "head"), (" · noncoherent DMA count ", "dim"), (str(v["count"]), "warn" if nc else "on"),
-                    (" · WBINVD ", "dim"), ("emulated" if v["wbinvd"] else "no-op", "warn" if v["wbinvd"] else "on"),
-                    (f" · RAM {v['memtype']}", "dim")))
-        out.append(plain(f"│  why: {why}", "warn" if nc else "dim"))
-        _tree(out, "", _kids(g, vm, "container"), container)
-    in_container = {d for c in g if g.nodes[c]["kind"] == "container" for d in g.successors(c)}
-    kernel = sorted((n for n, d in g.nodes(data=True) if d["kind"] == "domain" and n not in in_container),
-                    key=lambda n: n[1])
-    if kernel:
-        out.append(plain("kernel DMA-API domains (owner driver)", "head"))
-        _tree(out, "", kernel, domain)
-    return out, group_at
+        return ((first, "dim"), (c["label"], "head"), (" · ", "dim"), cc)
+    v = g.nodes[node]
+    nc, why = G.kvm_noncoherent_why(m)
+    if kind == "why":
+        return plain(f"│  why: {why}", "warn" if nc else "dim")
+    return (("KVM VM", "head"), (" · noncoherent DMA count ", "dim"), (str(v["count"]), "warn" if nc else "on"),
+            (" · WBINVD ", "dim"), ("emulated" if v["wbinvd"] else "no-op", "warn" if v["wbinvd"] else "on"),
+            (f" · RAM {v['memtype']}", "dim"))
 
 
-def units_lines(m: Machine) -> list[Line]:
-    """Each unit with its badges and the groups behind it that are detached."""
-    out: list[Line] = [plain("units", "head")]
+class _Rows(Sequence):
+    """The tree's rows, drawn when asked for (a pane asks for the rows on screen)."""
+
+    def __init__(self, g, m: Machine, body: list[Spec], group_at: dict, selected, tail: list[Line] = ()) -> None:
+        self.g, self.m, self.body, self.tail = g, m, body, list(tail)
+        self.mark = group_at.get(selected)
+
+    def __len__(self) -> int:
+        return len(self.body) + len(self.tail)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self.body)
+        if i < 0:
+            i += len(self)
+        if i >= n:
+            return self.tail[i - n]
+        return _draw(self.g, self.m, self.body[i], i == self.mark)
+
+
+class GraphView:
+    """The graph pane's rows at any size: the networkx graph is built once and then
+    updated in place by what each command reports it changed (machine.Changes); the
+    tree's shape is kept, each kernel domain's rows apart in domain order, and only
+    the domains a command changed are laid out again.  Rows are drawn when shown."""
+
+    def __init__(self) -> None:
+        self.g: nx.DiGraph | None = None
+        self._vm: list[Spec] = []
+        self._ids: list[int] = []  # kernel domains, sorted
+        self._blocks: dict[int, list[Spec]] = {}  # kernel domain → its rows (not last)
+        self._body: list[Spec] = []
+        self._group_at: dict = {}
+        self._detached: dict[str, list[int]] = {}  # unit → detached groups, sorted
+
+    @property
+    def built(self) -> bool:
+        return self.g is not None
+
+    def lines(self, m: Machine, changes: Changes | None = EVERYTHING) -> Sequence[Line]:
+        """The rows now; `changes`: what changed since the last call (None: nothing)."""
+        if self.g is None or (changes is not None and changes.everything):
+            self._rebuild(m)
+        elif changes is not None:
+            self._update(m, changes)
+        return _Rows(self.g, m, self._body, self._group_at, m.selected_group, units_lines(m, self._detached))
+
+    def _rebuild(self, m: Machine) -> None:
+        if self.g is None:
+            self.g = G.build(m)
+        else:
+            G.update(self.g, m, EVERYTHING)
+        g = self.g
+        self._vm = _vm_specs(g)
+        self._ids = _kernel_domains(g)
+        self._blocks = {i: _block(g, i, False) for i in self._ids}
+        self._detached = detached_groups(m)
+        self._flatten()
+
+    def _update(self, m: Machine, changes: Changes) -> None:
+        g = self.g
+        G.update(g, m, changes)
+        vm = _vm_specs(g)
+        changed = vm != self._vm
+        self._vm = vm
+        in_container = {d for c in g if g.nodes[c]["kind"] == "container" for d in g.successors(c)} if vm else set()
+        for did in changes.domains:
+            node = ("domain", did)
+            kernel = node in g and node not in in_container
+            i = bisect.bisect_left(self._ids, did)
+            there = i < len(self._ids) and self._ids[i] == did
+            if kernel:
+                block = _block(g, did, False)
+                if not there:
+                    self._ids.insert(i, did)
+                    changed = True
+                elif block != self._blocks[did]:
+                    changed = True
+                self._blocks[did] = block
+            elif there:
+                del self._ids[i]
+                del self._blocks[did]
+                changed = True
+        for gid in changes.groups:
+            gs = m.groups[gid]
+            rows = self._detached.setdefault(gs.unit, [])
+            i = bisect.bisect_left(rows, gid)
+            there = i < len(rows) and rows[i] == gid
+            if m.domain_of(gs) is None and not there:
+                rows.insert(i, gid)
+            elif m.domain_of(gs) is not None and there:
+                del rows[i]
+        if changed:
+            self._flatten()
+
+    def _flatten(self) -> None:
+        ids = self._ids
+        kernel: list[Spec] = []
+        if ids:
+            kernel.append(("head", None, "kernel DMA-API domains (owner driver)", None))
+            kernel.extend(chain.from_iterable(self._blocks[i] for i in ids[:-1]))
+            kernel.extend(_block(self.g, ids[-1], True))
+        self._body = self._vm + kernel
+        self._group_at = _group_rows(self._body)
+
+
+def detached_groups(m: Machine) -> dict[str, list[int]]:
+    """Unit → the groups behind it that are detached, in order."""
     detached: dict[str, list[int]] = {n: [] for n in m.units}
     for gid, gs in m.groups.items():
         if m.domain_of(gs) is None:
             detached[gs.unit].append(gid)
+    for v in detached.values():
+        v.sort()
+    return detached
+
+
+def units_lines(m: Machine, detached: dict[str, list[int]] | None = None) -> list[Line]:
+    """Each unit with its badges and the groups behind it that are detached
+    (`detached`: detached_groups(m), kept by the caller)."""
+    out: list[Line] = [plain("units", "head")]
+    if detached is None:
+        detached = detached_groups(m)
     names = sorted(m.units)
     for i, name in enumerate(names):
         u = m.units[name]
         segs: list[Seg] = [("└─ " if i == len(names) - 1 else "├─ ", "dim"),
                            (name, "sel" if name == m.selected_unit else "key"), (f" {m.level_of(name)} ", "dim"),
                            badge("CM", u.cm), (" ", ""), badge("C", u.coherent), (" ", ""), badge("SC", u.sc)]
-        gone = sorted(detached[name])
+        gone = detached.get(name, [])
         if gone:
             segs.append((" · detached: " + ", ".join(map(str, gone[:24])) + (" …" if len(gone) > 24 else ""), "dim"))
         out.append(tuple(segs))

@@ -83,10 +83,27 @@ class JournalView:
         self.filter = f
         self._journal = None  # rescan
 
-    def update(self, journal: Journal) -> None:
+    # (events seen, counts, decisions, records) at each of the last updates: an undo
+    # cuts the same journal back to one of them, and the view goes back with it
+    # instead of scanning the whole journal again.
+    _marks: list = field(default_factory=list)
+    MARKS = 256
+
+    def update(self, journal: Journal, since: int | None = None) -> None:
+        """Scan what the journal gained; `since`: the first index that may differ from
+        the last scan (an undo cut the journal back there, and it may have grown
+        again since; machine.Changes.journal), None: the journal only grew, or
+        was cut back (which the view sees)."""
+        cut = min(len(journal), since if since is not None else len(journal))
+        if journal is self._journal and cut < self._seen:
+            self._back_to(cut)
         if journal is not self._journal or len(journal) < self._seen:
-            self._journal, self._seen = journal, 0
+            self._journal, self._seen, self._marks = journal, 0, []
             self.indices, self.counts, self.decisions, self.records = [], Counter(), Counter(), Counter()
+        if self._seen and (not self._marks or self._marks[-1][0] != self._seen):
+            self._marks.append((self._seen, self.counts.copy(), self.decisions.copy(), self.records.copy()))
+            if len(self._marks) > self.MARKS:
+                del self._marks[: self.MARKS // 2]
         events = journal.events
         for i in range(self._seen, len(events)):
             e = events[i]
@@ -98,6 +115,18 @@ class JournalView:
             if self.filter.matches(e):
                 self.indices.append(i)
         self._seen = len(events)
+
+    def _back_to(self, n: int) -> None:
+        """The journal was cut back to `n` events: the counts as they were at the last
+        mark at or before it (the scan goes on from there); none: a whole rescan."""
+        while self._marks and self._marks[-1][0] > n:
+            self._marks.pop()
+        if not self._marks:
+            self._journal = None  # rescan
+            return
+        seen, counts, decisions, records = self._marks[-1]
+        del self.indices[bisect.bisect_left(self.indices, seen):]
+        self._seen, self.counts, self.decisions, self.records = seen, counts.copy(), decisions.copy(), records.copy()
 
     def totals(self) -> tuple[int, int]:
         """Decisions by the software actors: (issued, skipped)."""
