@@ -211,6 +211,11 @@ async def test_a_keymap_moves_the_key():
         await pilot.press("M")
         await pilot.pause()
         assert m.units[m.selected_unit].cm != cm
+        # The palette names the key where it is now, not where it was.
+        from vtdtui.tui.palette import VtdCommands
+
+        keys = {title: key for title, key, _ in VtdCommands(app.main, None)._entries()}
+        assert keys["Toggle CAP.CM (caching mode) of the selected unit"] == "key M"
 
 
 def test_cli_theme_is_checked(capsys):

@@ -21,9 +21,11 @@ class VtdCommands(Provider):
 
     def _entries(self) -> list[tuple[str, str, object]]:
         out: list[tuple[str, str, object]] = []
+        keymap = getattr(self.app, "_keymap", None) or {}  # config.toml [keys]: the keys now
         for a in ACTIONS:
             if a.action:
-                out.append((a.description, f"key {a.key}", partial(self._post, RunAction, a.action)))
+                key = keymap.get(a.id, a.key) if a.id else a.key
+                out.append((a.description, f"key {key}", partial(self._post, RunAction, a.action)))
         # Enter on a journal row has no app key (the pane has it): named here.
         out.append(("Journal: show the selected event whole (descriptors, entries touched, jumps)",
                     "key enter on a journal row", partial(self._post, RunAction, "journal_detail")))
