@@ -9,12 +9,14 @@ the circle of tomorrow.
 The layers, bottom up (a module may import its own layer and the ones below it):
   base     the package itself, limits, textsafe, outfile, exits: no vtdtui imports above them
   hw < sw < machine < views (views/, graph) < kernel text (decode, kernel/) < replay
-  tui      the Textual app
-  entry    cli, serve, __main__: what starts everything.  cli starts the TUI, so it may
+  tui      the Textual app (tui/serve.py serves it to browsers)
+  entry    cli, __main__: what starts everything.  cli starts the TUI, so it may
            name tui/, but only inside a function: the core commands (decode, dump...)
            never load Textual (tests/test_core_no_textual.py checks that at run time).
-Nothing below tui/ imports tui/ or an entry module; and the import graph, module by
-module, has no cycle.
+Nothing below tui/ imports tui/ or an entry module; inside tui/ nothing imports the app
+(tui/app.py): panes, screens and the replayer are given it or talk to it through
+messages, and only an entry module builds it; and the import graph, module by module,
+has no cycle.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ RANKS: dict[str, int] = {
     "decode": 5, "kernel": 5,
     "replay": 6,
     "tui": 7,
-    "cli": 8, "serve": 8, "__main__": 8,
+    "cli": 8, "__main__": 8,
 }
 LAYER_NAMES = {0: "base", 1: "hw", 2: "sw", 3: "machine", 4: "views", 5: "kernel text", 6: "replay", 7: "tui",
                8: "entry"}
 TUI = RANKS["tui"]
 ENTRY = RANKS["cli"]
+APP = "vtdtui.tui.app"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ def layer_problems(root: Path) -> list[str]:
                 problems.append(f"{where} at the top: the TUI loads only when it starts (import it in a function)")
         elif dst > src:
             problems.append(f"{where}: {LAYER_NAMES[src]} may not import {LAYER_NAMES[dst]} (imports only point down)")
+        elif imp.target == APP:
+            problems.append(f"{where}: only an entry module builds the app; give this module the app, "
+                            "or send it a message (tui/messages.py)")
     return problems
 
 
@@ -257,6 +263,21 @@ def test_the_entry_starts_the_tui_only_from_a_function(tmp_path):
     assert ["at the top" in p for p in layer_problems(eager)] == [True]
 
 
+@pytest.mark.parametrize("source", [
+    "from .app import VtdApp\n",
+    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .app import VtdApp\n",
+    "def run():\n    from .app import VtdApp\n",
+])
+def test_nothing_beside_the_app_imports_it(tmp_path, source):
+    # Panes, screens and the replayer are given the app or send it messages; only an
+    # entry module (cli) builds it.
+    root = _package(tmp_path, {"__init__.py": "", "cli.py": "def run():\n    from vtdtui.tui import app\n",
+                               "tui/__init__.py": "", "tui/app.py": "from .replayer import Replayer\n",
+                               "tui/replayer.py": source})
+    problems = layer_problems(root)
+    assert len(problems) == 1 and "only an entry module builds the app" in problems[0], problems
+
+
 def test_a_module_in_no_layer_is_named(tmp_path):
     root = _package(tmp_path, {"__init__.py": "", "gadget.py": ""})
     assert layer_problems(root) == [
@@ -264,16 +285,17 @@ def test_a_module_in_no_layer_is_named(tmp_path):
 
 
 def test_a_cycle_is_named_module_by_module(tmp_path):
-    # Inside one layer, as tui/app and tui/panes were: the layer rule allows each import.
+    # Inside one layer, as tui/app and tui/panes were (here a screen, since nothing but an
+    # entry module may import the app): the layer rule allows each import.
     root = _package(tmp_path, {
         "__init__.py": "", "tui/__init__.py": "",
-        "tui/app.py": "from .panes import Pane\n",
+        "tui/mainscreen.py": "from .panes import Pane\n",
         "tui/panes.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .rows import R\n",
-        "tui/rows.py": "def f():\n    from . import app\n",
+        "tui/rows.py": "def f():\n    from . import mainscreen\n",
         "tui/theme.py": "from .rows import f\n",
     })
     assert layer_problems(root) == []
-    assert cycles(root) == [["vtdtui.tui.app", "vtdtui.tui.panes", "vtdtui.tui.rows", "vtdtui.tui.app"]]
+    assert cycles(root) == [["vtdtui.tui.mainscreen", "vtdtui.tui.panes", "vtdtui.tui.rows", "vtdtui.tui.mainscreen"]]
 
 
 def test_a_package_importing_its_own_modules_is_no_cycle(tmp_path):

@@ -17,8 +17,7 @@ from vtdtui.cli import main
 from vtdtui.machine import Machine
 from vtdtui.machine.state import to_json
 from vtdtui.replay import load, parse
-from vtdtui.tui import replayer
-from vtdtui.tui.app import RECORD_KEY, VtdApp
+from vtdtui.tui.app import RECORD_KEY, VtdApp, replay
 from vtdtui.tui.replayer import Replayer
 
 from tuikit import prompt
@@ -37,7 +36,7 @@ def write(tmp_path: Path, text: str, name: str = "f.keys") -> Path:
 def replay_json(path: Path) -> dict:
     fx = load(path)
     m = Machine.from_scenario(fx.scenario)
-    assert replayer.run(fx, m, headless=True) == 0
+    assert replay(fx, m, headless=True) == 0
     return to_json(m)
 
 
@@ -75,7 +74,7 @@ def test_keys_are_exactly_the_machine_commands():
     # path `vtdtui dump --do` takes) gives the same state, journal included.
     fx = load(ROOT / "fixtures" / "domain-reuse.keys")
     m = Machine.from_scenario(fx.scenario)
-    assert replayer.run(fx, m, headless=True) == 0
+    assert replay(fx, m, headless=True) == 0
     fresh = Machine.from_scenario(fx.scenario)
     for line in m.log:
         fresh.execute(line)

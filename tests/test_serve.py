@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from vtdtui.cli import main
-from vtdtui.serve import command
+from vtdtui.tui.serve import command
 
 
 def _free_port() -> int:

@@ -307,10 +307,10 @@ async def test_the_help_screen_follows_the_theme():
 
 
 def test_serve_passes_the_theme_to_every_session(monkeypatch):
-    import vtdtui.serve
+    import vtdtui.tui.serve
 
     seen = []
-    monkeypatch.setattr(vtdtui.serve, "run", lambda host, port, args: seen.append(args) or 0)
+    monkeypatch.setattr(vtdtui.tui.serve, "run", lambda host, port, args: seen.append(args) or 0)
     assert main(["serve", "--theme", "vtdtui-projector", "--", "replay", "caching-mode"]) == 0
     assert main(["serve", "--theme", "nord", "--", "--scenario", "viommu"]) == 0
     assert seen == [["replay", "--theme", "vtdtui-projector", "caching-mode"],

@@ -300,9 +300,9 @@ def _run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         raise BadInput("replay: a paced replay needs a terminal; add --headless to run without one")
     # Headless, nothing of this machine's settings: CI gives the same result everywhere.
     theme, _keymap = _settings(args.replay_theme, read_config=not args.headless)
-    replayer = importlib.import_module("vtdtui.tui.replayer")
-    return replayer.run(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
-                        json_out=args.replay_json, theme=theme)
+    app = importlib.import_module("vtdtui.tui.app")
+    return app.replay(fixture, machine, headless=args.headless, speed=speed, svg_dir=svg_dir,
+                      json_out=args.replay_json, theme=theme)
 
 
 def _list_fixtures() -> int:
@@ -368,7 +368,7 @@ def _port(text: str) -> int:
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    from vtdtui.serve import DEFAULT_HOST, DEFAULT_PORT
+    from vtdtui.tui.serve import DEFAULT_HOST, DEFAULT_PORT
 
     p.add_argument("--host", default=DEFAULT_HOST, metavar="H",
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 for a room)")
@@ -381,7 +381,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from vtdtui.serve import run, url
+    from vtdtui.tui.serve import run, url
 
     served = list(args.serve_args)
     if served[:1] == ["--"]:

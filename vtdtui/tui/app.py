@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,7 +24,8 @@ from ..exits import EXIT_BAD_INPUT, EXIT_INTERNAL, error_line
 from ..limits import MAX_TYPE_CHARS
 from ..machine import Machine, ScenarioError
 from ..outfile import write_atomic
-from ..replay import typed
+from ..replay import Fixture, typed
+from ..textsafe import printable
 from .actions import CommandActions
 from .bindings import ACTIONS, BINDINGS, OWN_ACTIONS, RECORD_KEY, help_rows
 from .help import HelpScreen
@@ -33,6 +35,7 @@ from .messages import BackToTables, MainReady, OpenPageTables, RunAction, RunCom
 from .palette import VtdCommandPalette, VtdCommands
 from .panes import Pane
 from .prompt import PromptScreen
+from .replayer import Replayer, size_warning
 from .session import KeyLogs, record_clash, recording_names, session_dir, session_log_path
 from .svg import offline_svg
 from .theme import DEFAULT_THEME, THEMES, vtd_variables
@@ -40,8 +43,10 @@ from .theme import DEFAULT_THEME, THEMES, vtd_variables
 if TYPE_CHECKING:
     from ..replay import Recorder
 
-# Imported from here by the tests, the replayer and the command line.
-__all__ = ["NAME_LIMIT", "RECORD_KEY", "STATUS_LIMIT", "WIDE", "VtdApp", "run", "session_dir", "session_log_path"]
+# Imported from here by the tests and the command line (run: the app; replay: the app
+# under a keystroke fixture).
+__all__ = ["NAME_LIMIT", "RECORD_KEY", "STATUS_LIMIT", "WIDE", "VtdApp", "replay", "run", "session_dir",
+           "session_log_path"]
 
 
 class Presenter(Protocol):
@@ -333,3 +338,63 @@ def report_crash(app: VtdApp) -> bool:
     kept = f"; the keys are in {app.session.path}" if app.session is not None else ""
     error_line(f"internal error: {type(exc).__name__}: {exc} (VTDTUI_DEBUG=1 shows the traceback{kept})")
     return True
+
+
+# ------------------------------------------------------------ vtdtui replay
+def _terminal_size() -> tuple[int, int] | None:
+    for stream in (sys.stdout, sys.stdin):
+        try:
+            columns, lines = os.get_terminal_size(stream.fileno())
+            return columns, lines
+        except (AttributeError, OSError, ValueError):  # not a terminal (the web driver), closed
+            continue
+    return None
+
+
+def replay(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
+           json_out: str | None = None, theme: str = DEFAULT_THEME) -> int:
+    """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
+    one failed or the fixture quit the app early.  No keymap: a fixture's keys are
+    the default keys, whatever config.toml remaps."""
+    replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
+    # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
+    # its session is logged like any other, the replayed keys first.
+    session = None if headless else session_log_path()
+    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session, theme=theme)
+
+    if not headless:
+        # Said before the app takes the screen (it stays above the prompt afterwards)
+        # and again on the screen, where the presenter looks.
+        term = _terminal_size()
+        warning = size_warning(term, fixture.size, fixture.source) if term else ""
+        if warning:
+            print(printable(warning), file=sys.stderr)
+
+    async def pilot(_pilot) -> None:
+        await replayer.run(app)
+
+    app.run(headless=headless, size=fixture.size if headless else None, auto_pilot=pilot, mouse=not headless)
+    if app.session is not None:
+        app.session.close()
+    if report_crash(app):
+        return EXIT_INTERNAL
+    # The fixture's path and text are the user's: no control character reaches the terminal.
+    for f in replayer.failures:
+        print(printable(f.line()), file=sys.stderr)
+        if headless and f.screen:
+            print("  the screen was:", file=sys.stderr)
+            print("\n".join("  | " + printable(line.rstrip()) for line in f.screen), file=sys.stderr)
+    source = printable(fixture.source)
+    if replayer.quit_early:
+        print(f"{source}:{replayer.stopped_at}: the app quit at this line; "
+              "the lines after it were not replayed", file=sys.stderr)
+    elif replayer.stopped_at is not None:
+        print(f"{source}:{replayer.stopped_at}: replay stopped here by the presenter", file=sys.stderr)
+    if replayer.json_text is not None and json_out == "-":
+        sys.stdout.write(replayer.json_text)
+    elif json_out not in (None, "-") and replayer.json_text is None and not replayer.failures:
+        print(f"{source}: the replay did not reach the last line; no JSON written", file=sys.stderr)
+    if replayer.json_write_error:
+        error_line(replayer.json_write_error)
+        return EXIT_BAD_INPUT
+    return 1 if replayer.failures or replayer.quit_early else 0

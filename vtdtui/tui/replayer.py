@@ -25,10 +25,11 @@ from ..outfile import write_atomic
 from ..replay import Fixture, Step, key_event, typed
 from ..textsafe import printable
 from .svg import offline_svg
-from .theme import DEFAULT_THEME
 
 if TYPE_CHECKING:
-    from .app import VtdApp
+    # The app this drives: any Textual App with vtdtui's attributes (main, machine,
+    # replayer ...); the replayer is given it, it never builds one (app.replay does).
+    from textual.app import App as VtdApp
 
 # Paced replay, at --speed 1: the delay after each key of a `keys` line, and after
 # each character of a `type` line (typing reads better a little faster).
@@ -388,70 +389,3 @@ def size_warning(terminal: tuple[int, int], want: tuple[int, int], replay_arg: s
             f"{layout}, and its expects may fail. Enlarge the terminal (or shrink the font) to {ww}x{wh}, "
             f"or check it at {nearest[0]}x{nearest[1]} first: "
             f"vtdtui replay {shlex.quote(replay_arg)} --headless --size {nearest[0]}x{nearest[1]}")
-
-
-def _terminal_size() -> tuple[int, int] | None:
-    import os
-    import sys
-
-    for stream in (sys.stdout, sys.stdin):
-        try:
-            columns, lines = os.get_terminal_size(stream.fileno())
-            return columns, lines
-        except (AttributeError, OSError, ValueError):  # not a terminal (the web driver), closed
-            continue
-    return None
-
-
-def run(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg_dir: Path | None = None,
-        json_out: str | None = None, theme: str = DEFAULT_THEME) -> int:
-    """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
-    one failed or the fixture quit the app early.  No keymap: a fixture's keys are
-    the default keys, whatever config.toml remaps."""
-    import sys
-
-    from ..exits import EXIT_BAD_INPUT, EXIT_INTERNAL, error_line
-    from .app import VtdApp, report_crash, session_log_path
-
-    replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
-    # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
-    # its session is logged like any other, the replayed keys first.
-    session = None if headless else session_log_path()
-    app = VtdApp(machine, scenario_arg=fixture.scenario, replayer=replayer, session_to=session, theme=theme)
-
-    if not headless:
-        # Said before the app takes the screen (it stays above the prompt afterwards)
-        # and again on the screen, where the presenter looks.
-        term = _terminal_size()
-        warning = size_warning(term, fixture.size, fixture.source) if term else ""
-        if warning:
-            print(printable(warning), file=sys.stderr)
-
-    async def pilot(_pilot) -> None:
-        await replayer.run(app)
-
-    app.run(headless=headless, size=fixture.size if headless else None, auto_pilot=pilot, mouse=not headless)
-    if app.session is not None:
-        app.session.close()
-    if report_crash(app):
-        return EXIT_INTERNAL
-    # The fixture's path and text are the user's: no control character reaches the terminal.
-    for f in replayer.failures:
-        print(printable(f.line()), file=sys.stderr)
-        if headless and f.screen:
-            print("  the screen was:", file=sys.stderr)
-            print("\n".join("  | " + printable(line.rstrip()) for line in f.screen), file=sys.stderr)
-    source = printable(fixture.source)
-    if replayer.quit_early:
-        print(f"{source}:{replayer.stopped_at}: the app quit at this line; "
-              "the lines after it were not replayed", file=sys.stderr)
-    elif replayer.stopped_at is not None:
-        print(f"{source}:{replayer.stopped_at}: replay stopped here by the presenter", file=sys.stderr)
-    if replayer.json_text is not None and json_out == "-":
-        sys.stdout.write(replayer.json_text)
-    elif json_out not in (None, "-") and replayer.json_text is None and not replayer.failures:
-        print(f"{source}: the replay did not reach the last line; no JSON written", file=sys.stderr)
-    if replayer.json_write_error:
-        error_line(replayer.json_write_error)
-        return EXIT_BAD_INPUT
-    return 1 if replayer.failures or replayer.quit_early else 0
