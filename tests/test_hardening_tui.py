@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from textual import events
 
-from tuikit import TALK, status
+from tuikit import TALK, FullDisk, status
 from vtdtui.cli import main
 from vtdtui.limits import MAX_TYPE_CHARS
 from vtdtui.machine import Machine
@@ -171,21 +171,6 @@ async def test_ctrl_s_in_a_folder_removed_under_the_session(tmp_path, monkeypatc
         await pilot.pause()
         one_line(status(app))
         assert "screenshot not saved" in status(app)
-
-
-class FullDisk:
-    """The session log's file on a disk that fills up (ENOSPC) until `full` is reset."""
-
-    def __init__(self, f) -> None:
-        self.f, self.full = f, True
-
-    def write(self, data) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
 
 
 def replays_to(log: Path, want: str, tmp_path: Path) -> None:

@@ -3,26 +3,13 @@ log, the recording, and the trouble a log that cannot be written reports."""
 
 from __future__ import annotations
 
-import errno
 import re
 
+from tuikit import FullDisk
 from vtdtui.replay import load
 from vtdtui.tui.session import KeyLogs, recording_names, unsayable
 
 SIZE = (160, 50)
-
-
-class FullDisk:
-    def __init__(self, f) -> None:
-        self.f, self.full = f, True
-
-    def write(self, data) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
 
 
 def test_a_recording_starts_with_the_keys_so_far(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from contextlib import asynccontextmanager
 
 from vtdtui.machine import Machine
@@ -11,6 +12,21 @@ from vtdtui.views.style import text_of
 
 TALK = (160, 50)
 SMALL = (80, 24)
+
+
+class FullDisk:
+    """The session log's file on a disk that fills up (ENOSPC) until `full` is reset."""
+
+    def __init__(self, f) -> None:
+        self.f, self.full = f, True
+
+    def write(self, data) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
 
 
 @asynccontextmanager

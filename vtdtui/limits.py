@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+import tomllib
 
 from .textsafe import quote
 
@@ -154,6 +155,21 @@ _ML_LITERAL_END = re.compile(r"(?:[^']|'(?!''))*'''", re.S)
 # int() refuses more decimal digits than this (Python 3.11+; 0 would mean no limit).
 INT_DIGITS = sys.get_int_max_str_digits() or 4300
 _LONG_DIGITS = re.compile(r"[0-9][0-9_]{%d,}" % INT_DIGITS)  # TOML allows 1_000
+
+
+def load_toml(text: str, source: str) -> dict:
+    """tomllib.loads() behind the limits: the lines and the TOML shape first (tomllib
+    recurses per nesting level and builds every dotted part), and what tomllib still
+    cannot take past them (int() of a huge number, a recursion) is a LimitError too.
+    A TOML syntax error propagates as tomllib.TOMLDecodeError, for the caller to place."""
+    check_lines(text, source)
+    check_toml_shape(text, source)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise LimitError(f"{source}: not readable as TOML ({type(exc).__name__})") from None
 
 
 def check_toml_shape(text: str, source: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..hw.entries import bdf_str, parse_bdf
 from ..hw.regs import CAP, ECAP, parse_reg_value
 from ..limits import (MAX_DESCRIPTION_CHARS, MAX_DEVICES, MAX_GROUPS, MAX_NAME_CHARS, MAX_SCENARIO_BYTES, MAX_UNITS,
-                      LimitError, check_lines, check_toml_shape, read_bounded)
+                      LimitError, load_toml, read_bounded)
 from ..textsafe import clip, quote
 from ..sw.kvm import model_name
 from ..sw.qemu import CM_REQUIRED, SC_UNSUPPORTED
@@ -239,17 +239,11 @@ def parse(data: bytes, source: str) -> Scenario:
     if not text.strip():
         raise ScenarioError(f"{source}: empty scenario file")
     try:
-        # Limits first: tomllib recurses per nesting level and builds every dotted part.
-        check_lines(text, source)
-        check_toml_shape(text, source)
+        doc = load_toml(text, source)
     except LimitError as exc:
         raise ScenarioError(str(exc)) from None
-    try:
-        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # past the scan: int() of a huge number, say
-        raise ScenarioError(f"{source}: not readable as TOML ({type(exc).__name__})") from None
     _check_counts(doc, source)
 
     top = source
