@@ -105,27 +105,14 @@ class IntelIommuDriver:
         self._qi_status: dict[str, int] = {}  # unit → page of its qi->desc_status words
         self._batch: QiBatch | None = None  # the open qi_batch of the flush in progress
         self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
-        # The journal event each flush carries out: _ev opens it, the flush that follows
-        # claims it; a queued descriptor's owner (by id) gets the wait words at submit.
-        self._open_ev = None
+        # A queued descriptor's journal event (by id), which gets the wait words at submit.
         self._qi_owner: dict[int, int] = {}
 
     # ------------------------------------------------------------ small helpers
     def _ev(self, unit: DmarUnit, op: str, issued: bool, rule: str, reason: str, scope: str = "", detail: str = "",
             data: EventData | None = None):
         rec = self.journal.issued if issued else self.journal.skipped
-        self._open_ev = ev = rec(unit.name, ACTOR, op, rule, reason, scope, detail, data)
-        return ev
-
-    def _claim(self, unit: DmarUnit, op: str):
-        """The issued event a flush primitive carries out: the one _ev recorded just
-        before it for this unit and op (callers journal first, then flush), else None,
-        as when a test calls a primitive directly."""
-        ev, self._open_ev = self._open_ev, None
-        if (ev is not None and ev.unit == unit.name and ev.op == op and ev.outcome == "issued"
-                and self.journal.events and self.journal.events[-1] is ev):
-            return ev
-        return None
+        return rec(unit.name, ACTOR, op, rule, reason, scope, detail, data)
 
     def _write(self, addr: int, value: int) -> None:
         self.cache.cpu_write_q(addr, value)
@@ -288,12 +275,13 @@ class IntelIommuDriver:
         if len(batch.descs) == QI_MAX_BATCHED_DESC_COUNT:
             self._qi_batch_flush(batch)
 
-    def _flush_context(self, unit: DmarUnit, gran: int, did: int = 0, sid: int = 0, fm: int = 0) -> None:
+    def _flush_context(self, unit: DmarUnit, gran: int, did: int = 0, sid: int = 0, fm: int = 0,
+                       ev=None) -> None:
         """iommu->flush.flush_context: qi_flush_context (one qi_submit_sync of its own,
-        never batched) or __iommu_flush_context."""
+        never batched) or __iommu_flush_context.  `ev`: the issued journal event this
+        carries out, which gets the descriptor words or register writes."""
         from ..hw import qi
 
-        ev = self._claim(unit, "context-cache-invalidation")
         batch = self._qi_switch(unit)
         if batch is not None:
             self._qi_batch_flush(batch)  # keep program order with anything queued before
@@ -307,12 +295,12 @@ class IntelIommuDriver:
             if ev is not None:
                 self.journal.amend(ev, registers=(RegWrite("CCMD", regs.CCMD_REG, value, back),))
 
-    def _flush_iotlb(self, unit: DmarUnit, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False) -> None:
+    def _flush_iotlb(self, unit: DmarUnit, gran: int, did: int = 0, addr: int = 0, am: int = 0, ih: bool = False,
+                     ev=None) -> None:
         """iommu->flush.flush_iotlb (qi_flush_iotlb), qi_batch_add_iotlb inside a
-        qi_batch(), or __iommu_flush_iotlb when QI is off."""
+        qi_batch(), or __iommu_flush_iotlb when QI is off.  `ev` as for _flush_context."""
         from ..hw import qi
 
-        ev = self._claim(unit, "iotlb-invalidation")
         if self._qi_on(unit):
             self._qi_send(unit, qi.IotlbDesc(gran, did, addr, am, ih, dr=bool(unit.capf("DRD")),
                                              dw=bool(unit.capf("DWD"))), ev)
@@ -338,10 +326,11 @@ class IntelIommuDriver:
             for op, scope in (("context-cache-invalidation", "global"), ("iotlb-invalidation", "global")):
                 self._ev(unit, op, False, "set-root", "CAP.ESRTPS=1: SRTP already invalidated the caches", scope)
         else:
-            self._ev(unit, "context-cache-invalidation", True, "set-root", "new root table: drop anything cached", "global")
-            self._flush_context(unit, regs.GRAN_GLOBAL)
-            self._ev(unit, "iotlb-invalidation", True, "set-root", "new root table: drop anything cached", "global")
-            self._flush_iotlb(unit, regs.GRAN_GLOBAL)
+            why = "new root table: drop anything cached"
+            self._flush_context(unit, regs.GRAN_GLOBAL,
+                                ev=self._ev(unit, "context-cache-invalidation", True, "set-root", why, "global"))
+            self._flush_iotlb(unit, regs.GRAN_GLOBAL, ev=self._ev(unit, "iotlb-invalidation", True, "set-root", why,
+                                                                  "global"))
         if unit.qi_supported:
             queue = qi_queue if qi_queue is not None else self.alloc.alloc()
             self._desc_status(unit)  # dmar_enable_qi(): qi->desc_status with the queue
@@ -524,12 +513,13 @@ class IntelIommuDriver:
                 self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
                 self._ev(unit, "iotlb-invalidation", False, "ctx-np2p", why, "domain", f"DID {did}")
                 return
-            self._ev(unit, "context-cache-invalidation", True, "ctx-np2p",
-                     "CM=1: hardware may have cached the not-present entry (tagged DID 0)", "device", f"{bdf} DID 0")
-            self._flush_context(unit, regs.GRAN_DEVICE, 0, source_id, 0)
-            self._ev(unit, "iotlb-invalidation", True, "ctx-np2p",
-                     "CM=1: drop any not-present translations cached for the domain", "domain", f"DID {did}")
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            ev = self._ev(unit, "context-cache-invalidation", True, "ctx-np2p",
+                          "CM=1: hardware may have cached the not-present entry (tagged DID 0)", "device",
+                          f"{bdf} DID 0")
+            self._flush_context(unit, regs.GRAN_DEVICE, 0, source_id, 0, ev=ev)
+            ev = self._ev(unit, "iotlb-invalidation", True, "ctx-np2p",
+                          "CM=1: drop any not-present translations cached for the domain", "domain", f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
         else:
             why = "CM=0: hardware does not cache not-present entries"
             self._ev(unit, "context-cache-invalidation", False, "ctx-np2p", why, "device", f"{bdf} DID 0")
@@ -548,12 +538,12 @@ class IntelIommuDriver:
         self._write(slot, 0)
         self._write(slot + 8, 0)
         self.flush_cache(unit, slot, CONTEXT_ENTRY_SIZE, f"context entry {bdf}")
-        self._ev(unit, "context-cache-invalidation", True, "ctx-clear",
-                 "present → not-present: the cached entry must go, whatever CM says", "device", f"{bdf} DID {did}")
-        self._flush_context(unit, regs.GRAN_DEVICE, did, source_id, 0)
-        self._ev(unit, "iotlb-invalidation", True, "ctx-clear",
-                 "translations cached through the old entry must go", "domain", f"DID {did}")
-        self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+        ev = self._ev(unit, "context-cache-invalidation", True, "ctx-clear",
+                      "present → not-present: the cached entry must go, whatever CM says", "device", f"{bdf} DID {did}")
+        self._flush_context(unit, regs.GRAN_DEVICE, did, source_id, 0, ev=ev)
+        ev = self._ev(unit, "iotlb-invalidation", True, "ctx-clear",
+                      "translations cached through the old entry must go", "domain", f"DID {did}")
+        self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
         self._devtlb(unit, source_id, 0, 64 - 12, "ctx-clear")
         del d.devices[source_id]
         del self._attached[(unit.name, source_id)]
@@ -571,7 +561,6 @@ class IntelIommuDriver:
             a = addr | (((1 << (mask - 1)) - 1) << 12 if size else 0)
             ev = self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations",
                           "device", bdf)
-            self._open_ev = None  # carried out here, not by a later flush
             # Both return early `if (!(iommu->gcmd & DMA_GCMD_TE))`: the spec (4.3) advises
             # no device-TLB invalidation while remapping is off.
             if unit.gcmd & regs.GCMD_TE:
@@ -754,17 +743,19 @@ class IntelIommuDriver:
         detail = f"DID {did} {iova:#x}+{size:#x}"
         if not unit.psi:
             self._ev(unit, "iotlb-invalidation", False, "psi-fallback", "CAP.PSI=0: no page-selective invalidation", "page", detail)
-            self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: CAP.PSI=0)", "domain", f"DID {did}")
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            ev = self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: CAP.PSI=0)", "domain",
+                          f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
         elif mask > unit.mamv:
             self._ev(unit, "iotlb-invalidation", False, "psi-fallback",
                      f"mask {mask} > MAMV {unit.mamv}: range too large for one PSI", "page", detail)
-            self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: mask > MAMV)", "domain", f"DID {did}")
-            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+            ev = self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective: mask > MAMV)", "domain",
+                          f"DID {did}")
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
         else:
-            self._ev(unit, "iotlb-invalidation", True, rule, why, "page",
-                     f"{detail} → addr {addr:#x} AM {mask}{' IH' if ih else ''}")
-            self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, ih)
+            ev = self._ev(unit, "iotlb-invalidation", True, rule, why, "page",
+                          f"{detail} → addr {addr:#x} AM {mask}{' IH' if ih else ''}")
+            self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, ih, ev=ev)
 
     # ------------------------------------------------------------ unmap
     def unmap_range(self, d: DmarDomain, iova: int, size: int, *, lazy: bool | None = None) -> int:
@@ -878,9 +869,10 @@ class IntelIommuDriver:
             with self.qi_batch():  # cache_tag_flush_all()
                 for name, did in d.dids.items():
                     unit = self.units[name]
-                    self._ev(unit, "iotlb-invalidation", True, "unmap",
-                             f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain", f"DID {did}")
-                    self._flush_iotlb(unit, regs.GRAN_DOMAIN, did)
+                    ev = self._ev(unit, "iotlb-invalidation", True, "unmap",
+                                  f"flush-queue timer: {n} deferred unmap(s), flushed all at once", "domain",
+                                  f"DID {did}")
+                    self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
         d.flush_queue.clear()
         for t in d.freed_tables:
             self.alloc.free(t)
