@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import importlib
 import json
 import os
 import subprocess
@@ -208,12 +209,16 @@ def test_tui_with_a_bad_scenario_is_one_line_and_exit_2(capsys, tmp_path):
 
 def test_tui_gets_the_scenario(capsys, monkeypatch):
     seen = []
+    # The settings (theme, keymap) are read from the real tui.config before the app
+    # starts; only the app is replaced.
+    config = importlib.import_module("vtdtui.tui.config")
     tui = types.ModuleType("vtdtui.tui")
     app = types.ModuleType("vtdtui.tui.app")
     app.run = lambda scenario, record=None, **generate: seen.append((scenario, record)) or 0
-    tui.app = app
+    tui.app, tui.config = app, config
     monkeypatch.setitem(sys.modules, "vtdtui.tui", tui)
     monkeypatch.setitem(sys.modules, "vtdtui.tui.app", app)
+    monkeypatch.setitem(sys.modules, "vtdtui.tui.config", config)
     assert main([]) == 0
     assert main(["--scenario", "viommu"]) == 0
     assert main(["--record", "s.keys"]) == 0

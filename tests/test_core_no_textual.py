@@ -14,7 +14,8 @@ REQUIRED = ["vtdtui", "vtdtui.exits", "vtdtui.hw", "vtdtui.decode", "vtdtui.cli"
             "vtdtui.views", "vtdtui.views.registers", "vtdtui.views.tables", "vtdtui.views.ioptes",
             "vtdtui.views.caches", "vtdtui.views.graph", "vtdtui.views.journal", "vtdtui.views.status",
             "vtdtui.views.prompts", "vtdtui.machine.state", "vtdtui.replay", "vtdtui.replay.fixture",
-            "vtdtui.replay.keys", "vtdtui.replay.recorder"]
+            "vtdtui.replay.keys", "vtdtui.replay.recorder", "vtdtui.kernel", "vtdtui.kernel.dmesg",
+            "vtdtui.kernel.faults", "vtdtui.kernel.debugfs"]
 OPTIONAL: list[str] = []
 
 SCRIPT = r"""

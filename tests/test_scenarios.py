@@ -29,7 +29,7 @@ def _groups(st: dict) -> dict:
 
 
 def test_builtin_names():
-    assert set(BUILTIN) == {"desktop", "viommu", "server"}
+    assert set(BUILTIN) == {"desktop", "viommu", "server", "notebook", "viommu-sm"}
     for name in BUILTIN:
         assert resources.files("vtdtui.scenarios").joinpath(f"{name}.toml").is_file()
 
@@ -227,8 +227,11 @@ def test_kernel_dmar_debug_is_read(tmp_path):
     ("dmar_debg = true", ["kernel", "unknown key 'dmar_debg'", "did you mean 'dmar_debug'?"]),
     ('dmar_debug = "yes"', ["kernel", "'dmar_debug' must be bool", "'yes'"]),
     ("dmar_debug = 1", ["kernel", "'dmar_debug' must be bool"]),
-    # DESIGN.md reserves `sm`; the model has no scalable mode yet, so it is not accepted silently.
-    ('sm = "off"', ["kernel", "unknown key 'sm'"]),
+    # `sm` takes "on" or "off" (intel_iommu=sm_on / sm_off), nothing else.
+    ('sm = "of"', ["kernel", "'sm' must be \"on\"", "did you mean 'off'?"]),
+    ('sm = 0', ["kernel", "'sm' must be str"]),
+    # desktop's units have no ECAP.SMTS: asking for scalable mode would change nothing.
+    ('sm = "on"', ["kernel", "no unit has ECAP.SMTS=1"]),
 ])
 def test_bad_kernel_table_names_file_and_key(tmp_path, table, parts):
     path = _with_kernel(tmp_path, table)

@@ -15,6 +15,23 @@ from machinekit import (
 )
 from vtdtui.sw.linux import psi_aligned
 
+def _server_legacy() -> str:
+    """The built-in server booted with `[kernel] sm = "off"` (intel_iommu=sm_off): these
+    tests are about the legacy-mode flush queue and IOTLB; the server itself boots in
+    scalable mode (tests/test_sw_sm_*.py)."""
+    import tempfile
+    from pathlib import Path
+
+    import vtdtui
+
+    text = (Path(vtdtui.__file__).parent / "scenarios" / "server.toml").read_text()
+    assert 'sm = "on"' in text
+    path = Path(tempfile.mkdtemp(prefix="vtdtui-")) / "server-legacy.toml"
+    path.write_text(text.replace('sm = "on"', 'sm = "off"', 1))
+    return str(path)
+
+
+SERVER_LEGACY = _server_legacy()
 IOTLB = "iotlb-invalidation"
 CC = "context-cache-invalidation"
 WBF = "write-buffer-flush"
@@ -368,7 +385,7 @@ def test_skipped_ctx_invalidation_keeps_faulting_on_stale_not_present_entry():
 
 
 def test_server_lazy_unmap_is_deferred_and_stale_until_flush_queue():
-    m, outs = run("server", "map 3 0x100000 64K rw", "dma 3 0x100000 r", "unmap 3 0x100000 64K")
+    m, outs = run(SERVER_LEGACY, "map 3 0x100000 64K rw", "dma 3 0x100000 r", "unmap 3 0x100000 64K")
     st = state(m)
     g = group_state(st, 3)
     assert g["owner"] == "driver"
@@ -392,12 +409,12 @@ def test_server_lazy_unmap_is_deferred_and_stale_until_flush_queue():
 
 
 def test_server_lazy_unmap_without_cached_entry_faults_at_once():
-    m, _ = run("server", "map 3 0x100000 64K rw", "unmap 3 0x100000 64K")
+    m, _ = run(SERVER_LEGACY, "map 3 0x100000 64K rw", "unmap 3 0x100000 64K")
     assert m.execute("dma 3 0x100000 r").translation.fault.reason == 0x06
 
 
 def test_flush_queue_for_one_group_only():
-    m, _ = run("server", "map 3 0x100000 4K", "unmap 3 0x100000 4K", "map 4 0x100000 4K", "unmap 4 0x100000 4K")
+    m, _ = run(SERVER_LEGACY, "map 3 0x100000 4K", "unmap 3 0x100000 4K", "map 4 0x100000 4K", "unmap 4 0x100000 4K")
     o = m.execute("flush-queue 4")
     (e,) = events(o)
     did4 = domain_state(state(m), group_state(state(m), 4)["domain"])["did"]
@@ -408,7 +425,7 @@ def test_flush_queue_for_one_group_only():
 
 
 def test_server_caching_mode_forces_strict_unmap():
-    m, outs = run("server", "toggle dmar0 CM", "map 3 0x100000 64K rw", "dma 3 0x100000 r",
+    m, outs = run(SERVER_LEGACY, "toggle dmar0 CM", "map 3 0x100000 64K rw", "dma 3 0x100000 r",
                   "unmap 3 0x100000 64K")
     o = outs[3]
     fq = one(o, actor="driver", op="flush-queue")
@@ -421,7 +438,7 @@ def test_server_caching_mode_forces_strict_unmap():
 
 
 def test_lazy_off_makes_dma_api_unmap_strict():
-    m, outs = run("server", "set lazy off", "map 3 0x100000 4K", "unmap 3 0x100000 4K")
+    m, outs = run(SERVER_LEGACY, "set lazy off", "map 3 0x100000 4K", "unmap 3 0x100000 4K")
     e = one(outs[2], actor="driver", op=IOTLB)
     assert (e.scope, e.outcome, e.rule) == ("page", "issued", "unmap")
     assert not events(outs[2], op="flush-queue")
@@ -436,11 +453,11 @@ def test_vfio_domains_are_never_lazy():
 
 def test_unmap_ih_hint_is_set_only_when_no_table_was_freed():
     # cache_tag_flush_range(..., ih = freelist empty): IH=1 when only leaves changed.
-    m, outs = run("server", "set lazy off", "map 3 0x200000 4K", "map 3 0x201000 0x1ff000",
+    m, outs = run(SERVER_LEGACY, "set lazy off", "map 3 0x200000 4K", "map 3 0x201000 0x1ff000",
                   "unmap 3 0x201000 0x1ff000")
     assert one(outs[3], op=IOTLB).detail.endswith(" IH")
     # Unmapping all 2 MiB that a level-1 table maps frees the table: IH=0.
-    m, outs = run("server", "set lazy off", "map 3 0x200000 4K", "map 3 0x201000 0x1ff000",
+    m, outs = run(SERVER_LEGACY, "set lazy off", "map 3 0x200000 4K", "map 3 0x201000 0x1ff000",
                   "unmap 3 0x200000 2M")
     e = one(outs[3], op=IOTLB)
     assert "addr 0x200000 AM 9" in e.detail and not e.detail.endswith(" IH")

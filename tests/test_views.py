@@ -593,7 +593,8 @@ def test_lazy_unmap_leaves_a_stale_iotlb_entry_until_the_flush_queue_fires():
     assert "IOTLB 1/1024 · 1 stale" in text_of(lines[0])
     t = texts(lines)
     i = next(k for k, x in enumerate(t) if "0x000000100000+4K" in x)
-    assert t[i].split()[:5] == ["DID", "5", "0x000000100000+4K", "→", "0x100100000"]
+    # server runs scalable mode: the entry is tagged with the PASID (RID_PASID 0) too.
+    assert t[i].split()[:7] == ["DID", "5", "PASID", "0", "0x000000100000+4K", "→", "0x100100000"]
     assert t[i + 1] == "    ✗ stale: memory now says not present"
     m.execute("flush-queue")
     assert "IOTLB 0/1024 · none stale" in text_of(caches.cache_lines(m, "dmar0")[0])

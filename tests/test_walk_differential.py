@@ -16,6 +16,8 @@ mappings, three views must agree with the dict:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ from vtdtui.machine import Machine
 from vtdtui.sw.linux import DriverError
 
 K4, M2, G1 = 1 << 12, 1 << 21, 1 << 30
+LEGACY_SERVER = str(Path(__file__).parent / "data" / "scenarios" / "server-legacy.toml")
 PHYS = 0x40_0000_0000  # data pages: below every unit's HAW, far from the page tables
 
 
@@ -32,7 +35,8 @@ class Rig:
 
     SETUPS = {
         # name: (scenario, commands, group)
-        "server (C=1, 5-level)": ("server", [], 0),
+        "server (scalable mode, first stage, SMPWC=1)": ("server", [], 0),
+        "server legacy (C=1, 5-level)": ("server-legacy", [], 0),
         "desktop dmar1 (C=0, PSI)": ("desktop", ["attach 5"], 5),
         "desktop dmar0 (C=0, no PSI)": ("desktop", ["attach 0"], 0),
         "desktop dmar1 with CM=1": ("desktop", ["toggle dmar1 CM", "attach 5"], 5),
@@ -41,7 +45,7 @@ class Rig:
 
     def __init__(self, name: str):
         scenario, commands, gid = self.SETUPS[name]
-        self.m = Machine.from_scenario(scenario)
+        self.m = Machine.from_scenario(LEGACY_SERVER if scenario == "server-legacy" else scenario)
         for c in commands:
             self.m.execute(c)
         g = self.m.groups[gid]
@@ -102,18 +106,35 @@ def probes(live: list[tuple[int, int]], extra: list[int]) -> list[int]:
 
 def check(rig: Rig, ref: dict[int, tuple[int, int, bool, bool]], points: list[int]) -> None:
     u, d = rig.unit, rig.domain
-    ce = u.read_context(rig.sid).entry
-    assert ce is not None and ce.slptptr == d.pgd
+    if u.sm_active:
+        # Scalable mode: the RID_PASID PASID entry points to the domain's first-stage
+        # tables; IA-32e entries have no read permission (present means readable), a
+        # not-present entry faults 0x71 and a write to R/W=0 faults 0x85.
+        pe = u.read_pasid_entry(rig.sid).entry
+        assert pe is not None and pe.present and pe.fsptptr == d.pgd and d.stage == "first"
+
+        def walk_of(iova: int, write: bool):
+            return u.fs_walk(pe, iova, write)
+    else:
+        ce = u.read_context(rig.sid).entry
+        assert ce is not None and ce.slptptr == d.pgd
+
+        def walk_of(iova: int, write: bool):
+            return u.walk(ce, iova, write)
     for iova in points:
         want = lookup(ref, iova)
         for write in (False, True):
-            allowed = want is not None and (want[2] if write else want[1])
+            allowed = want is not None and (want[2] if write else (want[1] or u.sm_active))
             where = f"{'write' if write else 'read'} {iova:#x} (want {want})"
-            walk = u.walk(ce, iova, write)
+            walk = walk_of(iova, write)
             dma = u.translate(rig.sid, iova, write)
             if allowed:
                 assert walk.ok and walk.hpa == want[0], f"walk {where}: {walk.ok} {walk.hpa:#x} {walk.reason:#x}"
                 assert dma.ok and dma.hpa == want[0], f"DMA {where}: {dma.steps}"
+            elif u.sm_active:
+                reason = fr.FS_PAGING_ENTRY_P if want is None else fr.SM_WRITE
+                assert not walk.ok and walk.reason == reason, f"walk {where}: {walk.ok} {walk.reason:#x}"
+                assert not dma.ok and dma.fault.reason == reason, f"DMA {where}: {dma.steps}"
             else:
                 reason = fr.WRITE if write else fr.READ
                 assert not walk.ok and walk.reason == reason, f"walk {where}: {walk.ok} {walk.hpa:#x}"

@@ -71,10 +71,17 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="boot log (dmesg, journalctl -k, syslog); '-' reads standard input",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per unit")
+    p.add_argument(
+        "--faults",
+        metavar="FILE",
+        help="kernel log: explain every DMAR fault report of any kernel era, with its dump; "
+             "'-' reads standard input",
+    )
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: a list, one object per unit; with --faults one object (faults, unparsed)")
 
 
-def _read_log(path: str) -> tuple[bytes, str]:
+def _read_log(path: str, flag: str = "--dmesg") -> tuple[bytes, str]:
     """The log's bytes, read up to MAX_LOG_BYTES and no further (/dev/zero, `yes |`)."""
     from vtdtui.limits import MAX_LOG_BYTES, LimitError, read_bounded, read_stream_bounded
 
@@ -82,7 +89,7 @@ def _read_log(path: str) -> tuple[bytes, str]:
         if path == "-":
             stdin = sys.stdin
             if stdin is None:
-                raise BadInput("--dmesg -: standard input is closed")
+                raise BadInput(f"{flag} -: standard input is closed")
             stream = stdin.buffer if hasattr(stdin, "buffer") else None
             if stream is None:  # a text stream stood in for stdin (tests)
                 text = stdin.read(MAX_LOG_BYTES + 1)
@@ -102,10 +109,14 @@ def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from vtdtui.hw.regs import parse_reg_value
 
     registers = args.cap is not None or args.ecap is not None
+    if args.faults is not None and (registers or args.dmesg is not None):
+        parser.error("--faults cannot be combined with --dmesg, --cap or --ecap")
+    if args.faults is not None:
+        return _run_decode_faults(args)
     if args.dmesg is not None and registers:
         parser.error("--dmesg cannot be combined with --cap/--ecap")
     if args.dmesg is None and not registers:
-        parser.error("give --cap HEX and/or --ecap HEX, or --dmesg FILE|-")
+        parser.error("give --cap HEX and/or --ecap HEX, or --dmesg FILE|-, or --faults FILE|-")
 
     try:
         if args.dmesg is not None:
@@ -123,17 +134,45 @@ def _run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.json:
         out.write(json.dumps([unit_to_json(u) for u in units], indent=2) + "\n")
     else:
-        from rich.console import Console
-
-        class _Console(Console):
-            def on_broken_pipe(self) -> None:
-                # Rich exits with status 1 on its own; main() gives every entry point
-                # the same status for a reader that went away.
-                self.quiet = True
-                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
-
-        _Console(file=out, highlight=False).print(render_table(units))
+        _rich_console(out).print(render_table(units))
     out.flush()  # here, where a broken pipe is ours to handle, not at exit
+    return 0
+
+
+def _rich_console(out):
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich exits with status 1 on its own; main() gives every entry point
+            # the same status for a reader that went away.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return _Console(file=out, highlight=False)
+
+
+def _run_decode_faults(args: argparse.Namespace) -> int:
+    """`decode --faults FILE|-`: every DMAR fault report of a kernel log, explained
+    (DESIGN.md, "The kernel's own text"); exit 2 when the log holds none."""
+    from vtdtui.kernel.dmesg import log_to_json, read_kernel_log, render_table
+
+    data, source = _read_log(args.faults, "--faults")
+    # Logs copied off serial consoles carry stray bytes; they must not hide a fault.
+    log = read_kernel_log(data.decode("utf-8", errors="replace"), source)
+    if not log.faults:
+        what = f"{log.lines:,} line{'s' * (log.lines != 1)} read"
+        if log.unparsed:
+            shown = ", ".join(str(n) for n in log.unparsed[:10]) + (", ..." if len(log.unparsed) > 10 else "")
+            what += f"; {len(log.unparsed)} IOMMU line{'s' * (len(log.unparsed) != 1)} not understood: {shown}"
+        raise BadInput(f"{source}: no DMAR fault report found ({what})")
+    out = _stdout()
+    if args.json:
+        json.dump(log_to_json(log), out, indent=2)  # in pieces: a 32 MiB log is 200 MB of JSON
+        out.write("\n")
+    else:
+        _rich_console(out).print(render_table(log))
+    out.flush()
     return 0
 
 
@@ -158,19 +197,26 @@ def _generator_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def _dump_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", dest="dump_scenario", metavar="NAME|PATH",
-                   help="built-in scenario (desktop, viommu, server) or a TOML file; default desktop")
+                   help="built-in scenario (desktop, viommu, server), a TOML file, or live (this machine's "
+                        "sysfs; live:ROOT for a copy); default desktop")
     _generator_arguments(p)
     p.add_argument("--do", dest="commands", action="append", default=[], metavar="COMMAND",
                    help="apply a machine command first, e.g. --do 'attach 5' (repeatable)")
-    p.add_argument("--json", required=True, metavar="OUT|-", help="write the state JSON to OUT, or - for stdout")
+    p.add_argument("--json", metavar="OUT|-", help="write the state JSON to OUT, or - for stdout")
+    p.add_argument("--debugfs", metavar="DIR", help="write the state as the newest kernel's debugfs files "
+                   "(iommu_regset, dmar_translation_struct, invalidation_queue, <dev>/domain_translation_struct) "
+                   "into DIR, a new or empty folder")
 
 
 def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from vtdtui.machine import CommandError, Machine, ScenarioError
     from vtdtui.machine.state import to_json_text
 
+    if args.json is None and args.debugfs is None:
+        raise BadInput("dump: the following arguments are required: --json OUT|- or --debugfs DIR (or both)")
     try:
-        machine = Machine.from_scenario(args.dump_scenario, devices=args.devices, map_spec=args.map_spec)
+        with _ScenarioArg(args.dump_scenario) as scenario:  # `live`: this machine's sysfs
+            machine = Machine.from_scenario(scenario, devices=args.devices, map_spec=args.map_spec)
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
     for i, line in enumerate(args.commands, 1):
@@ -178,6 +224,15 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             machine.execute(line)
         except CommandError as exc:
             raise BadInput(f"--do #{i} {quote(line)}: {exc}") from None
+    if args.debugfs is not None:
+        from vtdtui.kernel.debugfs_write import write_debugfs
+
+        try:
+            write_debugfs(machine, args.debugfs)
+        except ValueError as exc:
+            raise BadInput(f"--debugfs {exc}") from None
+        if args.json is None:
+            return 0
     if args.json != "-":
         _not_an_input(args.json, "--json", {machine.scenario.source: "the scenario file"})
     text = to_json_text(machine)
@@ -192,6 +247,152 @@ def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             write_atomic(args.json, text)
         except OSError as exc:
             raise BadInput(f"{args.json}: {exc.strerror or exc}") from None
+    return 0
+
+
+# --- import (sysfs roots) and --scenario live -----------------------------------------
+
+LIVE = "live"
+LIVE_NO_IOMMU = "live: /sys/class/iommu not found: this machine exposes no Intel IOMMU (is intel_iommu=on?)"
+LIVE_NO_UNIT = ("live: /sys/class/iommu holds no Intel VT-d unit (dmar*): this machine exposes no Intel IOMMU "
+                "(is intel_iommu=on?)")
+
+
+def _live_root(scenario: str | None) -> str | None:
+    """The sysfs root a --scenario value names: "/" for `live`, ROOT for `live:ROOT`
+    (a copy of another machine's sysfs, README "Your own machine"), else None."""
+    if scenario == LIVE:
+        return "/"
+    if scenario is not None and scenario.startswith(LIVE + ":"):
+        root = scenario[len(LIVE) + 1:]
+        if not root:
+            raise BadInput("--scenario live:ROOT: ROOT is empty (live alone reads this machine's /sys)")
+        return root
+    return None
+
+
+def _read_sysfs(root: str, place: str):
+    """kernel/sysfs.read_sysfs, its refusals as BadInput naming `place`."""
+    from vtdtui.kernel.sysfs import NoIntelUnit, NotSysfs, SysfsError, read_sysfs
+    from vtdtui.limits import LimitError
+
+    try:
+        return read_sysfs(root)
+    except NotSysfs:
+        if place == LIVE:
+            raise BadInput(LIVE_NO_IOMMU) from None
+        raise BadInput(f"{place}: no sys/class/iommu here: not a sysfs root (import reads a folder holding "
+                       "sys/class/iommu: / or a copy made as README 'Your own machine' says)") from None
+    except NoIntelUnit:
+        if place == LIVE:
+            raise BadInput(LIVE_NO_UNIT) from None
+        raise BadInput(f"{place}: sys/class/iommu holds no Intel VT-d unit (dmar*/intel-iommu)") from None
+    except (SysfsError, LimitError) as exc:
+        raise BadInput(f"{place}: {exc}") from None
+
+
+def _sysfs_scenario(root: str, place: str) -> tuple[str, object]:
+    """(TOML text, Scenario) of the machine whose sysfs is at `root`."""
+    from vtdtui.kernel.scenario_toml import TomlError, load
+    from vtdtui.machine import ScenarioError
+
+    m = _read_sysfs(root, place)
+    origin = "this machine (/)" if place == LIVE else f"the copy in {m.root}"
+    try:
+        return load(m, name=LIVE if place.startswith(LIVE) else "imported", origin=origin)
+    except (TomlError, ScenarioError) as exc:
+        raise BadInput(f"{place}: {exc}") from None
+
+
+class _ScenarioArg:
+    """`with _ScenarioArg(args.scenario) as name:` the --scenario value to hand to
+    Machine.from_scenario / the app: unchanged, or for `live` / `live:ROOT` a private
+    temporary TOML file (mkdtemp, mode 0700) written from sysfs, removed on exit.
+    (Until Machine.from_scenario takes a Scenario object: see the H7 report.)"""
+
+    def __init__(self, scenario: str | None):
+        self.scenario = scenario
+        self._dir: str | None = None
+
+    def __enter__(self) -> str | None:
+        root = _live_root(self.scenario)
+        if root is None:
+            return self.scenario
+        text, _sc = _sysfs_scenario(root, self.scenario)
+        import tempfile
+
+        self._dir = tempfile.mkdtemp(prefix="vtdtui-live-")
+        path = os.path.join(self._dir, "live.toml")
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def __exit__(self, *exc) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", metavar="ROOT",
+                   help="a sysfs root: a folder holding sys/class/iommu (/ for this machine, or a copy made as "
+                        "README 'Your own machine' says)")
+    p.add_argument("--toml", dest="import_toml", metavar="OUT|-",
+                   help="write the scenario (units, groups, devices) to OUT, or - for stdout")
+    p.add_argument("--json", dest="import_json", metavar="OUT|-",
+                   help="write what was read as JSON (units, groups, devices, skipped) to OUT, or - for stdout")
+
+
+def _write_out(target: str, text: str, flag: str) -> None:
+    if target == "-":
+        out = _stdout()
+        out.write(text)
+        out.flush()
+        return
+    from vtdtui.outfile import write_atomic
+
+    try:
+        write_atomic(target, text)
+    except OSError as exc:
+        raise BadInput(f"{flag} {target}: {exc.strerror or exc}") from None
+
+
+def _run_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.import_toml == "-" and args.import_json == "-":
+        parser.error("--toml - and --json - would both write to standard output; give one a file")
+    from vtdtui.kernel.sysfs import render_summary, to_json
+
+    root = args.root
+    m = _read_sysfs(root, root)
+    texts: list[tuple[str, str, str]] = []
+    if args.import_toml is not None:
+        from vtdtui.kernel.scenario_toml import TomlError, load
+        from vtdtui.machine import ScenarioError
+
+        origin = "this machine (/)" if os.path.realpath(root) == "/" else f"the copy in {m.root}"
+        try:
+            text, _sc = load(m, name="imported", origin=origin)
+        except (TomlError, ScenarioError) as exc:
+            raise BadInput(f"{root}: {exc}") from None
+        texts.append((args.import_toml, text, "--toml"))
+    if args.import_json is not None:
+        texts.append((args.import_json, json.dumps(to_json(m), indent=2) + "\n", "--json"))
+    if not texts:
+        from rich.console import Console
+
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                self.quiet = True
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        out = _stdout()
+        _Console(file=out, highlight=False).print(render_summary(m))
+        out.flush()
+        return 0
+    for target, text, flag in texts:  # every text exists before any output is touched
+        _write_out(target, text, flag)
     return 0
 
 
@@ -409,7 +610,7 @@ def _check_served(served: list[str]) -> None:
         if exc.code:  # the parser has said what is wrong, in one line
             raise
         raise BadInput(f"{place}: --help and --version end at once; nothing to serve") from None
-    if inner.command in ("serve", "decode", "dump", "bench"):
+    if inner.command in ("serve", "decode", "dump", "bench", "import"):
         raise BadInput(f"{place}: a browser session runs the TUI or a replay, not '{inner.command}'")
     if inner.command == "replay":
         from vtdtui.replay import FixtureError, load
@@ -427,7 +628,8 @@ def _check_served(served: list[str]) -> None:
     from vtdtui.machine.scenario import load as load_scenario
 
     try:
-        load_scenario(inner.scenario, devices=inner.tui_devices, map_spec=inner.tui_map_spec)
+        with _ScenarioArg(inner.scenario) as scenario:  # `live` is read now, once, to check it
+            load_scenario(scenario, devices=inner.tui_devices, map_spec=inner.tui_map_spec)
     except ScenarioError as exc:
         raise BadInput(f"{place}: {exc}") from None
     _settings(inner.theme, config_file=inner.config, place=place)
@@ -443,6 +645,11 @@ COMMANDS: dict[str, Command] = {
         help="build a scenario (optionally apply commands) and write its state JSON",
         add_arguments=_dump_arguments,
         run=_run_dump,
+    ),
+    "import": Command(
+        help="read a machine's sysfs (a folder holding sys/class/iommu): summary, --toml scenario, --json",
+        add_arguments=_import_arguments,
+        run=_run_import,
     ),
     "replay": Command(
         help="replay a keystroke fixture: paced with captions in a terminal, or --headless for CI",
@@ -482,19 +689,24 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
     from vtdtui.machine import ScenarioError
     from vtdtui.machine.scenario import load
 
-    try:  # bad scenario input is reported before Textual loads
-        sc = load(scenario, devices=devices, map_spec=map_spec)
-    except ScenarioError as exc:
-        raise BadInput(str(exc)) from None
-    if record is not None:
-        _not_an_input(record, "--record", {sc.source: "the scenario file"})
-    for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
-        if stream is None:  # Textual would fail on it with a traceback
-            raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
-    theme_name, keymap = _settings(theme, config_file=config_file)
-    app = importlib.import_module("vtdtui.tui.app")
-    return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants,
-                   theme=theme_name, keymap=keymap)
+    if record is not None and _live_root(scenario) is not None:
+        # A fixture names its scenario file, and `live` is read afresh from sysfs each time.
+        raise BadInput(f"--record: a recording names its scenario file, and {scenario} has none: write it first "
+                       f"(vtdtui import {_live_root(scenario)} --toml my.toml), then --scenario my.toml")
+    with _ScenarioArg(scenario) as scenario_file:  # `live`: a temporary TOML for the session
+        try:  # bad scenario input is reported before Textual loads
+            sc = load(scenario_file, devices=devices, map_spec=map_spec)
+        except ScenarioError as exc:
+            raise BadInput(str(exc)) from None
+        if record is not None:
+            _not_an_input(record, "--record", {sc.source: "the scenario file"})
+        for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
+            if stream is None:  # Textual would fail on it with a traceback
+                raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
+        theme_name, keymap = _settings(theme, config_file=config_file)
+        app = importlib.import_module("vtdtui.tui.app")
+        return app.run(scenario_file, record, devices=devices, map_spec=map_spec,
+                       check_invariants=check_invariants, theme=theme_name, keymap=keymap)
 
 
 def _not_an_input(out: str, flag: str, inputs: dict[str, str]) -> None:
@@ -535,7 +747,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument(
-        "--scenario", metavar="NAME|PATH", help="scenario for the TUI (default: desktop)"
+        "--scenario", metavar="NAME|PATH",
+        help="scenario for the TUI (default: desktop): desktop, viommu, server, a TOML file, or live (this "
+             "machine's IOMMU units and groups, read from /sys; live:ROOT reads a copy, README 'Your own machine')"
     )
     _generator_arguments(parser, "tui_")
     parser.add_argument(

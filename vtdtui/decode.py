@@ -44,6 +44,39 @@ class DecodedUnit:
     line: int | None = None
 
 
+def read_unit_line(raw: str, lineno: int, source: str) -> DecodedUnit | None:
+    """The unit of one log line: None when the line is no unit line, a DecodedUnit
+    when it is one, ValueError naming `source:lineno` when it starts like one but is
+    not (truncated, a field that is not hex, a line longer than MAX_LINE_CHARS).
+
+    The one reader of unit lines: parse_dmesg uses it for `decode --dmesg`, and the
+    kernel-text reader (vtdtui/kernel/dmesg.py) for the unit lines of any log."""
+    head = _HEAD.search(raw)
+    if head is None:
+        return None
+    place = f"{source}:{lineno}"
+    # Limits before the work: other lines may be long (syslog), a unit line is not.
+    if len(raw) > MAX_LINE_CHARS:
+        raise ValueError(f"{place}: unit line longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS)")
+    tail = _TAIL.match(raw, head.end())
+    if tail is None:
+        # A truncated unit line would otherwise hide a unit without a word.
+        raise ValueError(
+            f"{place}: expected 'reg_base_addr ADDR ver X:Y cap HEX ecap HEX'"
+        )
+    num = head.group("num") or head.group("seq")
+    if len(num) > 9:  # the kernel's seq_id is an int; int() of 5,000 digits names no place
+        raise ValueError(f"{place}: unit number {clip(num, 24)} is not a unit number")
+    return DecodedUnit(
+        name=f"dmar{int(num)}",
+        cap=parse_reg_value(tail.group("cap"), f"{place}: cap"),
+        ecap=parse_reg_value(tail.group("ecap"), f"{place}: ecap"),
+        base=parse_reg_value(tail.group("base"), f"{place}: reg_base_addr"),
+        ver=tail.group("ver"),
+        line=lineno,
+    )
+
+
 def parse_dmesg(text: str, source: str) -> list[DecodedUnit]:
     """Every unit line in `text`, in order; a unit printed twice appears twice.
 
@@ -53,34 +86,13 @@ def parse_dmesg(text: str, source: str) -> list[DecodedUnit]:
     # split("\n") rather than splitlines(): line numbers must match what an editor shows,
     # and splitlines() also breaks on form feeds and other rare separators.
     for lineno, raw in enumerate(text.split("\n"), start=1):
-        head = _HEAD.search(raw)
-        if head is None:
+        if _HEAD.search(raw) is None:
             continue
-        place = f"{source}:{lineno}"
-        # Limits before the work: other lines may be long (syslog), a unit line is not.
-        if len(raw) > MAX_LINE_CHARS:
-            raise ValueError(f"{place}: unit line longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS)")
-        if len(units) == MAX_UNITS:
-            raise ValueError(f"{place}: more than {MAX_UNITS} unit lines (MAX_UNITS)")
-        tail = _TAIL.match(raw, head.end())
-        if tail is None:
-            # A truncated unit line would otherwise hide a unit without a word.
-            raise ValueError(
-                f"{place}: expected 'reg_base_addr ADDR ver X:Y cap HEX ecap HEX'"
-            )
-        num = head.group("num") or head.group("seq")
-        if len(num) > 9:  # the kernel's seq_id is an int; int() of 5,000 digits names no place
-            raise ValueError(f"{place}: unit number {clip(num, 24)} is not a unit number")
-        units.append(
-            DecodedUnit(
-                name=f"dmar{int(num)}",
-                cap=parse_reg_value(tail.group("cap"), f"{place}: cap"),
-                ecap=parse_reg_value(tail.group("ecap"), f"{place}: ecap"),
-                base=parse_reg_value(tail.group("base"), f"{place}: reg_base_addr"),
-                ver=tail.group("ver"),
-                line=lineno,
-            )
-        )
+        if len(units) == MAX_UNITS and len(raw) <= MAX_LINE_CHARS:
+            raise ValueError(f"{source}:{lineno}: more than {MAX_UNITS} unit lines (MAX_UNITS)")
+        unit = read_unit_line(raw, lineno, source)
+        if unit is not None:
+            units.append(unit)
     if not units:
         raise ValueError(
             f"{source}: no 'DMAR: dmarN: reg_base_addr ... cap ... ecap ...' line found"

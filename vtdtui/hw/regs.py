@@ -221,6 +221,7 @@ FECTL_REG = 0x38
 IQH_REG = 0x80
 IQT_REG = 0x88
 IQA_REG = 0x90
+IQA_DW = 1 << 11  # descriptor width: 256-bit descriptors (scalable mode; dmar.c __dmar_enable_qi)
 ICS_REG = 0x9C
 IQER_REG = 0xB0
 
@@ -234,7 +235,7 @@ GSTS_RTPS = 1 << 30
 GSTS_WBFS = 1 << 27
 GSTS_QIES = 1 << 26
 
-RTADDR_SMT = 1 << 10  # scalable-mode root table: not modelled yet, rejected.
+RTADDR_SMT = 1 << 10  # scalable-mode root table (TTM 01); latched by SRTP only with ECAP.SMTS
 
 # FSTS bits.
 FSTS_PFO = 1 << 0

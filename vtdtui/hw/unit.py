@@ -1,4 +1,5 @@
-"""One DMA-remapping hardware unit (DRHD), legacy mode, as the spec has it behave.
+"""One DMA-remapping hardware unit (DRHD), as the spec has it behave: legacy mode
+here, scalable mode (RTADDR.SMT) in the ScalableMode mixin of sm.py.
 
 Mechanism only: the unit translates requests, caches what it may cache, records
 faults and carries out invalidations it is asked for.  It never decides when to
@@ -20,21 +21,17 @@ from dataclasses import dataclass, field
 from . import faults as fr
 from . import qi
 from . import regs
-from .caches import ContextCache, ContextCacheEntry, Iotlb, IotlbEntry
+from .caches import ContextCache, ContextCacheEntry, Iotlb, IotlbEntry, PasidCache
 from .entries import (
     CONTEXT_ENTRY_SIZE, PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_TM, PTE_W, ROOT_ENTRY_SIZE,
     TT_DEV_IOTLB, TT_MULTI_LEVEL, TT_PASS_THROUGH, ContextEntry, RootEntry,
     level_index, level_shift,
 )
 from .memory import PAGE_SIZE, CpuCache, MemoryError_, PhysMem, overlay_lines
+from .results import WalkResult, _format_trail
+from .sm import SS_CODES_LEGACY, ScalableMode
 
 MASK64 = (1 << 64) - 1
-
-
-def _format_trail(trail: list) -> list[str]:
-    # Steps are kept as (format, args...) and worded only when someone reads them: a
-    # DMA that nobody inspects should not pay for hex formatting.
-    return [t if isinstance(t, str) else t[0].format(*t[1:]) for t in trail]
 
 
 @dataclass(slots=True)
@@ -52,32 +49,14 @@ class Translation:
     context_hit: bool = False
     iotlb_hit: bool = False
     trail: list = field(default_factory=list)
+    # Scalable mode: the PASID the request was translated with (RID_PASID for a
+    # request without PASID) and the PGTT of its PASID entry; None in legacy mode.
+    pasid: int | None = None
+    pgtt: int | None = None
 
     @property
     def steps(self) -> list[str]:
         """What the hardware did, step by step, in words."""
-        return _format_trail(self.trail)
-
-
-@dataclass
-class WalkResult:
-    """A side-effect-free walk of the second-level tables."""
-
-    ok: bool
-    reason: int = 0
-    hpa: int = 0
-    shift: int = 12
-    r: bool = False
-    w: bool = False
-    snp: bool = False
-    pte: int = 0
-    pte_addr: int = 0
-    level: int = 0  # the level the walk stopped at
-    present: bool = True  # False when it stopped at a not-present entry
-    trail: list = field(default_factory=list)
-
-    @property
-    def steps(self) -> list[str]:
         return _format_trail(self.trail)
 
 
@@ -89,7 +68,11 @@ class ContextResult:
     root_lo: int = 0
 
 
-class DmarUnit:
+class DmarUnit(ScalableMode):
+    _RTADDR_SMT = regs.RTADDR_SMT
+    _PTE_SNP = PTE_SNP
+    _PTE_TM = PTE_TM
+
     def __init__(
         self,
         name: str,
@@ -125,7 +108,11 @@ class DmarUnit:
         self.invalidation_listeners: list = []
         self.context_cache = ContextCache()
         self.iotlb = Iotlb(iotlb_capacity)
+        self.pasid_cache = PasidCache()  # scalable mode: PASID-table entries
+        # Device-TLBs (ATS): translations for requests without PASID per source id,
+        # and (scalable mode) for requests with PASID per (source id, PASID).
         self.device_tlb: dict[int, dict[int, tuple[int, bool, bool]]] = {}
+        self.pasid_device_tlb: dict[tuple[int, int], dict[int, tuple[int, bool, bool]]] = {}
         self.gcmd = 0
         self.gsts = 0
         self.rtaddr = 0  # the register
@@ -309,73 +296,31 @@ class DmarUnit:
 
     def walk(self, ce: ContextEntry, iova: int, write: bool, read=None) -> WalkResult:
         """Second-level walk of `iova` under context entry `ce`; pure."""
-        read = read or self.hw_read_q
-        need = PTE_W if write else PTE_R
-        haw_rsvd = self._haw_rsvd()
-        sllps = self.capf("SLLPS")
-        table = ce.slptptr
-        r = w = True
-        res = WalkResult(False)
-        for level in range(ce.levels, 0, -1):
-            pte_addr = table + level_index(iova, level) * 8
-            try:
-                pte = read(pte_addr)
-            except MemoryError_:
-                res.reason, res.level = fr.PAGING_ENTRY_INV, level
-                return res
-            res.trail.append(("L{}[{}] @{:#x} = {:#018x}", level, level_index(iova, level), pte_addr, pte))
-            res.pte, res.pte_addr, res.level = pte, pte_addr, level
-            if not pte & (PTE_R | PTE_W):
-                res.present = False
-                res.reason = fr.WRITE if write else fr.READ
-                return res
-            leaf = level == 1 or bool(pte & PTE_PS)
-            rsvd = haw_rsvd
-            if pte & PTE_PS and level > 1:
-                if level > 3 or not sllps >> (level - 2) & 1:
-                    res.reason = fr.PAGING_ENTRY_RSVD
-                    return res
-                rsvd |= (1 << level_shift(level)) - 1 & ~0xFFF  # large-page address bits
-            if leaf:
-                if pte & PTE_SNP and not self.sc:
-                    rsvd |= PTE_SNP
-                if pte & PTE_TM and not self.ecapf("DT"):
-                    rsvd |= PTE_TM
-            elif pte & (PTE_SNP | PTE_TM):
-                rsvd |= PTE_SNP | PTE_TM
-            if pte & rsvd:
-                res.reason = fr.PAGING_ENTRY_RSVD
-                return res
-            r &= bool(pte & PTE_R)
-            w &= bool(pte & PTE_W)
-            if not pte & need:
-                res.reason = fr.WRITE if write else fr.READ
-                res.r, res.w = r, w
-                return res
-            if leaf:
-                shift = level_shift(level)
-                addr_mask = ((1 << 52) - 1) & ~((1 << shift) - 1)
-                res.ok = True
-                res.shift = shift
-                res.hpa = (pte & addr_mask) | (iova & ((1 << shift) - 1))
-                res.r, res.w = r, w
-                res.snp = bool(pte & PTE_SNP)
-                return res
-            table = pte & PTE_ADDR_MASK
-        raise AssertionError("walk fell off level 1")  # unreachable: level 1 is a leaf
+        return self._ss_walk(ce.slptptr, ce.levels, iova, write, read or self.hw_read_q, SS_CODES_LEGACY)
 
     # ------------------------------------------------------------ translation
-    def translate(self, source_id: int, iova: int, write: bool = False, *, translation_request: bool = False) -> Translation:
+    def translate(self, source_id: int, iova: int, write: bool = False, *, pasid: int | None = None,
+                  translation_request: bool = False, privileged: bool = False) -> Translation:
         """Carry out one DMA request from `source_id` to `iova`.
 
         `translation_request` models an ATS translation request (device-TLB fill).
+        `pasid`: a request with PASID (scalable mode; a legacy-mode unit faults it,
+        0x31 "SM: TTM 0 for request with PASID").  `privileged`: a supervisor request
+        (scalable mode, first stage: needs SRE in the PASID entry).
         """
         t = Translation(False, source_id, iova, write)
         self._count("dma")
+        if pasid is not None and not 0 <= pasid < 1 << 20:
+            raise ValueError(f"{self.name}: PASID {pasid} does not fit in 20 bits")
         if not self.translation_enabled:
             t.ok, t.hpa = True, iova
             t.trail.append("translation disabled (GSTS.TES=0): address passes through")
             return t
+        if self.sm_active:
+            return self._translate_sm(t, pasid, translation_request, privileged)
+        if pasid is not None:
+            t.trail.append("legacy-mode root table (TTM 0): requests with PASID are blocked")
+            return self._sm_fault(t, 0x31, False, pasid)
 
         cached = self.context_cache.lookup(source_id)
         if cached is not None:
@@ -483,6 +428,11 @@ class DmarUnit:
             return False
         lo = f.iova
         hi = (f.source_id | (f.reason << 32) | ((0 if f.write else 1) << 62) | (1 << 63))
+        if f.pasid is not None:
+            # PP (bit 31) and PV (bits 59:40): dmar_fault() reads them from the dword
+            # at +8 (bit 31) and +12 (`(data >> 8) & 0xfffff`).  QEMU's VTD_FRCD_PV
+            # keeps only 16 bits; the register field is 20 (as Linux reads it).
+            hi |= (1 << 31) | ((f.pasid & 0xFFFFF) << 40)
         self.frcd[i] = (lo, hi)
         f.frcd = i
         if not self.fsts & regs.FSTS_PPF:
@@ -497,15 +447,21 @@ class DmarUnit:
         if not any(h >> 63 for _, h in self.frcd):
             self.fsts &= ~regs.FSTS_PPF
 
-    def fault_dump(self, source_id: int, addr: int) -> list[str]:
+    def fault_dump(self, source_id: int, addr: int, pasid: int | None = None) -> list[str]:
         """dmar_fault_dump_ptes(): the walk as Linux prints it, from its own (CPU) view.
 
         The driver calls it (sw/linux.py handle_faults) only when the kernel is built
-        with CONFIG_DMAR_DEBUG; without it the function is an empty stub."""
+        with CONFIG_DMAR_DEBUG; without it the function is an empty stub.  `pasid`:
+        the faulting request's PASID (None without one: the SM dump then uses 0)."""
         read = self.cpu_read_q
         out = [f"DMAR: Dump {self.name} table entries for IOVA 0x{addr:x}"]
         if not self.rta_latched:
             return out + ["DMAR: root table is not present"]
+        if self.sm_active:
+            try:
+                return self._sm_fault_dump(out, source_id, addr, pasid)
+            except MemoryError_:
+                return out + ["DMAR: (table beyond memory)"]
         bus, dfn = source_id >> 8, source_id & 0xFF
         rta = self.rta_latched & ~0xFFF
         try:
@@ -539,9 +495,15 @@ class DmarUnit:
         if gran == regs.GRAN_GLOBAL:
             self.context_cache.invalidate_global()
         elif gran == regs.GRAN_DOMAIN:
-            self.context_cache.invalidate_domain(did)
+            if self.sm_active:
+                # SM context entries hold no DID: a domain-selective request can
+                # only be carried out globally (QEMU treats it as global in both
+                # modes, vtd_process_context_cache_desc).
+                self.context_cache.invalidate_global()
+            else:
+                self.context_cache.invalidate_domain(did)
         elif gran == regs.GRAN_DEVICE:
-            self.context_cache.invalidate_device(did, source_id, fm)
+            self.context_cache.invalidate_device(did, source_id, fm, ignore_did=self.sm_active)
         else:
             raise ValueError(f"context-cache invalidation granularity {gran} is reserved")
         self._count(f"cc-{('', 'global', 'domain', 'device')[gran]}")
@@ -579,6 +541,13 @@ class DmarUnit:
         self._count("devtlb")
         if not entries:
             return
+        lo, span = self._devtlb_range(addr, size)
+        for pfn in [p for p in entries if lo <= p << 12 < lo + span]:
+            del entries[pfn]
+
+    @staticmethod
+    def _devtlb_range(addr: int, size: bool) -> tuple[int, int]:
+        """(first address, length) a device-TLB descriptor's ADDR/S covers."""
         if size:
             # S=1: the lowest clear bit at or above 12 gives the range (spec §6.5.2.5).
             k = 12
@@ -587,9 +556,7 @@ class DmarUnit:
             span = 1 << (k + 1)
         else:
             span = PAGE_SIZE
-        lo = addr & ~(span - 1)
-        for pfn in [p for p in entries if lo <= p << 12 < lo + span]:
-            del entries[pfn]
+        return addr & ~(span - 1), span
 
     def flush_write_buffer(self) -> None:
         """GCMD.WBF: posted writes become visible to table reads."""
@@ -634,8 +601,6 @@ class DmarUnit:
         if off == regs.GCMD_REG:
             return self._write_gcmd(value)
         if off == regs.RTADDR_REG:
-            if value & regs.RTADDR_SMT:
-                raise ValueError(f"{self.name}: scalable-mode root tables are not modelled")
             self.rtaddr = value
             return value
         if off == regs.CCMD_REG:
@@ -664,7 +629,15 @@ class DmarUnit:
             self.iqa = value
             return value
         if off == regs.IQT_REG:
-            self.iqt = value & 0x7FFF0
+            if self.iq_dw:
+                # QEMU vtd_handle_iqt_write: with DW=1, IQT bit 4 is reserved (an
+                # invalidation queue error); the tail is bits 18:5.
+                if value & 0x10:
+                    self._queue_error("IQT bit 4 set with 256-bit descriptors (VTD_IQT_QT_256_RSV_BIT)", 0)
+                    return self.iqt
+                self.iqt = value & 0x7FFE0
+            else:
+                self.iqt = value & 0x7FFF0
             self._process_queue()
             return self.iqt
         if off == regs.ICS_REG:
@@ -680,10 +653,15 @@ class DmarUnit:
     def _write_gcmd(self, value: int) -> int:
         # One-shot commands (SRTP, WBF) act and leave no persistent GCMD bit.
         if value & regs.GCMD_SRTP:
-            self.rta_latched = self.rtaddr
+            # SMT is latched only by a unit with ECAP.SMTS; without it the root table
+            # is a legacy one (QEMU vtd_update_scalable_state tests s->scalable_mode,
+            # the property that also sets ECAP.SMTS).
+            smt = regs.RTADDR_SMT if self.ecapf("SMTS") else 0
+            self.rta_latched = self.rtaddr & ~(regs.RTADDR_SMT & ~smt)
             self.gsts |= regs.GSTS_RTPS
             if self.capf("ESRTPS"):
                 self.context_cache.invalidate_global()
+                self.pasid_cache.invalidate_global()
                 self.iotlb.invalidate_global()
         if value & regs.GCMD_WBF:
             self.flush_write_buffer()
@@ -707,15 +685,37 @@ class DmarUnit:
     def enable_translation(self) -> None:
         self.mmio_write(regs.GCMD_REG, self.gcmd | regs.GCMD_TE)
 
-    def enable_qi(self, queue_base: int, qs: int = 0) -> None:
-        self.mmio_write(regs.IQA_REG, queue_base | qs)
+    def enable_qi(self, queue_base: int, qs: int = 0, dw: bool = False) -> None:
+        """IQA (base | QS | DW) then GCMD.QIE; `dw` asks for 256-bit descriptors, which
+        only a unit with ECAP.SMTS honours (dmar.c __dmar_enable_qi sets DW=1 iff
+        ecap_smts)."""
+        self.mmio_write(regs.IQA_REG, queue_base | qs | (regs.IQA_DW if dw else 0))
         self.iqh = self.iqt = 0
         self.mmio_write(regs.GCMD_REG, self.gcmd | regs.GCMD_QIE)
 
     # ------------------------------------------------------------ queued invalidation
     @property
+    def iq_dw(self) -> bool:
+        """256-bit descriptors: IQA.DW on a unit with ECAP.SMTS (QEMU vtd_update_iq_dw)."""
+        return bool(self.iqa & regs.IQA_DW) and bool(self.ecapf("SMTS"))
+
+    @property
+    def qi_shift(self) -> int:
+        """IQH/IQT hold the descriptor index << 4, or << 5 with 256-bit descriptors
+        (Linux qi_shift(), QEMU VTD_IQH_QH_SHIFT_5)."""
+        return 5 if self.iq_dw else 4
+
+    @property
     def queue_entries(self) -> int:
-        return 256 << (self.iqa & 0x7)
+        """2^(QS+8) 128-bit slots, or half as many 256-bit ones: the queue is 4 KiB
+        << QS either way (QEMU vtd_handle_gcmd_qie: `1 << (QS + 8 - dw)`)."""
+        return (256 << (self.iqa & 0x7)) >> (1 if self.iq_dw else 0)
+
+    def _queue_error(self, why: str, dtype: int) -> None:
+        self.fsts |= regs.FSTS_IQE
+        self.iqer = dtype & 0xF
+        self.last_queue_error = why
+        self._count("qi-error")
 
     def _process_queue(self) -> None:
         """vtd_process_inv_desc() on each tail write: head → tail, stop on error."""
@@ -723,26 +723,30 @@ class DmarUnit:
             return
         base = self.iqa & ~0xFFF & MASK64
         n = self.queue_entries
+        shift, size = self.qi_shift, 1 << self.qi_shift
+        if self.iq_dw and self.iqt >> shift >= n:
+            # QEMU vtd_fetch_inv_desc: "detected invalid QI tail".
+            self._queue_error(f"IQT index {self.iqt >> shift} beyond the {n}-entry queue", 0)
+            return
         while self.iqh != self.iqt:
-            slot = self.iqh >> 4
-            lo = self.cache.snooped_read_q(base + slot * 16)
-            hi = self.cache.snooped_read_q(base + slot * 16 + 8)
-            why = qi.check(lo, hi)
+            slot = self.iqh >> shift
+            words = tuple(self.cache.snooped_read_q(base + slot * size + 8 * i) for i in range(size // 8))
+            lo, hi = words[0], words[1]
+            why = qi.check_256(words) if self.iq_dw else qi.check(lo, hi)
             if why is None:
                 d = qi.decode(lo, hi)
                 why = self._refused(d) or self._apply(d)
             if why is not None:
                 # vtd_fetch_inv_desc(): the head stays on the descriptor that failed.
-                self.fsts |= regs.FSTS_IQE
-                self.iqer = qi.desc_type(lo) & 0xF
-                self.last_queue_error = why
-                self._count("qi-error")
+                self._queue_error(why, qi.desc_type(lo))
                 return
             self._count("qi-desc")
-            self.iqh = ((slot + 1) % n) << 4
+            self.iqh = ((slot + 1) % n) << shift
 
     def _refused(self, d: qi.Descriptor) -> str | None:
         """Why a well-formed descriptor is still an invalidation queue error, or None."""
+        if isinstance(d, (qi.PiotlbDesc, qi.PcDesc, qi.PasidDevTlbDesc)) and not self.iq_dw:
+            return f"{qi.TYPE_NAMES[qi.desc_type(d.encode()[0])]} descriptor in a 128-bit queue (IQA.DW=0)"
         if isinstance(d, qi.IotlbDesc) and d.gran == regs.GRAN_PAGE and d.am > self.mamv:
             return f"IOTLB descriptor AM {d.am} exceeds MAMV {self.mamv}"
         if isinstance(d, qi.WaitDesc) and self.emulated_by_qemu and not (d.status_write or d.interrupt or d.fence):
@@ -764,6 +768,12 @@ class DmarUnit:
             self.invalidate_device_tlb(d.sid, d.addr, d.size)
         elif isinstance(d, qi.IecDesc):
             self._count("iec")  # no interrupt remapping in this model: nothing cached
+        elif isinstance(d, qi.PiotlbDesc):
+            self.invalidate_piotlb(d.gran, d.did, d.pasid, d.addr, d.am, d.ih)
+        elif isinstance(d, qi.PcDesc):
+            self.invalidate_pasid_cache(d.gran, d.did, d.pasid)
+        elif isinstance(d, qi.PasidDevTlbDesc):
+            self.invalidate_pasid_device_tlb(d.sid, d.pasid, d.addr, d.size, d.glob)
         elif isinstance(d, qi.WaitDesc):
             # vtd_process_wait_desc() since "intel_iommu: Allow both Status Write and
             # Interrupt Flag in QI wait" (July 2025): SW then IF, each on its own; a
@@ -793,19 +803,23 @@ class DmarUnit:
         """Software's side of QI: write descriptors at the tail, then bump IQT."""
         base = self.iqa & ~0xFFF & MASK64
         n = self.queue_entries
-        slot = self.iqt >> 4
+        shift = self.qi_shift
+        slot = self.iqt >> shift
         for d in descs:
             lo, hi = d.encode()
-            self.cache.cpu_write_q(base + slot * 16, lo)
-            self.cache.cpu_write_q(base + slot * 16 + 8, hi)
+            words = (lo, hi, 0, 0) if self.iq_dw else (lo, hi)  # Linux writes qw2/qw3 as 0
+            for i, w in enumerate(words):
+                self.cache.cpu_write_q(base + (slot << shift) + 8 * i, w)
             slot = (slot + 1) % n
         self.qi_submissions.append(len(descs))
         self._count("qi-tail-write")
-        self.mmio_write(regs.IQT_REG, slot << 4)
+        self.mmio_write(regs.IQT_REG, slot << shift)
 
     # ------------------------------------------------------------ staleness
     def context_cache_stale(self, e: ContextCacheEntry, read=None) -> str | None:
         """Why a cached context entry no longer matches the tables, or None."""
+        if e.sm:
+            return self._sm_context_stale(e, read or self.cpu_read_q)
         cr = self.read_context(e.source_id, read or self.cpu_read_q)
         if not e.present:
             return "now present in memory; still cached as not present" if cr.ok else None
@@ -819,6 +833,8 @@ class DmarUnit:
     def iotlb_stale(self, e: IotlbEntry, read=None) -> str | None:
         """Why a cached translation no longer matches the tables, or None."""
         read = read or self.cpu_read_q
+        if e.pasid is not None:
+            return self._sm_iotlb_stale(e, read)
         cr = self.read_context(e.source_id, read)
         if not cr.ok or cr.entry is None or cr.entry.did != e.did:
             return "the context entry it was filled through no longer maps this domain"

@@ -43,7 +43,8 @@ from ..hw.entries import (
     PTE_ADDR_MASK, PTE_PS, PTE_R, PTE_SNP, PTE_W, ContextEntry, RootEntry,
     bdf_str, level_index,
 )
-from ..hw.regs import CAP
+from ..hw.regs import CAP, RTADDR_SMT
+from ..hw.sm_entries import FL_ADDR_MASK, FL_P, FL_PS, FL_RW, SmContextEntry
 from ..hw.unit import DmarUnit
 from ..sw.journal import ISSUED, SKIPPED, Event
 from ..sw.kvm import model_name
@@ -199,6 +200,9 @@ def _check_cache_filled(m) -> list[str]:
     for name, u in m.units.items():
         for e in u.context_cache:
             where = f"{name}: context-cache entry {bdf_str(e.source_id)}"
+            if e.sm:
+                out += _check_sm_context_filled(e, where)
+                continue
             ce = ContextEntry.decode(e.lo, e.hi)
             if e.present:
                 if not ce.present or ce.did != e.did or e.fault_reason:
@@ -216,8 +220,12 @@ def _check_cache_filled(m) -> list[str]:
             if e.shift not in (12, 21, 30) or e.iova & (e.size - 1) or e.pte_addr & 7:
                 out.append(f"{where}: misaligned (shift {e.shift}, PTE at {e.pte_addr:#x})")
                 continue
+            if e.first_stage:
+                out += _check_fs_iotlb_filled(e, where)
+                continue
             if not e.present:
-                if e.pte & (PTE_R | PTE_W) or e.r or e.w or e.fault_reason not in (fr.READ, fr.WRITE):
+                negative = (fr.READ, fr.WRITE) if e.pasid is None else (fr.SM_WRITE, fr.SM_READ)
+                if e.pte & (PTE_R | PTE_W) or e.r or e.w or e.fault_reason not in negative:
                     out.append(f"{where}: cached not-present entry filled from a present PTE {e.pte:#x}")
                 continue
             level = (e.shift - 12) // 9 + 1
@@ -229,6 +237,39 @@ def _check_cache_filled(m) -> list[str]:
                 out.append(f"{where} → {e.hpa:#x} {'R' if e.r else '-'}{'W' if e.w else '-'}: not what the L{level} "
                            f"PTE {e.pte:#x} at {e.pte_addr:#x} it was filled from says")
     return out
+
+
+def _check_sm_context_filled(e, where: str) -> list[str]:
+    """A scalable-mode context-cache entry: no DID in the entry (tagged 0), and a
+    negative one only for the faults caching mode may cache (root/context not present,
+    invalid context entry)."""
+    ce = SmContextEntry.decode(e.lo, e.hi)
+    if e.present:
+        if not ce.present or e.fault_reason:
+            return [f"{where}: not filled from a present scalable-mode context entry (lo {e.lo:#x})"]
+        return []
+    if e.fault_reason not in (fr.SM_ROOT_ENTRY_P, fr.SM_CONTEXT_ENTRY_P, fr.SM_CONTEXT_ENTRY_INV):
+        return [f"{where}: cached not-present scalable-mode entry for fault {e.fault_reason:#x}"]
+    if e.fault_reason == fr.SM_CONTEXT_ENTRY_P and ce.present:
+        return [f"{where}: cached as not present but filled from a present entry (lo {e.lo:#x})"]
+    return []
+
+
+def _check_fs_iotlb_filled(e: IotlbEntry, where: str) -> list[str]:
+    """A first-stage (or nested) IOTLB entry against the IA-32e leaf it came from:
+    present iff P; readable whenever present; writable only with R/W."""
+    if not e.present:
+        if e.pte & FL_P or e.r or e.w or e.fault_reason != fr.FS_PAGING_ENTRY_P:
+            return [f"{where}: cached not-present first-stage entry filled from a present PTE {e.pte:#x}"]
+        return []
+    level = (e.shift - 12) // 9 + 1
+    base = e.pte & FL_ADDR_MASK & ~(e.size - 1)
+    leaf = level == 1 or bool(e.pte & FL_PS)
+    if (not e.pte & FL_P or not leaf or base != e.hpa or not e.r or (e.w and not e.pte & FL_RW)
+            or (e.pte_addr & 0xFFF) >> 3 != level_index(e.iova, level)):
+        return [f"{where} → {e.hpa:#x} {'R' if e.r else '-'}{'W' if e.w else '-'}: not what the first-stage L{level} "
+                f"PTE {e.pte:#x} at {e.pte_addr:#x} it was filled from says"]
+    return []
 
 
 def _queued(m, unit: str, e: IotlbEntry) -> bool:
@@ -261,7 +302,7 @@ def _check_stale(m, h: _History) -> list[str]:
 def _present_contexts(u: DmarUnit) -> dict[int, ContextEntry]:
     rta = u.rta_latched & ~0xFFF
     out: dict[int, ContextEntry] = {}
-    if not rta:
+    if not rta or u.rta_latched & RTADDR_SMT:  # scalable mode: _check_pasid_did
         return out
     for bus, _, root in u.present_entries(rta, RootEntry.decode):
         for dfn, _, ce in u.present_entries(root.ctp, ContextEntry.decode):
@@ -269,10 +310,38 @@ def _present_contexts(u: DmarUnit) -> dict[int, ContextEntry]:
     return out
 
 
+def _check_pasid_did(m, name: str, u: DmarUnit, drv) -> list[str]:
+    """Scalable mode: each attached device's PASID entry of PASID 0 is present, names its
+    domain's DID (FLPT_DEFAULT_DID 1 for identity) and the PGTT of the domain's stage;
+    a probed device with no domain has a not-present entry."""
+    out: list[str] = []
+    pgtt = {"first": "first-stage", "second": "second-stage", "identity": "pass-through", "nested": "nested"}
+    for (uname, sid) in list(drv._sm_dev):
+        if uname != name:
+            continue
+        d = drv.attached_domain(sid, u)
+        pe = drv.read_pasid(u, sid, 0)
+        where = f"{name}: PASID entry {bdf_str(sid)} PASID 0"
+        if d is None:
+            if pe is not None and pe.present:
+                out.append(f"{where} is present (DID {pe.did}), but the device has no domain")
+            continue
+        want = 1 if d.stage == "identity" else d.dids.get(name)
+        if pe is None or not pe.present:
+            out.append(f"{where} is not present, but domain {d.id} lists the device as attached")
+        elif pe.did != want or pe.pgtt_name != pgtt[d.stage]:
+            out.append(f"{where}: DID {pe.did} PGTT {pe.pgtt_name}, but domain {d.id} has DID {want}, "
+                       f"stage {d.stage}")
+    return out
+
+
 def _check_context_did(m) -> list[str]:
     out: list[str] = []
     for name, u in m.units.items():
         drv = m.driver_for(name)
+        sm = drv.sm_supported(u)
+        if sm:
+            out += _check_pasid_did(m, name, u, drv)
         owner: dict[int, DmarDomain] = {}
         for d in drv.domains.values():
             did = d.dids.get(name)
@@ -306,9 +375,14 @@ def _check_context_did(m) -> list[str]:
                     out.append(f"{name}: domain {d.id} counts {d.mapped_pages} mapped page(s), its page table maps "
                                f"{pages}")
             for sid, un in d.devices.items():
-                if un == name and sid not in present:
+                if un == name and sid not in present and not sm:
                     out.append(f"{name}: domain {d.id} lists {bdf_str(sid)} as attached, but its context entry "
                                f"is not present")
+                if un == name and sm:
+                    pe = drv.read_pasid(u, sid, 0)
+                    if pe is None or not pe.present:
+                        out.append(f"{name}: domain {d.id} lists {bdf_str(sid)} as attached, but its PASID entry "
+                                   f"(PASID 0) is not present")
                 if un == name and name not in d.dids:
                     out.append(f"{name}: domain {d.id} has {bdf_str(sid)} attached but no DID on {name}")
     return out
@@ -476,6 +550,11 @@ def _check_qemu(m, h: _History) -> list[str]:
         return out
     if not q.guest_unit.cm or h.toggles(q.guest_unit.name, "CM"):
         return out  # without caching mode QEMU refuses, and never catches up on what it missed
+    if q.stale_after_teardown():
+        # Scalable mode: Linux's detach clears the PASID entry but keeps the context
+        # entry, and QEMU's vtd_address_space_sync unmaps the shadow only for a
+        # not-present context entry, so the host keeps the mappings (rule qemu-sm-shadow).
+        return out
     guest = q.guest_mappings()
     if guest != q.shadow:
         missing = sorted(set(guest) - set(q.shadow))
@@ -597,6 +676,8 @@ def _attach_decisions(m, args, ev: _Events) -> list[str]:
     drv = m.driver_for(g.unit)
     out: list[str] = []
     expected = ISSUED if u.cm and not drv.skip_invalidation else SKIPPED
+    if drv.sm_supported(u):
+        return out + _attach_sm_decisions(m, g, u, drv, ev, expected)
     for sid, _ in g.devices:
         bdf = bdf_str(sid)
         cc, miss = _need(ev, f"ctx-np2p context-cache decision for {bdf} on {u.name}", unit=u.name, actor="driver",
@@ -621,10 +702,41 @@ def _attach_decisions(m, args, ev: _Events) -> list[str]:
     return out
 
 
+def _attach_sm_decisions(m, g, u, drv, ev: _Events, expected: str) -> list[str]:
+    """Scalable mode: each device's PASID entry made present owes its pasid_flush_caches()
+    decisions (PASID cache and P_IOTLB, issued iff CM) and a clflush decision."""
+    out: list[str] = []
+    for sid, _ in g.devices:
+        bdf = bdf_str(sid)
+        for op in ("pasid-cache-invalidation", "piotlb-invalidation"):
+            found = [e for e in ev.find(unit=u.name, actor="driver", rule="pasid-np2p", op=op) if e.bdf == bdf]
+            if not found:
+                out.append(f"no pasid-np2p {op} decision for {bdf} on {u.name}")
+            out += _outcomes(found, expected, f"pasid-np2p {op} for {bdf} (CM={int(u.cm)})")
+        out += _need(ev, f"clflush decision for the PASID entry of {bdf}", unit=u.name, actor="driver",
+                     rule="clflush", detail_has=f"PASID entry {bdf} ")[1]
+    if g.owner == "vfio":
+        out += _need(ev, "enforce-cache-coherency (snp) decision", actor="driver", rule="snp")[1]
+        out += _need(ev, "kvm-coherency decision", actor="kvm", rule="kvm-coherency")[1]
+    return out
+
+
 def _detach_decisions(m, args, ev: _Events) -> list[str]:
     g = m.groups[parse_int(args[0], "group")]
     u = m.units[g.unit]
     out: list[str] = []
+    if m.driver_for(g.unit).sm_supported(u):
+        for sid, _ in g.devices:
+            bdf = bdf_str(sid)
+            pc = [e for e in ev.find(unit=u.name, actor="driver", rule="pasid-teardown",
+                                     op="pasid-cache-invalidation") if e.bdf == bdf]
+            out += ([] if pc else [f"no pasid-teardown PASID-cache decision for {bdf}"])
+            out += _outcomes(pc, ISSUED, f"pasid-teardown PASID-cache invalidation for {bdf}")
+            out += _need(ev, f"pasid-teardown device-TLB decision for {bdf}", unit=u.name, rule="pasid-teardown",
+                         op="device-tlb-invalidation", detail=bdf)[1]
+        if g.owner == "vfio":
+            out += _need(ev, "kvm-coherency decision", actor="kvm", rule="kvm-coherency")[1]
+        return out
     for sid, _ in g.devices:
         bdf = bdf_str(sid)
         cc, miss = _need(ev, f"ctx-clear context-cache decision for {bdf}", unit=u.name, actor="driver",
@@ -656,6 +768,12 @@ def _map_decisions(m, args, ev: _Events) -> list[str]:
         drv = m.driver_for(units[0].name)
         for u in units:
             did = d.dids[u.name]
+            if d.stage == "first":  # cache_tag_flush_range_np: never an invalidation for first stage
+                found, miss = _need(ev, f"map-fs decision for domain {d.id} (DID {did}) on {u.name}", unit=u.name,
+                                    actor="driver", rule="map-fs", op="piotlb-invalidation", did=did)
+                out += miss + _outcomes(found, SKIPPED, f"map-fs P_IOTLB invalidation DID {did} on {u.name}")
+                out += _need(ev, f"write-buffer (wbf) decision on {u.name}", unit=u.name, rule="wbf")[1]
+                continue
             found, miss = _need(ev, f"map-np2p IOTLB decision for domain {d.id} (DID {did}) on {u.name}",
                                 unit=u.name, actor="driver", rule="map-np2p", op="iotlb-invalidation", did=did)
             out += miss
@@ -681,19 +799,23 @@ def _unmap_decisions(m, args, ev: _Events) -> list[str]:
     for d in _domains_for(m, g):
         units = [m.units[n] for n in d.dids]
         drv = m.driver_for(units[0].name)
-        lazy = drv.lazy_default and d.owner == "driver" and not any(u.cm for u in units)
+        lazy = drv.lazy_default and d.owner == "driver" and not any(
+            u.cm and not drv.first_level_by_default(u) for u in units)
+        op = "piotlb-invalidation" if d.stage == "first" else "iotlb-invalidation"
         for u in units:
             did = d.dids[u.name]
             found, miss = _need(ev, f"unmap IOTLB decision for domain {d.id} (DID {did}) on {u.name}", unit=u.name,
-                                actor="driver", rule="unmap", op="iotlb-invalidation", did=did)
+                                actor="driver", rule="unmap", op=op, did=did)
             out += miss + _outcomes(found, SKIPPED if lazy else ISSUED,
                                     f"unmap IOTLB invalidation DID {did} on {u.name} ({'lazy' if lazy else 'strict'})")
             if not lazy:
-                if not u.psi:
+                if not u.psi and d.stage != "first":
                     out += _need(ev, f"psi-fallback decision for DID {did} on {u.name} (CAP.PSI=0)", unit=u.name,
                                  rule="psi-fallback", did=did)[1]
                 for sid, un in d.devices.items():
-                    if un == u.name:
+                    # Scalable mode flushes device TLBs through DEVTLB cache tags only
+                    # (ATS enabled); legacy decides for every device.
+                    if un == u.name and (not d.kernel_sm or sid in drv.ats):
                         out += _need(ev, f"unmap device-TLB decision for {bdf_str(sid)}", unit=u.name, rule="unmap",
                                      op="device-tlb-invalidation", detail=bdf_str(sid))[1]
         if not any(e.unit in d.dids for e in ev.find(actor="driver", rule="clflush", detail_has="cleared L")):
@@ -739,7 +861,9 @@ def _flush_queue_decisions(m, args, ev: _Events) -> list[str]:
     host = m.qemu.host_unit.name if m.qemu else None  # QEMU's shadow follows the guest's invalidations
     out = [f"event {e.seq} is not an issued unmap IOTLB invalidation" for e in ev.events
            if e.actor != "qemu" and e.unit != host
-           and (e.actor, e.rule, e.op, e.outcome) != ("driver", "unmap", "iotlb-invalidation", ISSUED)]
+           and not ((e.actor, e.rule, e.outcome) == ("driver", "unmap", ISSUED)
+                    and e.op in ("iotlb-invalidation", "piotlb-invalidation", "device-tlb-invalidation"))
+           and not (e.rule == "psi-fallback" and e.outcome == SKIPPED)]
     groups = [m.groups[parse_int(args[0], "group")]] if args else list(m.groups.values())
     for g in groups:
         d = m.domain_of(g)

@@ -27,6 +27,7 @@ from ..limits import MAX_MAP_ENTRIES
 from ..sw.journal import ISSUED, Event, Journal
 from ..sw.kvm import MODELS, Kvm, model_name
 from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
+from ..sw.pasid import SmDeviceInfo
 from ..sw.qemu import QemuViommu
 from ..sw.vfio import Group, VfioContainer, VfioError
 from .parse import fmt_size, parse_access, parse_int, parse_perms, parse_size
@@ -169,7 +170,12 @@ class Machine:
                                            emulated_by_qemu=us.level == "guest")
         for level, w in self.worlds.items():
             units = [u for u in self.units.values() if self.level_of(u.name) == level]
-            w.driver = IntelIommuDriver(self.journal, w.cache, w.alloc, units, domain_ids=ids)
+            # intel_iommu_sm from [kernel] sm (both kernels, host and guest, are built
+            # alike); ATS on the devices whose entry says `ats = true`.
+            names = {u.name for u in units}
+            ats = {d.source_id for g in sc.groups if g.unit in names for d in g.devices if d.ats}
+            w.driver = IntelIommuDriver(self.journal, w.cache, w.alloc, units, domain_ids=ids,
+                                        intel_iommu_sm=sc.sm, ats=ats)
             for u in units:
                 w.driver.init_unit(u)
         for gs in sc.groups:
@@ -241,15 +247,23 @@ class Machine:
     # the footprint of the commands that name it).
     _FIXED = ("groups",)
 
-    def _footprint(self, line: str) -> list:
-        """The groups and domains (kept in collections as large as the machine) that the
-        command may change besides those its actors hold directly: the named group,
-        its domain, the domains its devices are attached to; every domain with a
-        pending flush queue for a bare flush-queue."""
+    # The actors a checkpoint saves by default (everything they hold with them); a
+    # command whose reach is known (Machine._actors) saves only its own.
+    _ACTORS = ("journal", "worlds", "units", "vfio", "kvm", "qemu", "host_group")
+
+    def _group_arg(self, words: list[str]) -> GroupState | None:
+        """The group a command's first argument names, None for none or a bad one."""
         try:
-            words = shlex.split(line)
+            return self.groups.get(parse_int(words[1], "group")) if len(words) > 1 else None
         except ValueError:
-            return []
+            return None
+
+    def _footprint(self, words: list[str]) -> list:
+        """The groups, domains and scalable-mode device infos (kept in collections as
+        large as the machine) that the command may change besides those its actors hold
+        directly: the named group, its domain, the domains its devices are attached to
+        and their SmDeviceInfo; every domain with a pending flush queue for a bare
+        flush-queue."""
         if not words:
             return []
         verb = words[0].lower()
@@ -259,24 +273,49 @@ class Machine:
                 if w.driver is not None:
                     out += [d for d in w.driver.domains.values() if d.flush_queue or d.freed_tables]
             return out
-        if len(words) < 2:
-            return out
-        try:
-            g = self.groups.get(int(words[1], 0))
-        except ValueError:
-            g = None
-        if g is None:
+        g = self._group_arg(words)
+        if g is None or verb in self._SELECTION:
             return out
         out.append(g)
         d = self.domain_of(g)
         if d is not None:
             out.append(d)
         driver = self.driver_for(g.unit)
+        sm_dev = getattr(driver, "_sm_dev", {})
         for sid, _ in g.devices:
             a = driver._attached.get((g.unit, sid))
             if a is not None:
                 out.append(a)
+            info = sm_dev.get((g.unit, sid))
+            if info is not None:
+                out.append(info)
         return out
+
+    def _actors(self, words: list[str]) -> list | None:
+        """The actors a command can change, for its checkpoint (each saved with what it
+        holds: a unit its caches and registers, a driver its units and allocator, QEMU
+        its host container); None: all of them.  A selection changes the Machine's own
+        fields only; a toggle one unit's CAP/ECAP (and, refused by QEMU's start check,
+        nothing: qemu is saved for it anyway); a DMA the translating unit's caches and
+        fault registers and its kernel's fault handler (dmar_fault()), on QEMU's host
+        unit for the assigned device.  Memory and the CPU caches are always recorded
+        (their own undo records).  tests/test_perf_undo.py audits every command against
+        a checkpoint of all actors."""
+        verb = words[0].lower() if words else ""
+        if verb in self._SELECTION:
+            return []
+        if verb == "toggle":
+            u = self.units.get(words[1]) if len(words) > 1 else None
+            return [x for x in (u, self.qemu) if x is not None]
+        if verb == "dma":
+            g = self._group_arg(words)
+            if g is None:
+                return []  # refused: nothing changes
+            out = [self.units[g.unit], self.driver_for(g.unit)]
+            if self.qemu is not None:
+                out += [self.qemu, self.qemu.host_unit, self.driver_for(self.qemu.host_unit.name)]
+            return out
+        return None
 
     # The commands that may add or drop domains, attachments or DIDs: the driver's
     # collections of them (as large as the machine) are copied for these only; for
@@ -284,8 +323,13 @@ class Machine:
     _REATTACHING = ("attach", "detach", "device-add", "device-del")
 
     def _checkpoint(self, line: str) -> "_Checkpoint":
-        verb = line.split(None, 1)[0].lower() if line.split() else ""
-        return _Checkpoint(self, self._footprint(line), sizable=verb in self._REATTACHING or verb not in USAGE)
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = []  # refused before it changes anything
+        verb = words[0].lower() if words else ""
+        return _Checkpoint(self, self._footprint(words), sizable=verb in self._REATTACHING or verb not in USAGE,
+                           actors=self._actors(words))
 
     # ------------------------------------------------------------ the command interface
     def execute(self, line: str) -> Outcome:
@@ -757,7 +801,11 @@ class _Checkpoint:
 
     LEAVES: tuple = ()  # set below: GroupState, DmarDomain
 
-    def __init__(self, m: "Machine", footprint: list, sizable: bool = True):
+    def __init__(self, m: "Machine", footprint: list, sizable: bool = True, actors: list | None = None,
+                 records: bool = True):
+        """`actors`: the objects to save (with what they hold), None: every actor of
+        the machine; `records` False: no undo records of memory, caches and journal
+        (a second checkpoint taken alongside one that has them, for an audit)."""
         # (object, attributes not recorded, {attribute: value or _Saved}, attribute names)
         self.objs: list[tuple[object, tuple, dict, frozenset]] = []
         self.undo_records: list = []
@@ -767,10 +815,20 @@ class _Checkpoint:
         # ids) get a guard, not a copy: the command must not change them.
         self._sizable = sizable
         self._guards: list[_Guard] = []
-        self._save(m, skip=Machine._VOLATILE + Machine._FIXED)
+        skip = Machine._VOLATILE + Machine._FIXED
+        if actors is not None:
+            skip += Machine._ACTORS  # no command rebinds these: the actors are saved below
+        self._save(m, skip=skip)
+        for a in actors or ():
+            self._save(a)
+        if actors is not None:  # memory is written by whatever the command reaches
+            for w in m.worlds.values():
+                self._save(w.cache)
         for leaf in footprint:
             self._save(leaf)
         self._mems.append(m.journal)
+        if not records:
+            self._mems = []
         for x in self._mems:
             x.begin_undo()
 
@@ -915,7 +973,7 @@ def _unchanged(saved: _Saved) -> bool:
     return not saved.kids
 
 
-_Checkpoint.LEAVES = (GroupState, DmarDomain)
+_Checkpoint.LEAVES = (GroupState, DmarDomain, SmDeviceInfo)
 
 
 def _onoff(flag: bool) -> str:

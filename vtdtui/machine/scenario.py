@@ -18,10 +18,11 @@ from ..limits import (MAX_DESCRIPTION_CHARS, MAX_DEVICES, MAX_GROUPS, MAX_NAME_C
                       LimitError, load_toml, read_bounded)
 from ..textsafe import clip, quote
 from ..sw.kvm import model_name
-from ..sw.qemu import CM_REQUIRED, SC_UNSUPPORTED
+from ..sw.qemu import (AW_BITS_LEGACY, AW_BITS_SM, CM_REQUIRED, ECAP_SM_BITS, FLTS_NEEDS_IOMMUFD, FLTS_NEEDS_SM,
+                       SC_UNSUPPORTED, SM_NEEDS_DRAIN)
 from .parse import fmt_size, parse_map_spec, parse_size
 
-BUILTIN = ("desktop", "viommu", "server")
+BUILTIN = ("desktop", "viommu", "server", "notebook", "viommu-sm")
 
 # Page tables come from [16 MiB, min(memory, 3 GiB)) (machine.TABLES_BASE, TABLES_LIMIT).
 TABLES_BASE, TABLES_LIMIT = 16 << 20, 3 << 30
@@ -35,13 +36,14 @@ KEYS = {
          "vm", "qemu", "kernel"),
     "unit": ("name", "level", "base", "cap", "ecap", "haw"),
     "group": ("id", "unit", "devices", "attached"),
-    "device": ("bdf", "name"),
-    "generate": ("devices", "first_bus", "unit", "attached", "map"),
+    "device": ("bdf", "name", "ats"),
+    "generate": ("devices", "first_bus", "unit", "attached", "map", "ats"),
     "vm": ("policy", "kvm_model", "ignore_guest_pat"),
-    "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base", "host_group", "force"),
-    # How the modelled kernels were built.  DESIGN.md reserves `sm` here too; it is
-    # not listed while the model has no scalable mode, so `sm` is still refused.
-    "kernel": ("dmar_debug",),
+    "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base", "host_group", "force", "scalable_mode",
+             "flts"),
+    # How the modelled kernels were built and booted: `sm` is intel_iommu=sm_on|sm_off
+    # over CONFIG_INTEL_IOMMU_SCALABLE_MODE_DEFAULT_ON=y (DESIGN.md "Scalable mode").
+    "kernel": ("dmar_debug", "sm"),
 }
 
 
@@ -63,6 +65,9 @@ class UnitSpec:
 class DeviceSpec:
     source_id: int
     name: str
+    # The device has an ATS capability (pci_ats_supported()); the driver enables it
+    # where the unit has ECAP.DT (REFERENCE-2 §14.5, iommu_enable_pci_caps()).
+    ats: bool = False
 
     @property
     def bdf(self) -> str:
@@ -85,6 +90,9 @@ class QemuSpec:
     host_ram_base: int
     host_group: int = 1  # the host's IOMMU group of host_bdf (/dev/vfio/N), named in QEMU's messages
     force: bool = False  # what-if: a QEMU without the caching-mode checks (sw.qemu)
+    # x-scalable-mode (QEMU's `scalable_mode`): [qemu] scalable_mode, or when the file
+    # does not say, whether the guest unit's ECAP has SMTS (files written before it).
+    scalable_mode: bool = False
 
 
 @dataclass
@@ -108,6 +116,16 @@ class Scenario:
     # [kernel] dmar_debug: CONFIG_DMAR_DEBUG, under which dmar_fault_do_one() calls
     # dmar_fault_dump_ptes(); off in distribution kernels, so off by default.
     dmar_debug: bool = False
+    # [kernel] sm: intel_iommu_sm.  `int intel_iommu_sm = IS_ENABLED(CONFIG_INTEL_IOMMU_
+    # SCALABLE_MODE_DEFAULT_ON)`, y in the modelled kernel; "off" is intel_iommu=sm_off.
+    sm: bool = True
+
+    def unit_sm(self, unit: UnitSpec) -> bool:
+        """sm_supported(iommu): intel_iommu_sm && ecap_smts(iommu->ecap)."""
+        return self.sm and bool(ECAP.get(unit.ecap, "SMTS"))
+
+    def device(self, source_id: int, unit: str) -> DeviceSpec | None:
+        return next((d for g in self.groups if g.unit == unit for d in g.devices if d.source_id == source_id), None)
 
 
 @dataclass
@@ -123,6 +141,7 @@ class GenerateSpec:
     page: int = 4096
     first_group: int = 0
     where: str = "generate"
+    ats: bool = False  # every generated device has an ATS capability
 
     @property
     def share(self) -> int:
@@ -319,7 +338,8 @@ def parse(data: bytes, source: str) -> Scenario:
             if key in seen:
                 raise ScenarioError(f"{dwhere}: device {bdf_str(sid)} is already in {seen[key]}")
             seen[key] = f"group {gid}"
-            devs.append(DeviceSpec(sid, _name(d, "name", dwhere, bdf_str(sid))))
+            devs.append(DeviceSpec(sid, _name(d, "name", dwhere, bdf_str(sid)),
+                                   bool(_get(d, "ats", bool, dwhere, False))))
         if not devs:
             raise ScenarioError(f"{where}: a group needs at least one device")
         groups.append(GroupSpec(gid, gunit, devs, bool(_get(g, "attached", bool, where, False))))
@@ -331,7 +351,8 @@ def parse(data: bytes, source: str) -> Scenario:
         _known_keys(gen, "generate", where)
         spec = GenerateSpec(_get(gen, "devices", int, where), _get(gen, "first_bus", int, where, 1),
                             _get(gen, "unit", str, where, units[0].name),
-                            bool(_get(gen, "attached", bool, where, True)), where=where)
+                            bool(_get(gen, "attached", bool, where, True)), where=where,
+                            ats=bool(_get(gen, "ats", bool, where, False)))
         map_t = _get(gen, "map", str, where, "")
         if map_t:
             try:
@@ -389,11 +410,13 @@ def parse(data: bytes, source: str) -> Scenario:
         sc.qemu = QemuSpec(ag, hu, hsid, _ram_base(q, "host_ram_base", where, memory, 0x100000000),
                            _get(q, "host_group", int, where, 1), bool(_get(q, "force", bool, where, False)))
         _check_qemu_start(sc, units, groups, where)
+        _check_qemu_sm(sc, q, units, groups, where)
     kern = _get(doc, "kernel", dict, top, None)
     if kern is not None:
         where = f"{source}: kernel"
         _known_keys(kern, "kernel", where)
         sc.dmar_debug = _get(kern, "dmar_debug", bool, where, False)
+        sc.sm = _sm(kern, where, units)
     cap = _get(doc, "iotlb_capacity", int, top, 1024)
     if cap < 0:
         raise ScenarioError(f"{top}: 'iotlb_capacity' = {cap} is negative (0 means no limit)")
@@ -401,8 +424,44 @@ def parse(data: bytes, source: str) -> Scenario:
     for g in groups:
         if sc.qemu and g.unit == sc.qemu.host_unit:
             raise ScenarioError(f"{source}: group {g.id} sits on host unit {g.unit}; the guest's groups go on guest units")
+    _check_sm_units(sc, top, kern is not None and "sm" in kern)  # decides sc.sm, which the room depends on
     _check_table_room(sc, top)
     return sc
+
+
+SM_VALUES = ("on", "off")
+
+
+def _sm(kern: dict, where: str, units: list[UnitSpec]) -> bool:
+    """[kernel] sm = "on" | "off".  Asking for "on" where no unit has ECAP.SMTS is a
+    mistake worth a line: intel_iommu=sm_on would change nothing there."""
+    v = _get(kern, "sm", str, where, "on")
+    if v not in SM_VALUES:
+        close = difflib.get_close_matches(v.lower(), SM_VALUES, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ScenarioError(f"{where}: 'sm' must be \"on\" (intel_iommu=sm_on) or \"off\" (intel_iommu=sm_off), "
+                            f"not {quote(v)}{hint}")
+    if v == "on" and "sm" in kern and not any(ECAP.get(u.ecap, "SMTS") for u in units):
+        raise ScenarioError(f"{where}: 'sm' = \"on\" but no unit has ECAP.SMTS=1 (scalable-mode translation): "
+                            "every unit would run legacy mode; set SMTS (bit 43) in a unit's 'ecap' or drop 'sm'")
+    return v == "on"
+
+
+def _check_sm_units(sc: Scenario, where: str, explicit: bool) -> None:
+    """A unit in scalable mode translates through first-stage (ECAP.FLTS) or
+    second-stage (ECAP.SLTS) tables; with neither, intel_iommu_domain_alloc_first_stage()
+    and _second_stage() both return -EOPNOTSUPP and no device could be attached.
+    A file that says `sm = "on"` is refused; a file written before scalable mode was
+    modelled (no `sm`) keeps booting as it did, in legacy mode."""
+    bad = [u for u in sc.units if sc.unit_sm(u) and not (ECAP.get(u.ecap, "FLTS") or ECAP.get(u.ecap, "SLTS"))]
+    if bad and not explicit:
+        sc.sm = False
+        return
+    for i, u in enumerate(sc.units):
+        if sc.unit_sm(u) and not (ECAP.get(u.ecap, "FLTS") or ECAP.get(u.ecap, "SLTS")):
+            raise ScenarioError(f"{where}: unit[{i}] {quote(u.name)}: ECAP {u.ecap:#x} has SMTS but neither FLTS nor "
+                                "SLTS: in scalable mode no paging domain could be allocated (set FLTS bit 47 or SLTS "
+                                "bit 46, or boot with [kernel] sm = \"off\")")
 
 
 def _check_qemu_start(sc: Scenario, units: list[UnitSpec], groups: list[GroupSpec], where: str) -> None:
@@ -422,6 +481,46 @@ def _check_qemu_start(sc: Scenario, units: list[UnitSpec], groups: list[GroupSpe
                             f"(vtd_iommu_notify_flag_changed(): \"{SC_UNSUPPORTED}\"), force or not")
 
 
+def _check_qemu_sm(sc: Scenario, q: dict, units: list[UnitSpec], groups: list[GroupSpec], where: str) -> None:
+    """[qemu] scalable_mode (x-scalable-mode) and flts (x-flts): refused as QEMU's
+    vtd_decide_config() refuses them, and the guest unit's CAP/ECAP must be what
+    vtd_cap_init() computes for them (REFERENCE-2 §15).  x-flts with the model's
+    legacy VFIO container is refused as vtd_check_hiod() refuses it; nesting through
+    iommufd is the viommu-nested story, not this key's."""
+    gu = next(u for u in units if u.name == next(g for g in groups if g.id == sc.qemu.assigned_group).unit)
+    smts = bool(ECAP.get(gu.ecap, "SMTS"))
+    if "scalable_mode" not in q and "flts" not in q:
+        sc.qemu.scalable_mode = smts  # a file written before the key: its ECAP says
+        return
+    sm = sc.qemu.scalable_mode = bool(_get(q, "scalable_mode", bool, where, False))
+    if _get(q, "flts", bool, where, False):
+        why = FLTS_NEEDS_IOMMUFD if sm else FLTS_NEEDS_SM
+        fn = "vtd_check_hiod()" if sm else "vtd_decide_config()"
+        raise ScenarioError(f"{where}: 'flts' = true (x-flts=on): QEMU refuses it here ({fn}: \"{why}\"); "
+                            "this model's QEMU has a legacy VFIO container")
+    mgaw = CAP.get(gu.cap, "MGAW") + 1
+    if mgaw not in (39, 48):
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has CAP.MGAW {mgaw} bits: QEMU does not start "
+                            f"(vtd_decide_config(): \"{AW_BITS_SM if sm else AW_BITS_LEGACY}\")")
+    if not sm:
+        if smts:
+            raise ScenarioError(f"{where}: 'scalable_mode' = false but unit {quote(gu.name)} has ECAP.SMTS=1: QEMU "
+                                "sets SMTS only with x-scalable-mode=on (vtd_cap_init())")
+        return
+    if not (CAP.get(gu.cap, "DRD") and CAP.get(gu.cap, "DWD")):
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has no CAP.DRD/DWD (dma-drain=off): QEMU does not start "
+                            f"(vtd_decide_config(): \"{SM_NEEDS_DRAIN}\")")
+    missing = [b for b in ECAP_SM_BITS if not ECAP.get(gu.ecap, b)]
+    if missing or ECAP.get(gu.ecap, "FLTS"):
+        want = gu.ecap & ~(1 << 47)
+        for b in ECAP_SM_BITS:
+            want |= 1 << ECAP.field(b).lo
+        what = f"lacks {'|'.join(missing)}" if missing else "has FLTS (that is x-flts)"
+        raise ScenarioError(f"{where}: 'scalable_mode' = true but unit {quote(gu.name)}'s ECAP {gu.ecap:#x} {what}: "
+                            f"x-scalable-mode=on without x-flts reports SMTS|SRS|SLTS (vtd_cap_init()), "
+                            f"ECAP {want:#x}")
+
+
 def _check_table_room(sc: Scenario, where: str) -> None:
     """The pages built at boot (per unit a root table and an invalidation queue, context
     tables, each attached group's domain, generated mappings) must fit in the page-table
@@ -433,6 +532,12 @@ def _check_table_room(sc: Scenario, where: str) -> None:
         mine = [g for g in sc.groups if g.unit in names]
         need = 2 * len(names) + len({(g.unit, d.source_id >> 8) for g in mine for d in g.devices})
         need += sum(g.attached for g in mine) + (2 if sc.qemu and sc.qemu.host_unit in names else 0)
+        # Scalable mode: a second context table per bus (UCTP), a PASID directory per
+        # device at probe (intel_pasid_alloc_table()) and a PASID table per attached one.
+        sm_units = {u.name for u in sc.units if u.name in names and sc.unit_sm(u)}
+        sm_groups = [g for g in mine if g.unit in sm_units]
+        need += len({(g.unit, d.source_id >> 8) for g in sm_groups for d in g.devices})
+        need += sum(len(g.devices) * (1 + g.attached) for g in sm_groups)
         spec = sc.generate
         if spec is not None and spec.map_size and spec.unit in names:
             leaves = spec.share // spec.page
@@ -461,7 +566,7 @@ def _generate(groups: list[GroupSpec], seen: dict[str, str], spec: GenerateSpec,
         if key in seen:
             raise ScenarioError(f"{where}: generated device {bdf_str(sid)} is already in {seen[key]}")
         seen[key] = f"group {start + i}"
-        groups.append(GroupSpec(start + i, spec.unit, [DeviceSpec(sid, f"function {i}")], spec.attached))
+        groups.append(GroupSpec(start + i, spec.unit, [DeviceSpec(sid, f"function {i}", spec.ats)], spec.attached))
 
 
 def _check_map(sc: Scenario, spec: GenerateSpec) -> None:
@@ -500,7 +605,7 @@ def regenerate(sc: Scenario, devices: int | None, map_spec: str | None) -> None:
     first = old.first_group if sc.generate is not None else None
     keep = [g for g in sc.groups if first is None or g.id < first or g.id >= first + old.devices]
     spec = GenerateSpec(devices if devices is not None else old.devices, old.first_bus, old.unit, old.attached,
-                        old.map_size, old.page, where="--devices" if devices is not None else "--map")
+                        old.map_size, old.page, where="--devices" if devices is not None else "--map", ats=old.ats)
     if map_spec is not None:
         try:
             spec.map_size, spec.page = parse_map_spec(map_spec, "--map")

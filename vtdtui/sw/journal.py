@@ -25,6 +25,14 @@ OP_DOMAIN = "domain-reuse"  # VFIO's choice of a domain for a group
 OP_ENFORCE = "enforce-cache-coherency"
 OP_DMA = "dma"  # a DMA that translated: actor hw
 OP_FLUSH_QUEUE = "flush-queue"  # lazy unmap deferred
+# Scalable mode (DESIGN.md "Scalable mode"): PASID-cache invalidation (scope pasid |
+# domain | global) and PASID-based IOTLB invalidation (scope pasid | page).
+OP_PASID_CACHE = "pasid-cache-invalidation"
+OP_PIOTLB = "piotlb-invalidation"
+# Every event of these ops carries "did", "pasid" and "bdf" in its JSON (null where the
+# descriptor has no such field): the contract's invalidation ops.
+INVALIDATION_OPS = frozenset({"context-cache-invalidation", "iotlb-invalidation", OP_PASID_CACHE, OP_PIOTLB,
+                              "device-tlb-invalidation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,11 @@ class Event:
     reason: str
     detail: str = ""  # the arguments (DID, address, mask …) for the curious
     data: EventData | None = None  # structured facts (Journal.amend adds them)
+    # The descriptor's fields an invalidation names (None where it has none): domain
+    # id, PASID, and the source id as "bb:dd.f".
+    did: int | None = None
+    pasid: int | None = None
+    bdf: str | None = None
 
     def __deepcopy__(self, memo) -> "Event":
         return self  # immutable: a snapshot of the journal shares its events
@@ -150,7 +163,7 @@ class Event:
         "descriptors" / "wait" / "registers" / "entries" (always present: [] or null
         where the event has none), addresses and words as hex strings."""
         d = self.data
-        return {
+        out = {
             "seq": self.seq, "unit": self.unit, "actor": self.actor, "op": self.op,
             "scope": self.scope, "outcome": self.outcome, "rule": self.rule,
             "reason": self.reason, "detail": self.detail,
@@ -159,6 +172,9 @@ class Event:
             "registers": [r.to_json() for r in d.registers] if d else [],
             "entries": [t.to_json() for t in self.entries],
         }
+        if self.op in INVALIDATION_OPS:
+            out.update(did=self.did, pasid=self.pasid, bdf=self.bdf)
+        return out
 
     @property
     def entries(self) -> tuple[Touched, ...]:
@@ -224,21 +240,22 @@ class Journal:
 
     def record(
         self, unit: str, actor: str, op: str, outcome: str, rule: str, reason: str,
-        scope: str = "", detail: str = "", data: EventData | None = None,
+        scope: str = "", detail: str = "", data: EventData | None = None, *,
+        did: int | None = None, pasid: int | None = None, bdf: str | None = None,
     ) -> Event:
         if outcome not in (ISSUED, SKIPPED):
             raise ValueError(f"outcome must be issued or skipped, not {outcome!r}")
-        e = Event(len(self.events) + 1, unit, actor, op, scope, outcome, rule, reason, detail, data)
+        e = Event(len(self.events) + 1, unit, actor, op, scope, outcome, rule, reason, detail, data, did, pasid, bdf)
         self.events.append(e)
         return e
 
     def issued(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "",
-               data: EventData | None = None) -> Event:
-        return self.record(unit, actor, op, ISSUED, rule, reason, scope, detail, data)
+               data: EventData | None = None, **keys) -> Event:
+        return self.record(unit, actor, op, ISSUED, rule, reason, scope, detail, data, **keys)
 
     def skipped(self, unit: str, actor: str, op: str, rule: str, reason: str, scope: str = "", detail: str = "",
-                data: EventData | None = None) -> Event:
-        return self.record(unit, actor, op, SKIPPED, rule, reason, scope, detail, data)
+                data: EventData | None = None, **keys) -> Event:
+        return self.record(unit, actor, op, SKIPPED, rule, reason, scope, detail, data, **keys)
 
     def amend(self, event: Event, *, descriptors: tuple[QiWords, ...] = (), wait: QiWords | None = None,
               registers: tuple[RegWrite, ...] = (), entries: tuple[Touched, ...] = (),

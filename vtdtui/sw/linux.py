@@ -11,6 +11,7 @@ Functions named in comments are the kernel's, so each step can be checked there.
 from __future__ import annotations
 
 import heapq
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,8 +21,11 @@ from ..hw.entries import (
     bdf_str, level_index, level_shift,
 )
 from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
+from ..hw.sm_entries import FsPte
 from ..hw.unit import DmarUnit
-from .journal import EventData, Journal, QiWords, RegWrite
+from .cache_tag import CacheTag, CacheTags, calculate_psi_aligned_address
+from .journal import INVALIDATION_OPS, EventData, Journal, QiWords, RegWrite
+from .pasid import ScalableMode, SmDeviceInfo
 
 ACTOR = "driver"
 VTD_PAGE = PAGE_SIZE
@@ -54,6 +58,11 @@ class DmarDomain:
     # its page sizes are refused at attach, not given a smaller domain.
     superpage_level: int = 0
     gaw: int = 0  # domain->gaw: address width of the unit it was allocated for
+    # "first" (intel_fs_paging_domain_ops: IA-32e tables, PASID entry PGTT 1), "second"
+    # (legacy, or PGTT 2), "identity" (pass-through, PGTT 4) or "nested" (PGTT 3).
+    stage: str = "second"
+    kernel_sm: bool = False  # allocated by a kernel with intel_iommu_sm on
+    tags: list[CacheTag] = field(default_factory=list)  # domain->cache_tags (scalable mode)
     mapped_pages: int = 0  # 4 KiB pages mapped
     flush_queue: list[tuple[int, int]] = field(default_factory=list)  # deferred (iova, size)
     freed_tables: list[int] = field(default_factory=list)  # freed after the next flush
@@ -71,8 +80,15 @@ class QiBatch:
     descs: list = field(default_factory=list)
 
 
-class IntelIommuDriver:
-    """One kernel's intel-iommu driver, over the units it owns (host or guest)."""
+class IntelIommuDriver(ScalableMode, CacheTags):
+    """One kernel's intel-iommu driver, over the units it owns (host or guest).
+
+    `intel_iommu_sm`: the kernel's scalable-mode switch (CONFIG_INTEL_IOMMU_SCALABLE_MODE_
+    DEFAULT_ON, `intel_iommu=sm_on|sm_off`); a unit runs scalable mode iff it is on and
+    the unit has ECAP.SMTS (sm_supported).  `ats`: the devices (source ids, or a
+    predicate on one) with a PCIe ATS capability; the driver enables ATS on them in
+    scalable mode where the unit has ECAP.DT.  `pasid_devices`: likewise, the devices
+    with a PCIe PASID capability (none by default)."""
 
     def __init__(
         self,
@@ -83,6 +99,9 @@ class IntelIommuDriver:
         *,
         lazy_default: bool = True,
         domain_ids: list[int] | None = None,
+        intel_iommu_sm: bool = False,
+        ats=None,
+        pasid_devices=None,
     ):
         self.journal = journal
         self.cache = cache
@@ -104,15 +123,27 @@ class IntelIommuDriver:
         self._attached: dict[tuple[str, int], DmarDomain] = {}
         self._qi_status: dict[str, int] = {}  # unit → page of its qi->desc_status words
         self._batch: QiBatch | None = None  # the open qi_batch of the flush in progress
-        self.ats: set[int] = set()  # source ids with ATS enabled (none by default)
+        self.ats: set[int] = set()  # source ids with ATS enabled (info->ats_enabled)
+        self.intel_iommu_sm = intel_iommu_sm
+        self._ats_cap = ats if ats is not None else set()
+        self._pasid_cap = pasid_devices if pasid_devices is not None else set()
+        self._sm_dev: dict[tuple[str, int], SmDeviceInfo] = {}  # scalable-mode device_domain_info
         # A queued descriptor's journal event (by id), which gets the wait words at submit.
         self._qi_owner: dict[int, int] = {}
 
     # ------------------------------------------------------------ small helpers
     def _ev(self, unit: DmarUnit, op: str, issued: bool, rule: str, reason: str, scope: str = "", detail: str = "",
-            data: EventData | None = None):
+            data: EventData | None = None, **keys):
+        """Record a decision.  Invalidations carry did / pasid / bdf: given by the
+        caller, else read from the legacy detail ("bb:dd.f DID n", "DID n ...", "bb:dd.f")."""
         rec = self.journal.issued if issued else self.journal.skipped
-        return rec(unit.name, ACTOR, op, rule, reason, scope, detail, data)
+        if op in INVALIDATION_OPS and not keys:
+            keys = _keys_from_detail(detail)
+        return rec(unit.name, ACTOR, op, rule, reason, scope, detail, data, **keys)
+
+    @staticmethod
+    def _error(message: str) -> "DriverError":
+        return DriverError(message)
 
     def _write(self, addr: int, value: int) -> None:
         self.cache.cpu_write_q(addr, value)
@@ -195,8 +226,11 @@ class IntelIommuDriver:
         count = len(descs)
         # qi->free_head / free_tail: the queue drains on each tail write here, so the
         # software indices are the unit's IQT and IQH.
-        index = unit.mmio_read(regs.IQT_REG) >> 4
-        busy = (index - (unit.mmio_read(regs.IQH_REG) >> 4)) % QI_LENGTH
+        # qi_shift(iommu) = DMAR_IQ_SHIFT + !!ecap_smts: IQH/IQT hold index << 5 for a
+        # 256-bit queue (IQA.DW=1).
+        shift = 5 if unit.mmio_read(regs.IQA_REG) & regs.IQA_DW else 4
+        index = unit.mmio_read(regs.IQT_REG) >> shift
+        busy = (index - (unit.mmio_read(regs.IQH_REG) >> shift)) % QI_LENGTH
         if QI_LENGTH - busy < count + 2:  # "# of desc + 1 wait desc + 1 space between head and tail"
             return False  # the kernel spins until a stopped queue moves again
         slots = [status + 4 * ((index + i) % QI_LENGTH) for i in range(count + 1)]
@@ -316,7 +350,14 @@ class IntelIommuDriver:
 
     # ------------------------------------------------------------ boot
     def init_unit(self, unit: DmarUnit, qi_queue: int | None = None) -> None:
-        """init_dmars(): root table, SRTP, global flushes, QI, then translation on."""
+        """init_dmars(): root table, SRTP, global flushes, QI, then translation on.
+
+        Scalable mode (sm_supported) follows init_dmars' own order, QI first
+        (ScalableMode._init_unit_sm).  The legacy path keeps the model's historical order
+        (root table before QI, so its flushes go through the registers)."""
+        if self.sm_supported(unit):
+            self._init_unit_sm(unit, qi_queue)
+            return
         root = self.alloc.alloc()
         self._root[unit.name] = root
         self.flush_cache(unit, root, PAGE_SIZE, "root table")
@@ -334,16 +375,53 @@ class IntelIommuDriver:
         if unit.qi_supported:
             queue = qi_queue if qi_queue is not None else self.alloc.alloc()
             self._desc_status(unit)  # dmar_enable_qi(): qi->desc_status with the queue
-            unit.enable_qi(queue)
+            self._enable_qi(unit, queue)
         unit.enable_translation()
 
+    @staticmethod
+    def _enable_qi(unit: DmarUnit, queue: int) -> None:
+        """dmar_enable_qi() → __dmar_enable_qi(): `if (ecap_smts(iommu->ecap)) val |=
+        BIT_ULL(11) | BIT_ULL(0);` ("Set DW=1 and QS=1") — keyed on ECAP.SMTS, not
+        sm_supported: sm_off on SMTS hardware still uses 256-bit descriptors."""
+        unit.enable_qi(queue, 0, dw=bool(unit.ecapf("SMTS")))
+
     # ------------------------------------------------------------ domains
-    def domain_alloc(self, owner: str, unit: DmarUnit) -> DmarDomain:
-        """intel_iommu_domain_alloc_paging(): levels from the unit's SAGAW/MGAW."""
-        levels = self._levels_for(unit)
-        d = DmarDomain(self._ids[0], levels, self.alloc.alloc(), owner, coherent=unit.coherent)
-        d.superpage_level = self._superpage_level(unit)
-        d.gaw = min(30 + 9 * (levels - 2), unit.mgaw_bits)
+    def domain_alloc(self, owner: str, unit: DmarUnit, stage: str | None = None) -> DmarDomain:
+        """intel_iommu_domain_alloc_paging(): levels from the unit's SAGAW/MGAW.
+
+        Scalable mode (≈6.17+ split, "Prefer first stage if possible by default"):
+        intel_iommu_domain_alloc_first_stage() when sm_supported and ECAP.FLTS, else
+        intel_iommu_domain_alloc_second_stage(), which refuses `sm_supported &&
+        !ecap_slts`.  `stage` forces one ("first", "second", "identity") as a caller of
+        the kernel's alloc_paging_flags could; legacy units only take "second".
+        domain->iommu_coherency = iommu_paging_structure_coherency(): ECAP.SMPWC in
+        scalable mode, ECAP.C in legacy (REFERENCE-2 §14.7)."""
+        sm = self.sm_supported(unit)
+        if stage is None:
+            stage = "first" if sm and unit.ecapf("FLTS") else "second"
+        if stage not in ("first", "second", "identity"):
+            raise DriverError(f"no {stage!r} paging domain (first, second or identity)")
+        if stage != "second" and not sm:
+            raise DriverError(f"{unit.name} is not in scalable mode: only second-stage domains (-EOPNOTSUPP)")
+        if stage == "first" and not unit.ecapf("FLTS"):
+            raise DriverError(f"{unit.name} has no ECAP.FLTS: no first-stage domain (-EOPNOTSUPP)")
+        if stage == "second" and sm and not unit.ecapf("SLTS"):
+            raise DriverError(f"{unit.name} has no ECAP.SLTS: no second-stage domain in scalable mode (-EOPNOTSUPP)")
+        coherent = self.paging_structure_coherency(unit)
+        if stage == "first":
+            # x86_64 format: 4 levels (48-bit), 5 with CAP.FL5LP where MGAW reaches 57
+            # (hw_max_vasz_lg2 57 or 48; the exact test was not read).  Superpages:
+            # iommu_superpage_capability(first_stage) = FL1GP ? 2 : 1.
+            levels = 5 if unit.capf("FL5LP") and unit.mgaw_bits >= 57 else 4
+            d = DmarDomain(self._ids[0], levels, self.alloc.alloc(), owner, coherent=coherent)
+            d.superpage_level = 3 if unit.capf("FL1GP") else 2
+            d.gaw = 57 if levels == 5 else 48
+        else:
+            levels = self._levels_for(unit)
+            d = DmarDomain(self._ids[0], levels, self.alloc.alloc(), owner, coherent=coherent)
+            d.superpage_level = self._superpage_level(unit)
+            d.gaw = min(30 + 9 * (levels - 2), unit.mgaw_bits)
+        d.stage, d.kernel_sm = stage, self.intel_iommu_sm
         self._ids[0] += 1
         self.domains[d.id] = d
         self.flush_cache(unit, d.pgd, PAGE_SIZE, f"domain {d.id} top-level table", d.coherent)
@@ -388,9 +466,23 @@ class IntelIommuDriver:
         (paging_domain_alloc); PTE flushes follow it, not a later toggle."""
         return d.coherent
 
+    def first_level_by_default(self, unit: DmarUnit) -> bool:
+        """first_level_by_default(iommu) (≈6.13, J): `if (!sm_supported(iommu)) return
+        false; if (ecap_flts ^ ecap_slts) return ecap_flts; return true;`."""
+        if not self.sm_supported(unit):
+            return False
+        flts, slts = bool(unit.ecapf("FLTS")), bool(unit.ecapf("SLTS"))
+        return flts if flts != slts else True
+
     def enforce_cache_coherency(self, d: DmarDomain) -> bool:
         """intel_iommu_enforce_cache_coherency(): force SNP, if every unit has SC
-        and the domain has no mappings yet."""
+        and the domain has no mappings yet.
+
+        First stage (intel_iommu_enforce_cache_coherency_fs, ≈6.17): allowed with
+        mappings present — PGSNP is per PASID entry, so each attached device's entry
+        gets it through intel_pasid_setup_page_snoop_control() + intel_pasid_flush_present()."""
+        if d.stage == "first":
+            return self._enforce_fs(d)
         units = [self.units[n] for n in d.dids]
         anchor = units[0] if units else next(iter(self.units.values()))
         no_sc = [u.name for u in units if not u.sc]
@@ -440,6 +532,11 @@ class IntelIommuDriver:
         pgsize_bitmap must be in the unit's CAP.SLLPS.  ≈6.12–6.16 demanded
         iommu_superpage equality; before that domain_update_iommu_superpage() shrank the
         domain to the smallest unit — either way a unit with fewer sizes is refused."""
+        sm = d.kernel_sm and bool(unit.ecapf("SMTS"))  # sm_supported() of the domain's kernel
+        if d.stage in ("first", "identity"):
+            return IntelIommuDriver._incompatible_first(d, unit, sm)
+        if sm and not unit.ecapf("SLTS"):
+            return f"{unit.name} has no ECAP.SLTS: it cannot walk second-stage domain {d.id}"
         sllps = unit.capf("SLLPS")
         for level, bit, size in ((2, 0, "2M"), (3, 1, "1G")):
             if d.superpage_level >= level and not sllps >> bit & 1:
@@ -447,13 +544,32 @@ class IntelIommuDriver:
                         f"was allocated with them (same page size support)")
         if d.force_snooping and not unit.sc:
             return f"{unit.name} has no snoop control; domain {d.id} enforces coherency"
-        if d.coherent != unit.coherent:
-            return (f"{unit.name} ECAP.C={int(unit.coherent)} differs from domain {d.id}'s page-walk "
+        walk = bool(unit.ecapf("SMPWC")) if sm else unit.coherent
+        if d.coherent != walk:
+            name = "ECAP.SMPWC" if sm else "ECAP.C"
+            return (f"{unit.name} {name}={int(walk)} differs from domain {d.id}'s page-walk "
                     f"coherency (iommu_coherency={int(d.coherent)}, fixed at allocation)")
         levels = IntelIommuDriver._levels_for(unit)
         width = min(30 + 9 * (levels - 2), unit.mgaw_bits)
         if d.gaw > width or d.levels > levels:
             return f"{unit.name} cannot walk domain {d.id}'s {d.levels}-level, {d.gaw}-bit table"
+        return None
+
+    @staticmethod
+    def _incompatible_first(d: DmarDomain, unit: DmarUnit, sm: bool) -> str | None:
+        """paging_domain_compatible() for a first-stage domain (G17
+        paging_domain_compatible_first_stage): "Only SL is available in legacy mode"."""
+        if not sm or not unit.ecapf("FLTS"):
+            return f"{unit.name} runs no first stage (scalable mode and ECAP.FLTS needed) for domain {d.id}"
+        if d.force_snooping and not unit.sc:
+            return f"{unit.name} has no snoop control; domain {d.id} enforces coherency"
+        if d.superpage_level >= 3 and not unit.capf("FL1GP"):
+            return f"{unit.name} CAP.FL1GP=0 has no first-stage 1G pages; domain {d.id} was allocated with them"
+        if d.levels == 5 and not unit.capf("FL5LP"):
+            return f"{unit.name} CAP.FL5LP=0 cannot walk domain {d.id}'s 5-level first stage"
+        if d.coherent and not unit.ecapf("SMPWC"):
+            return (f"{unit.name} ECAP.SMPWC=0 but domain {d.id} flushes no page-table writes "
+                    f"(iommu_coherency=1, fixed at allocation)")
         return None
 
     def attach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
@@ -467,18 +583,48 @@ class IntelIommuDriver:
             return
         if old is not None:
             self.detach_device(old, unit, source_id)
+        if self.sm_supported(unit):
+            self._attach_sm(d, unit, source_id)
+            return
         if unit.name not in d.dids:
             d.dids[unit.name] = self._alloc_did(unit)
         d.devices[source_id] = unit.name
         self._attached[(unit.name, source_id)] = d
         self._context_mapping_one(d, unit, source_id)
 
+    def _attach_sm(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        """dmar_domain_attach_device() in scalable mode: domain_attach_iommu() (a DID;
+        identity domains use FLPT_DEFAULT_DID and no cache tags), the PASID entry of
+        IOMMU_NO_PASID, then cache_tag_assign_domain().  A replaced domain was blocked
+        first (device_block_translation), so domain_setup_*() get old = NULL: tear down
+        and set up, no intel_pasid_replace_*() for RID (NEW iommu.c)."""
+        self.sm_device(unit, source_id)  # probed at boot; probe now if not
+        new_did = d.stage != "identity" and unit.name not in d.dids
+        if new_did:
+            d.dids[unit.name] = self._alloc_did(unit)
+        try:
+            self._setup_pasid_entry(d, unit, source_id)
+        except DriverError:
+            if new_did:
+                self._free_did(unit, d.dids.pop(unit.name))
+            raise
+        d.devices[source_id] = unit.name
+        self._attached[(unit.name, source_id)] = d
+        if d.stage != "identity":
+            self._cache_tag_assign_domain(d, unit, source_id)
+
     def probe_device(self, unit: DmarUnit, source_id: int) -> None:
         """Boot-time probe: the kernel attaches every enumerated device to a default
         domain (iommu_setup_default_domain → intel_iommu_attach_device), which allocates
         its bus's context table (iommu_context_addr(alloc=1)).  A device later blocked or
         claimed by VFIO keeps that table with its entry cleared, so a DMA from a device
-        that was never attached here faults with 0x2 (context entry), not 0x1 (root)."""
+        that was never attached here faults with 0x2 (context entry), not 0x1 (root).
+
+        Scalable mode: intel_iommu_probe_device() allocates the PASID directory and writes
+        the SM context entry once (ScalableMode._probe_sm)."""
+        if self.sm_supported(unit):
+            self._probe_sm(unit, source_id)
+            return
         self._context_table(unit, source_id >> 8)
 
     def _context_table(self, unit: DmarUnit, bus: int) -> int:
@@ -531,6 +677,9 @@ class IntelIommuDriver:
         intel_context_flush_no_pasid(), then domain_detach_iommu()."""
         if d.devices.get(source_id) != unit.name:
             raise DriverError(f"{bdf_str(source_id)} is not attached to domain {d.id} on {unit.name}")
+        if self.sm_supported(unit):
+            self._detach_sm(d, unit, source_id)
+            return
         did = d.dids[unit.name]
         bdf = bdf_str(source_id)
         table = self._context_table(unit, source_id >> 8)
@@ -551,22 +700,37 @@ class IntelIommuDriver:
             self._free_did(unit, did)
             del d.dids[unit.name]
 
+    def _detach_sm(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        """device_block_translation() in scalable mode (NEW): intel_pasid_tear_down_entry(
+        IOMMU_NO_PASID), cache_tag_unassign_domain(), domain_detach_iommu().  ATS stays
+        enabled: since 2025 the driver enables it at probe in scalable mode and disables it
+        only at release (J-era ≈6.14 disabled it here first, which skipped the devtlb
+        flush of the teardown)."""
+        self._tear_down_pasid(unit, source_id)
+        if d.stage != "identity":
+            self._cache_tag_unassign_domain(d, unit, source_id)
+        del d.devices[source_id]
+        del self._attached[(unit.name, source_id)]
+        if d.stage != "identity" and unit.name not in d.devices.values():
+            self._free_did(unit, d.dids.pop(unit.name))
+
     def _devtlb(self, unit: DmarUnit, source_id: int, addr: int, mask: int, rule: str) -> None:
         """qi_flush_dev_iotlb, or qi_batch_add_dev_iotlb inside a qi_batch()."""
         bdf = bdf_str(source_id)
+        scope = "all" if mask >= 52 else "page"  # DESIGN.md: device-tlb-invalidation scope page | all
         if source_id in self.ats:
             from ..hw import qi
 
             size = mask > 0
             a = addr | (((1 << (mask - 1)) - 1) << 12 if size else 0)
             ev = self._ev(unit, "device-tlb-invalidation", True, rule, "ATS enabled: the device caches translations",
-                          "device", bdf)
+                          scope, bdf, bdf=bdf)
             # Both return early `if (!(iommu->gcmd & DMA_GCMD_TE))`: the spec (4.3) advises
             # no device-TLB invalidation while remapping is off.
             if unit.gcmd & regs.GCMD_TE:
                 self._qi_send(unit, qi.DevTlbDesc(source_id, a, size), ev)
         else:
-            self._ev(unit, "device-tlb-invalidation", False, rule, "ATS not enabled on the device", "device", bdf)
+            self._ev(unit, "device-tlb-invalidation", False, rule, "ATS not enabled on the device", scope, bdf, bdf=bdf)
 
     # ------------------------------------------------------------ map
     def map_range(self, d: DmarDomain, iova: int, phys: int, size: int, r: bool, w: bool) -> int:
@@ -575,6 +739,8 @@ class IntelIommuDriver:
         Returns the number of leaf entries written.
         """
         self._check_range(d, iova, size)
+        if d.stage == "identity":
+            raise DriverError(f"domain {d.id} is an identity domain: nothing to map")
         if (iova | phys | size) & (VTD_PAGE - 1):
             raise DriverError("IOVA, address and size must be 4 KiB aligned")
         if not (r or w):
@@ -598,11 +764,11 @@ class IntelIommuDriver:
             last = pa + (n - 1) * step
             if last & ~PTE_ADDR_MASK:  # Pte.encode refuses it: fail at the same entry
                 for idx in range(first, first + n):
-                    self._write(table + idx * 8, Pte.encode(pa, r=r, w=w, ps=level > 1, snp=d.force_snooping))
+                    self._write(table + idx * 8, self._leaf(d, pa, r, w, level > 1))
                     cur += step
                     pa += step
             else:  # the table's run in one write, a cache line at a time
-                flags = Pte.encode(0, r=r, w=w, ps=level > 1, snp=d.force_snooping)
+                flags = self._leaf(d, 0, r, w, level > 1)
                 self.cache.cpu_write_run(table + first * 8, range(pa | flags, (last | flags) + 1, step))
                 cur += n * step
                 pa += n * step
@@ -613,6 +779,23 @@ class IntelIommuDriver:
         d.has_mappings = True
         self._iotlb_sync_map(d, iova, size)
         return leaves
+
+    @staticmethod
+    def _leaf(d: DmarDomain, pa: int, r: bool, w: bool, ps: bool) -> int:
+        """A leaf as __domain_mapping() writes it: second stage R|W(|SNP when
+        force_snooping)(|PS); first stage (FsPte) P|US|A, +R/W|D if writable, (|PS) — a
+        first-stage leaf is readable whenever present and carries no SNP (PGSNP in the
+        PASID entry does that job)."""
+        if d.stage == "first":
+            return FsPte.encode(pa, w=w, ps=ps)
+        return Pte.encode(pa, r=r, w=w, ps=ps, snp=d.force_snooping)
+
+    @staticmethod
+    def _table_entry(d: DmarDomain, table: int) -> int:
+        """A non-leaf entry (pfn_to_dma_pte): R|W, and for first stage P|R/W|US|A."""
+        if d.stage == "first":
+            return FsPte.encode(table, leaf=False)
+        return Pte.encode(table, r=True, w=True)
 
     def _switch_to_super_page(self, d: DmarDomain, table: int, first: int, n: int, start: int,
                               level: int, coherent: bool, units: list[DmarUnit]) -> None:
@@ -636,6 +819,11 @@ class IntelIommuDriver:
                 self.flush_cache(units[0], slot, 8, f"L{level} entry {pos:#x} cleared for a large page", coherent)
             for t in tables:
                 self.alloc.free(t)
+            if d.kernel_sm and d.tags:  # scalable mode: the domain's cache tags
+                self.cache_tag_flush_range(d, pos, end - 1, False, "superpage",
+                                           f"switch_to_super_page(): table under L{level} entry {pos:#x} cleared "
+                                           "and freed for a large page")
+                continue
             with self.qi_batch():  # cache_tag_flush_range(domain, pos, end, 0)
                 for name, did in d.dids.items():
                     unit = self.units[name]
@@ -646,9 +834,37 @@ class IntelIommuDriver:
                         if uname == name:
                             self._devtlb(unit, sid, pos, psi_aligned(pos, end - pos)[1], "superpage")
 
+    def _enforce_fs(self, d: DmarDomain) -> bool:
+        units = [self.units[n] for n in d.dids]
+        anchor = units[0] if units else next(iter(self.units.values()))
+        if d.force_snooping:
+            self.journal.skipped(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                                 "first stage: PGSNP already set", "domain", f"domain {d.id}")
+            return True
+        no_sc = [u.name for u in units if not u.sc]
+        if no_sc:  # domain_support_force_snooping()
+            self.journal.skipped(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                                 f"ECAP.SC=0 on {', '.join(no_sc)}: DMA cannot be forced to snoop",
+                                 "domain", f"domain {d.id}")
+            return False
+        d.force_snooping = True
+        self.journal.issued(anchor.name, ACTOR, "enforce-cache-coherency", "snp",
+                            "first stage: PGSNP in each attached device's PASID entry (mappings may exist)",
+                            "domain", f"domain {d.id}")
+        for sid, name in list(d.devices.items()):
+            self._page_snoop_control(self.units[name], sid)
+        return True
+
     def _check_range(self, d: DmarDomain, iova: int, size: int) -> None:
         if size <= 0:
             raise DriverError("size must be positive")
+        if d.stage == "first":
+            # "First-level translation restricts the input-address to a canonical
+            # address": aperture_end = __DOMAIN_MAX_ADDR(gaw - 1), the lower half.
+            if iova + size > 1 << (d.gaw - 1):
+                raise DriverError(f"IOVA range ends beyond the first stage's canonical lower half "
+                                  f"({d.gaw - 1} bits)")
+            return
         width = min([self.units[n].mgaw_bits for n in d.dids] or [30 + 9 * d.agaw])
         if iova + size > 1 << min(width, 30 + 9 * d.agaw):
             raise DriverError(f"IOVA range ends beyond the domain's {min(width, 30 + 9 * d.agaw)}-bit address width")
@@ -707,7 +923,7 @@ class IntelIommuDriver:
                 new = self.alloc.alloc()
                 if units:
                     self.flush_cache(units[0], new, PAGE_SIZE, f"new L{lv - 1} table", coherent)
-                self._write(slot, Pte.encode(new, r=True, w=True))
+                self._write(slot, self._table_entry(d, new))
                 if units:
                     self.flush_cache(units[0], slot, 8, f"L{lv} entry → table {new:#x}", coherent)
                 pte = self._read(slot)
@@ -718,6 +934,9 @@ class IntelIommuDriver:
 
     def _iotlb_sync_map(self, d: DmarDomain, iova: int, size: int) -> None:
         """intel_iommu_iotlb_sync_map() → cache_tag_flush_range_np()."""
+        if d.kernel_sm and d.tags:
+            self.cache_tag_flush_range_np(d, iova, iova + size - 1)
+            return
         with self.qi_batch():
             self._iotlb_sync_map_tags(d, iova, size)
 
@@ -836,19 +1055,32 @@ class IntelIommuDriver:
         if lazy is None:
             lazy = self.lazy_default and d.owner == "driver"
         units = [self.units[n] for n in d.dids]
-        if lazy and any(u.cm for u in units):
+        if lazy and any(u.cm and not self.first_level_by_default(u) for u in units):
             for u in units:
                 self._ev(u, "flush-queue", False, "unmap",
                          "CM=1 forces strict mode: IOMMU batching disallowed due to virtualization "
                          "(the kernel decides this at boot; the model reads CM now)", "page")
             lazy = False
+        elif lazy and any(u.cm for u in units):
+            for u in units:
+                self._ev(u, "flush-queue", True, "unmap",
+                         "CM=1 but first_level_by_default: the flush queue stays allowed (intel_iommu_init: "
+                         "`cap_caching_mode && !first_level_by_default` → strict)", "page")
         if lazy:
             d.flush_queue.append((iova, size))
             d.freed_tables.extend(freed)
             for name, did in d.dids.items():
-                self._ev(self.units[name], "iotlb-invalidation", False, "unmap",
+                op = "piotlb-invalidation" if d.stage == "first" else "iotlb-invalidation"
+                self._ev(self.units[name], op, False, "unmap",
                          "lazy mode: deferred to the flush queue (stale IOTLB entries live until it drains)",
-                         "page", f"DID {did} {iova:#x}+{size:#x}")
+                         "page", f"DID {did} {iova:#x}+{size:#x}", did=did,
+                         pasid=0 if d.stage == "first" else None)
+            return
+        if d.kernel_sm and d.tags:
+            self.cache_tag_flush_range(d, iova, iova + size - 1, not freed, "unmap",
+                                       "leaf entries cleared: cached translations must go")
+            for t in freed:
+                self.alloc.free(t)
             return
         ih = not freed  # only leaves changed: paging-structure caches may stay
         with self.qi_batch():  # cache_tag_flush_range(): one batch per unit
@@ -865,7 +1097,10 @@ class IntelIommuDriver:
         """fq_flush_timeout() → intel_flush_iotlb_all() → cache_tag_flush_all():
         one domain-selective invalidation covers everything queued."""
         n = len(d.flush_queue)
-        if n:
+        if n and d.kernel_sm and d.tags:
+            self.cache_tag_flush_all(d, "unmap", f"flush-queue timer: {n} deferred unmap(s), flushed all at once "
+                                                 "(cache_tag_flush_all)")
+        elif n:
             with self.qi_batch():  # cache_tag_flush_all()
                 for name, did in d.dids.items():
                     unit = self.units[name]
@@ -909,10 +1144,15 @@ class IntelIommuDriver:
             if not hi >> 63:  # DMA_FRCD_F
                 break
             sid, reason, read = hi & 0xFFFF, hi >> 32 & 0xFF, bool(hi >> 62 & 1)  # dma_frcd_type: 1 = read
+            # dma_frcd_pasid_value() of the dword at +12, dma_frcd_pasid_present() of the
+            # one at +8; a record without PP is printed NO_PASID (IOMMU_PASID_INVALID).
+            pasid = hi >> 40 & 0xFFFFF if hi >> 31 & 1 else None
             addr = unit.mmio_read(reg) & ~0xFFF  # dma_frcd_page_addr()
             unit.mmio_write(reg + 8, 1 << 63)  # clear the fault
-            printed = [fr.log_line(sid, addr, reason, not read)]
-            dump = unit.fault_dump(sid, addr) if dmar_debug else []
+            printed = [fr.log_line(sid, addr, reason, not read, pasid)]
+            # dmar_fault_dump_ptes(): `if (intel_iommu_sm && pasid == IOMMU_PASID_INVALID)
+            # pasid = IOMMU_NO_PASID;` — the unit's dump walks PASID 0 for pasid None.
+            dump = unit.fault_dump(sid, addr, pasid) if dmar_debug else []
             printed += dump
             f = next((x for x in reversed(unit.faults) if x.frcd == index and x.recorded), None)
             if f is not None:
@@ -959,6 +1199,25 @@ class IntelIommuDriver:
                 return (pte & PTE_ADDR_MASK & ~((1 << shift) - 1)) | (iova & ((1 << shift) - 1)), level
             table = pte & PTE_ADDR_MASK
         return None
+
+
+_DETAIL_BDF_DID = re.compile(r"^([0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) DID (\d+)")
+_DETAIL_DID = re.compile(r"^DID (\d+)\b")
+_DETAIL_BDF = re.compile(r"^([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$")
+
+
+def _keys_from_detail(detail: str) -> dict:
+    """did / bdf of a legacy invalidation, from the detail the legacy path writes:
+    "bb:dd.f DID n" (context cache, device-selective), "DID n ..." (IOTLB),
+    "bb:dd.f" (device TLB); nothing for global ones."""
+    m = _DETAIL_BDF_DID.match(detail)
+    if m:
+        return {"bdf": m.group(1), "did": int(m.group(2))}
+    m = _DETAIL_DID.match(detail)
+    if m:
+        return {"did": int(m.group(1))}
+    m = _DETAIL_BDF.match(detail)
+    return {"bdf": m.group(1)} if m else {}
 
 
 def psi_aligned(iova: int, size: int) -> tuple[int, int]:

@@ -15,6 +15,30 @@ vtd_address_space_sync() is a diff (vtd_sync_shadow_page_table_range() against t
 iova_tree of what was notified), except for a not-present context entry, which
 unmaps the whole range (vtd_address_space_unmap()).
 
+Scalable mode (-device intel-iommu,x-scalable-mode=on without x-flts; QEMU then reports
+ECAP.SMTS|SRS|SLTS, vtd_cap_init()): vtd_dev_to_context_entry() also fetches the
+context entry's RID_PASID PASID entry (vtd_ce_rid2pasid_check()), and the walk starts
+at its SSPTPTR with its AW, the DID is its DID (vtd_get_iova_pgtbl_base(),
+vtd_get_iova_level(), vtd_get_domain_id()).  Besides the legacy descriptors:
+  P_IOTLB PASID-selective          → vtd_piotlb_pasid_invalidate(): vtd_address_space_sync()
+                                     of the device whose PASID entry has that DID, when the
+                                     PASID is its RID_PASID (`!s->flts` — a second-stage guest)
+  P_IOTLB page-selective           → vtd_piotlb_page_invalidate() →
+                                     vtd_iotlb_page_invalidate_notify(): that range
+  PASID cache (any granularity)    → vtd_pasid_cache_sync() returns at once without x-flts:
+                                     nothing (QEMU ≈10.0, before the PASID-cache series,
+                                     accepted the descriptor as a no-op in scalable mode)
+A PASID entry the guest tears down (context entry still present, as Linux leaves it)
+fails vtd_dev_to_context_entry() with VTD_FR_PASID_ENTRY_P, not CONTEXT_ENTRY_P: the
+sync leaves the shadow as it is until the next sync of a valid entry diffs it away.
+Reserved bits and reserved granularities (PC G=2, P_IOTLB G0/G1) are the vIOMMU's own
+queue error (hw.qi.check_256, QEMU's VTD_INV_DESC_PASIDC_RSVD_VAL0 and
+VTD_INV_DESC_PIOTLB_RSVD_VAL0/1): the descriptor never reaches this actor.
+Sources: qemu/qemu hw/i386/intel_iommu.c, a ≈mid-2025 copy (x-flts as `flts`,
+vtd_process_piotlb_desc, VTD_INV_DESC_PC a no-op) and the PASID-cache series
+(Zhenzhong Duan, "intel_iommu: Handle PASID entry removing and updating", v3, July
+2025: vtd_process_pasid_desc, vtd_pasid_cache_sync).
+
 Without caching mode a guest never invalidates a not-present → present change, so
 QEMU refuses the assigned device when it is plugged (cold-plug: QEMU does not start;
 hot-plug: device_add fails and the VM runs on).  Snoop control refuses any notifier.
@@ -29,6 +53,7 @@ from dataclasses import dataclass, field
 from ..hw import faults as fr
 from ..hw import regs
 from ..hw.entries import PTE_ADDR_MASK, PTE_PS, bdf_str, level_index, level_shift
+from ..hw.sm_entries import PGTT_PT
 from ..hw.unit import DmarUnit
 from .journal import Journal
 from .vfio import Group, VfioContainer, VfioError
@@ -49,6 +74,39 @@ SC_UNSUPPORTED = "Snoop Control with vhost or VFIO is not supported"
 ENOTSUP_TEXT = "Operation not supported"
 # vfio_listener_region_add() at run time: error_report_err(err) then hw_error().
 HW_ERROR = "qemu: hardware error: vfio: DMA mapping failed, unable to continue"
+# vtd_decide_config() (≈2025 copy; the Jan 2026 rename to `fsts` kept the strings) and
+# vtd_check_hiod() for x-flts with a legacy VFIO container (REFERENCE-2 §15).
+FLTS_NEEDS_SM = "x-flts is only available in scalable mode"
+FLTS_NEEDS_IOMMUFD = "Need IOMMUFD backend when x-flts=on"
+AW_BITS_SM = "Scalable mode(flts=off): supported values for aw-bits are: 39, 48"
+AW_BITS_LEGACY = "Legacy mode: supported values for aw-bits are: 39, 48"
+SM_NEEDS_DRAIN = "Need to set dma_drain for scalable mode"
+# vtd_cap_init(): `else if (s->scalable_mode) s->ecap |= VTD_ECAP_SMTS | VTD_ECAP_SRS | VTD_ECAP_SLTS;`
+ECAP_SM_BITS = ("SMTS", "SRS", "SLTS")
+
+
+@dataclass(frozen=True)
+class ShadowSource:
+    """What QEMU walks for the assigned device, as vtd_dev_to_context_entry() and the
+    vtd_get_iova_*() helpers give it: the legacy context entry, or in scalable mode
+    the RID_PASID PASID entry (second stage: SSPTPTR, AW; without x-flts QEMU walks
+    SSPTPTR whatever the PGTT, vtd_get_iova_pgtbl_base())."""
+
+    did: int
+    table: int
+    levels: int
+    agaw: int
+    passthrough: bool
+    rid_pasid: int | None = None  # None: legacy mode
+
+    @classmethod
+    def legacy(cls, ce) -> "ShadowSource":
+        return cls(ce.did, ce.slptptr, ce.levels, ce.agaw, ce.tt == 2)
+
+    @classmethod
+    def scalable(cls, pe, rid_pasid: int) -> "ShadowSource":
+        # VTD_PE_GET_SL_LEVEL: 2 + AW; vtd_get_iova_agaw: 30 + AW * 9.
+        return cls(pe.did, pe.ssptptr, 2 + pe.aw, 30 + 9 * pe.aw, pe.pgtt == PGTT_PT, rid_pasid)
 
 
 @dataclass
@@ -168,6 +226,12 @@ class QemuViommu:
         self.traps += 1
         if not self.plugged:
             return  # no MAP notifier: vtd_as_with_notifiers does not hold the device
+        if kind == "pasid-cache":
+            self._on_pasid_cache(f)
+            return
+        if kind == "piotlb":
+            self._on_piotlb(f)
+            return
         if kind == "context":
             if f["gran"] == regs.GRAN_DEVICE:
                 # vtd_context_device_invalidate(): same bus, devfn equal under the FM mask.
@@ -183,48 +247,136 @@ class QemuViommu:
             self.unmap_all(f"{why}: vtd_address_space_refresh_all()")
             self.address_space_sync(f"{why}: vtd_iommu_replay_all()")
             return
+        if kind != "iotlb":
+            return  # device-TLB and others: no MAP/UNMAP for this notifier
         if f["gran"] == regs.GRAN_GLOBAL:
             self.address_space_sync("guest IOTLB global invalidation: vtd_iommu_replay_all()")
             return
-        ce = self._context()
-        if ce is None or f["did"] != ce.did:
+        src, why = self._source_or_why()
+        if src is None and self.guest_unit.sm_active and self.shadow:
+            # Linux's teardown DSI (intel_pasid_tear_down_entry) comes after the PASID
+            # entry is cleared: vtd_iotlb_domain_invalidate() skips the device, and
+            # what was shadowed stays mapped on the host.
+            self.journal.skipped(self.host_unit.name, ACTOR, "shadow-unmap", "qemu-sm-shadow",
+                                 f"guest IOTLB {'DSI' if f['gran'] == regs.GRAN_DOMAIN else 'PSI'} DID {f['did']}: "
+                                 f"{bdf_str(self.assigned_sid)}: {why}: not the device; {len(self.shadow)} "
+                                 "mapping(s) stay on the host", did=f["did"])
+        if src is None or f["did"] != src.did:
             return  # vtd_dev_to_context_entry() failed or another domain: not this device
         if f["gran"] == regs.GRAN_DOMAIN:
             self.address_space_sync("guest IOTLB domain-selective invalidation")
         elif f["gran"] == regs.GRAN_PAGE:
-            # vtd_iotlb_page_invalidate_notify() walks [addr, addr + 4K << am) as given.
+            # vtd_iotlb_page_invalidate_notify() walks [addr, addr + 4K << am) as given;
+            # in scalable mode with PCI_NO_PASID, which the device's address space is.
             start = f["addr"] & ~0xFFF
             end = start + (1 << (12 + f["am"]))
-            self.sync_range(ce, start, end, f"guest PSI {start:#x} AM {f['am']}")
+            self.sync_range(src, start, end, f"guest PSI {start:#x} AM {f['am']}")
 
-    def _context(self):
-        cr = self.guest_unit.read_context(self.assigned_sid, self.guest_unit.cpu_read_q)
-        return cr.entry if cr.ok else None
+    def _on_pasid_cache(self, f: dict) -> None:
+        """vtd_process_pasid_desc() → vtd_pasid_cache_sync(): `if (!s->flts ||
+        !s->root_scalable || !s->dmar_enabled) return;` — a second-stage guest's PASID
+        entries are read afresh on every walk, so the PASID cache has nothing for the
+        shadow (the P_IOTLB that pasid_flush_caches() sends next is what syncs it)."""
+        gran = {0: "domain", 1: "pasid", 3: "global"}.get(f["gran"], str(f["gran"]))
+        self.journal.skipped(self.host_unit.name, ACTOR, "trap", "qemu-sm-pasid-cache",
+                             f"guest PASID-cache invalidation ({gran}, DID {f['did']}, PASID {f['pasid']}): "
+                             "vtd_pasid_cache_sync() returns at once without x-flts; the shadow is left as it is",
+                             "pasid-cache", did=f["did"], pasid=f["pasid"] if f["gran"] == 1 else None)
+
+    def _on_piotlb(self, f: dict) -> None:
+        """vtd_process_piotlb_desc(): G2 → vtd_piotlb_pasid_invalidate(), G3 →
+        vtd_piotlb_page_invalidate() → vtd_iotlb_page_invalidate_notify().  Both pick
+        the address spaces with notifiers whose context entry is valid and whose
+        PASID entry has the DID, and a PCI_NO_PASID address space only when the PASID
+        is the context entry's RID_PASID; then, without x-flts, they sync the shadow."""
+        did, pasid, page = f["did"], f["pasid"], f["gran"] == 3
+        scope = "piotlb-page" if page else "piotlb-pasid"
+        what = (f"guest P_IOTLB {'page-selective ' + hex(f['addr']) + ' AM ' + str(f['am']) if page else 'PASID-selective'}"
+                f" (DID {did}, PASID {pasid})")
+        src, why = self._source_or_why()
+        host = self.host_unit.name
+        if src is None or src.rid_pasid is None or src.did != did or src.rid_pasid != pasid:
+            if src is None:
+                miss = f"{bdf_str(self.assigned_sid)}: {why}"
+            elif src.rid_pasid is None:
+                miss = "the guest runs legacy mode (root table without SMT)"
+            elif src.did != did:
+                miss = f"{bdf_str(self.assigned_sid)}'s PASID entry has DID {src.did}"
+            else:
+                miss = f"{bdf_str(self.assigned_sid)}'s RID_PASID is {src.rid_pasid}"
+            self.journal.skipped(host, ACTOR, "trap", "qemu-sm-shadow", f"{what}: not the assigned device ({miss})",
+                                 scope, did=did, pasid=pasid)
+            return
+        fn = "vtd_piotlb_page_invalidate()" if page else "vtd_piotlb_pasid_invalidate()"
+        self.journal.issued(host, ACTOR, "trap", "qemu-sm-shadow",
+                            f"{what}: {fn} syncs {bdf_str(self.assigned_sid)}'s shadow (no x-flts)",
+                            scope, did=did, pasid=pasid)
+        if page:
+            start = f["addr"] & ~0xFFF
+            self.sync_range(src, start, start + (1 << (12 + f["am"])), f"{what}: vtd_iotlb_page_invalidate_notify()")
+        else:
+            self.address_space_sync(f"{what}: vtd_address_space_sync()")
+
+    def _source(self) -> ShadowSource | None:
+        return self._source_or_why()[0]
+
+    def stale_after_teardown(self) -> bool:
+        """Scalable mode: the guest's RID_PASID PASID entry is gone (context entry still
+        present), so QEMU syncs nothing and the shadow may outlive the guest's tables."""
+        src, reason = self._lookup()
+        return src is None and self.guest_unit.sm_active and reason not in (fr.CONTEXT_ENTRY_P,
+                                                                             fr.SM_CONTEXT_ENTRY_P)
+
+    def _source_or_why(self) -> tuple[ShadowSource | None, str]:
+        """vtd_dev_to_context_entry() for the assigned device, as QEMU reads guest RAM
+        (coherently, cpu_read_q): (source, "") or (None, why).  QEMU's mode is the
+        latched root table's SMT (vtd_update_scalable_state)."""
+        src, reason = self._lookup()
+        if src is not None:
+            return src, ""
+        return None, f"vtd_dev_to_context_entry() failed (reason {reason:#04x}: {fr.reason_string(reason)})"
+
+    def _lookup(self) -> tuple[ShadowSource | None, int]:
+        u = self.guest_unit
+        if not u.sm_active:
+            cr = u.read_context(self.assigned_sid, u.cpu_read_q)
+            return (ShadowSource.legacy(cr.entry), 0) if cr.ok else (None, cr.reason)
+        # vtd_ce_rid2pasid_check(): a present SM context entry is valid only with a
+        # valid PASID entry at its RID_PASID.
+        pr = u.read_pasid_entry(self.assigned_sid, None, u.cpu_read_q)
+        if not pr.ok:
+            return None, pr.reason
+        return ShadowSource.scalable(pr.entry, pr.pasid), 0
 
     # ------------------------------------------------------------ shadow sync
     def replay(self) -> None:
         """vtd_iommu_replay(): when VFIO registers its notifier, empty the iova_tree and
         map what the guest's tables hold (no UNMAPs: notify_unmap is false)."""
-        cr = self.guest_unit.read_context(self.assigned_sid, self.guest_unit.cpu_read_q)
-        if not cr.ok:
+        src = self._source()
+        if src is None:
             self.journal.skipped(self.host_unit.name, ACTOR, "shadow-map", "qemu-shadow",
                                  f"replay on notifier registration: {bdf_str(self.assigned_sid)} has no valid "
                                  f"context entry in the guest yet (vtd_replay_ce_invalid)")
             return
-        self.sync_range(cr.entry, 0, 1 << 64, "replay on notifier registration", notify_unmap=False)
+        self.sync_range(src, 0, 1 << 64, "replay on notifier registration", notify_unmap=False)
 
     def address_space_sync(self, why: str) -> None:
         """vtd_address_space_sync(): a not-present context entry unmaps the whole range;
-        another context error does nothing; a valid one syncs [0, limit)."""
-        cr = self.guest_unit.read_context(self.assigned_sid, self.guest_unit.cpu_read_q)
-        if cr.ok:
-            self.sync_range(cr.entry, 0, 1 << 64, why)
-        elif cr.reason == fr.CONTEXT_ENTRY_P:
+        another context error does nothing; a valid one syncs [0, limit).  In scalable
+        mode a PASID-entry error (the guest tore the entry down) is "another error":
+        QEMU compares with -VTD_FR_CONTEXT_ENTRY_P only, which in scalable mode is the
+        SM context entry's P (hw reports it as 0x41)."""
+        src, reason = self._lookup()
+        if src is not None:
+            self.sync_range(src, 0, 1 << 64, why)
+        elif reason in (fr.CONTEXT_ENTRY_P, fr.SM_CONTEXT_ENTRY_P):
             self.unmap_all(f"{why}: context entry not present: vtd_address_space_unmap()")
         else:
+            stale = f" ({len(self.shadow)} mapping(s) stay on the host)" if self.shadow else ""
             self.journal.skipped(self.host_unit.name, ACTOR, "shadow-map", "qemu-shadow",
-                                 f"{why}: vtd_dev_to_context_entry() failed (reason {cr.reason:#04x}): "
-                                 f"vtd_address_space_sync() leaves the shadow as it is")
+                                 f"{why}: vtd_dev_to_context_entry() failed (reason {reason:#04x}: "
+                                 f"{fr.reason_string(reason)}): vtd_address_space_sync() leaves the shadow as it is"
+                                 + stale)
 
     def unmap_all(self, why: str) -> None:
         """vtd_address_space_unmap(): UNMAP of the notifier's whole range (up to the
@@ -248,18 +400,18 @@ class QemuViommu:
                             f"{why}: UNMAP of the whole range → VFIO_IOMMU_UNMAP_DMA", "page",
                             f"0x0+{end:#x} ({n} mapping(s))")
 
-    def sync_range(self, ce, start: int, end: int, why: str, *, notify_unmap: bool = True) -> None:
+    def sync_range(self, src: ShadowSource, start: int, end: int, why: str, *, notify_unmap: bool = True) -> None:
         """vtd_sync_shadow_page_table_range() / vtd_page_walk(): walk the guest's tables
         over [start, end) and notify, in IOVA order, each leaf (MAP) and each
         non-present entry (UNMAP of its whole span) that differs from the iova_tree."""
         host = self.host_unit.name
-        limit = 1 << min(self.guest_unit.mgaw_bits, ce.agaw)  # vtd_iova_limit()
-        if ce.tt == 2 or start >= limit:
+        limit = 1 << min(self.guest_unit.mgaw_bits, src.agaw)  # vtd_iova_limit()
+        if src.passthrough or start >= limit:
             self.journal.skipped(host, ACTOR, "shadow-map", "qemu-shadow",
-                                 f"{why}: nothing to walk ({'pass-through' if ce.tt == 2 else 'beyond the MGAW'})")
+                                 f"{why}: nothing to walk ({'pass-through' if src.passthrough else 'beyond the MGAW'})")
             return
         walked: list[tuple[int, int, int, bool, bool]] = []
-        self._walk(ce.slptptr, ce.levels, start, min(end, limit), True, True, walked)
+        self._walk(src.table, src.levels, start, min(end, limit), True, True, walked)
         changed = False
         for iova, span, gpa, r, w in walked:
             if r or w:
@@ -315,12 +467,12 @@ class QemuViommu:
 
     def guest_mappings(self, start: int = 0, end: int | None = None) -> dict[int, tuple[int, int, bool, bool]]:
         """What the guest's tables map for the assigned device now: iova → (size, gpa, r, w)."""
-        ce = self._context()
+        src = self._source()
         want: dict[int, tuple[int, int, bool, bool]] = {}
-        if ce is not None and ce.tt != 2:
-            limit = 1 << min(self.guest_unit.mgaw_bits, ce.agaw)
+        if src is not None and not src.passthrough:
+            limit = 1 << min(self.guest_unit.mgaw_bits, src.agaw)
             walked: list[tuple[int, int, int, bool, bool]] = []
-            self._walk(ce.slptptr, ce.levels, start, limit if end is None else min(end, limit), True, True, walked)
+            self._walk(src.table, src.levels, start, limit if end is None else min(end, limit), True, True, walked)
             want = {iova: (span, gpa, r, w) for iova, span, gpa, r, w in walked if r or w}
         return want
 

@@ -55,7 +55,8 @@ TABLE: tuple[Rule, ...] = (
        ("intel_iommu_iotlb_sync_map", INTEL_IOMMU), ("cache_tag_flush_range_np", INTEL_CACHE)),
     _r("unmap", "driver", "cleared leaves: PSI/DSI always (IH when no table was freed); lazy DMA-API domains defer "
        "to the flush queue; CM=1 forces strict",
-       ("intel_iommu_tlb_sync", INTEL_IOMMU), ("intel_iommu_init", INTEL_IOMMU)),
+       ("intel_iommu_tlb_sync", INTEL_IOMMU), ("intel_iommu_init", INTEL_IOMMU),
+       ("cache_tag_flush_range", INTEL_CACHE), ("first_level_by_default", INTEL_IOMMU)),
     _r("psi-fallback", "driver", "a PSI becomes a DSI when CAP.PSI=0 or the mask exceeds MAMV",
        ("calculate_psi_aligned_address", INTEL_CACHE), ("cache_tag_flush_iotlb", INTEL_CACHE)),
     _r("superpage", "driver", "a large page where an emptied lower table hangs: clear the PDE, free its tables, "
@@ -63,10 +64,28 @@ TABLE: tuple[Rule, ...] = (
        ("switch_to_super_page", INTEL_IOMMU), ("dma_pte_free_pagetable", INTEL_IOMMU)),
     _r("wbf", "driver", "write-buffer flush only when CAP.RWBF",
        ("iommu_flush_write_buffer", INTEL_IOMMU)),
-    _r("snp", "driver", "enforce cache coherency iff every attached unit has ECAP.SC and the domain has no mappings",
-       ("intel_iommu_enforce_cache_coherency", INTEL_IOMMU)),
-    _r("set-root", "driver", "global invalidations after SRTP, skipped when CAP.ESRTPS",
-       ("iommu_set_root_entry", INTEL_IOMMU)),
+    _r("snp", "driver", "enforce cache coherency iff every attached unit has ECAP.SC and — second stage, SNP per PTE — "
+       "the domain has no mappings; first stage sets PGSNP in each PASID entry and flushes it as a present entry",
+       ("intel_iommu_enforce_cache_coherency", INTEL_IOMMU), ("intel_iommu_enforce_cache_coherency_fs", INTEL_IOMMU),
+       ("intel_pasid_setup_page_snoop_control", INTEL_PASID), ("intel_pasid_flush_present", INTEL_PASID)),
+    _r("set-root", "driver", "global invalidations after SRTP (in scalable mode also the global PASID cache), "
+       "skipped when CAP.ESRTPS",
+       ("iommu_set_root_entry", INTEL_IOMMU), ("qi_flush_pasid_cache", INTEL_DMAR)),
+    _r("sm-ctx", "driver", "scalable-mode context entry, written once at probe: CM=1 invalidates the context cache "
+       "(device, DID 0) and DID 0's IOTLB; CM=0 nothing, not even a write-buffer flush (no else branch)",
+       ("intel_iommu_probe_device", INTEL_IOMMU), ("intel_pasid_setup_sm_context", INTEL_PASID),
+       ("device_pasid_table_setup", INTEL_PASID)),
+    _r("pasid-np2p", "driver", "PASID entry not-present → present: CM=1 invalidates the PASID cache (PASID-selective) "
+       "and the PASID's IOTLB (P_IOTLB, PASID-selective) whatever the PGTT; CM=0 flushes the write buffer",
+       ("intel_pasid_setup_first_level", INTEL_PASID), ("intel_pasid_setup_second_level", INTEL_PASID),
+       ("intel_pasid_setup_pass_through", INTEL_PASID), ("pasid_flush_caches", INTEL_PASID)),
+    _r("pasid-teardown", "driver", "detach in scalable mode: clear P, then PASID cache, P_IOTLB (first stage / "
+       "pass-through) or DSI (second stage / nested), device TLB if ATS, then clear the entry; always",
+       ("device_block_translation", INTEL_IOMMU), ("intel_pasid_tear_down_entry", INTEL_PASID),
+       ("devtlb_invalidation_with_pasid", INTEL_PASID)),
+    _r("map-fs", "driver", "new first-stage leaves: no IOTLB invalidation even with CM=1 (CM does not cover "
+       "first-stage mappings), only a write-buffer flush",
+       ("cache_tag_flush_range_np", INTEL_CACHE), ("intel_domain_is_fs_paging", INTEL_IOMMU_H)),
     _r("vfio-reuse", "vfio", "join an existing domain when the reuse policy and the driver allow it, else a new "
        "domain with the DMA list replayed",
        ("vfio_iommu_type1_attach_group", VFIO_TYPE1), ("paging_domain_compatible", INTEL_IOMMU),
@@ -92,6 +111,15 @@ TABLE: tuple[Rule, ...] = (
        ("vtd_dev_set_iommu_device", QEMU_VTD), ("vtd_iommu_notify_flag_changed", QEMU_VTD)),
     _r("qemu-sc-unsupported", "qemu", "a vIOMMU with snoop control refuses VFIO's MAP notifier",
        ("vtd_iommu_notify_flag_changed", QEMU_VTD)),
+    _r("qemu-sm-shadow", "qemu", "scalable-mode guest without x-flts: the shadow follows the RID_PASID PASID entry "
+       "(SSPTPTR, AW, DID); a P_IOTLB of its DID and PASID syncs it (PASID-selective: the whole space, "
+       "page-selective: the range); other DIDs or PASIDs are not the device",
+       ("vtd_piotlb_pasid_invalidate", QEMU_VTD), ("vtd_piotlb_page_invalidate", QEMU_VTD),
+       ("vtd_iotlb_page_invalidate_notify", QEMU_VTD), ("vtd_ce_get_rid2pasid_entry", QEMU_VTD),
+       ("vtd_get_domain_id", QEMU_VTD)),
+    _r("qemu-sm-pasid-cache", "qemu", "a PASID-cache invalidation changes no shadow without x-flts "
+       "(vtd_pasid_cache_sync returns at once)",
+       ("vtd_process_pasid_desc", QEMU_VTD), ("vtd_pasid_cache_sync", QEMU_VTD)),
     _r("qemu-device", "qemu", "device_add joins the host group to QEMU's container and registers the MAP notifier; "
        "device_del unmaps everything and leaves",
        ("vtd_iommu_notify_flag_changed", QEMU_VTD), ("vtd_iommu_replay", QEMU_VTD)),

@@ -62,6 +62,8 @@ class MainScreen(Screen):
         self._order_key: tuple = (False, False)  # the document order: PANES
         self._status = ""
         self._wrapped: dict[str, str] = {}  # widget id → the whole text it shows, wrapped
+        self._tabs_text = ""
+        self._context_key: tuple = ()  # (markup, width) the context line shows
 
     @property
     def host(self) -> Host:
@@ -182,16 +184,22 @@ class MainScreen(Screen):
         roomy = self.app.size.width >= 90
         hint = ("   tab / 1-7 switch" if roomy else "  tab 1-7") + (
             ("   z: all panes" if roomy else "  z: all") if self.zoomed else "")
-        # One row high by the stylesheet: no layout pass for a new text.
-        self.query_one("#tabs", Static).update("".join(parts) + f"[dim]{hint}[/]", layout=False)
+        text = "".join(parts) + f"[dim]{hint}[/]"
+        if text != self._tabs_text:  # the same text again would still repaint (a frame of its own)
+            self._tabs_text = text
+            # One row high by the stylesheet: no layout pass for a new text.
+            self.query_one("#tabs", Static).update(text, layout=False)
 
     def show_pane(self, i: int) -> None:
         if 0 <= i < len(self.panes):
             self._first_focus = False  # a choice: the talk layout gives this pane the room
-            self.panes[i].add_class("-shown")
-            if self.panes[i] is self.focused:
-                self.relayout()  # no focus event comes
-            self.panes[i].focus()
+            pane = self.panes[i]
+            pane.add_class("-shown")
+            # Focus now, and lay out for it now: Widget.focus() would move the focus
+            # later, and the layout would follow it (on_descendant_focus) after the
+            # first frame, in a second one.  The focus event then finds it done.
+            self.set_focus(pane)
+            self.relayout()
 
     def next_pane(self, delta: int) -> None:
         self.show_pane((self.panes.index(self.current_pane()) + delta) % len(self.panes))
@@ -243,6 +251,12 @@ class MainScreen(Screen):
         scenario, unit = markup(clip(m.scenario.name, NAME_LIMIT)), markup(clip(m.selected_unit, NAME_LIMIT))
         hint = "  [dim]? help · ctrl+p palette[/]" if self.app.size.width >= WIDE[0] else ""
         text = f"{badge}{rec}[b]vtdtui[/] · scenario [b]{scenario}[/] · unit [b]{unit}[/] · {gtext}{undo}{hint}"
+        key = (text, self.app.size.width)
+        if key == self._context_key:
+            # Unchanged (most keys, and every focus move): Static.update would repaint
+            # it anyway, and after a focus move that repaint is a frame of its own.
+            return
+        self._context_key = key
         w = self.query_one("#context", Static)
         content = Content.from_markup(text)
         # Wrapped to the rows it needs (two at 80 columns): a layout only when that changes.

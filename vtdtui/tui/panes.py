@@ -14,7 +14,7 @@ from ..hw.entries import bdf_str, level_shift
 from ..machine import Machine
 from ..machine.machine import Changes
 from ..views import caches, graph, registers, status, tables
-from ..views.ioptes import PteRow, PteTree
+from ..views.ioptes import PteRow, PteTree, stage_of
 from ..sw.journal import Event
 from ..views.journal import JournalSearch, JournalView, row_line, row_lines
 from ..views.style import Line, plain
@@ -23,6 +23,8 @@ from .rows import RowsPane
 
 
 class Pane(RowsPane):
+    DRAWN_SCROLLBAR = True  # app.tcss: Pane { overflow-y: hidden } (rows.py says why)
+
     # What the commands changed since this pane last updated (machine.Changes; None:
     # nothing): a pane that keeps its rows recomputes only that.  MainScreen.note().
     pending: Changes | None = None
@@ -189,7 +191,12 @@ class IoptePane(Pane):
         self.prow = tree.rows(ce.slptptr, ce.levels, unit.cpu_read_page, unit.hw_read_page)
         dname = f"domain {dom.id} · {dom.mapped_pages} pages · " if dom else ""
         self.set_title(f"{self.TITLE} · {dname}{bdf_str(t[1])} on {t[0]} DID {ce.did} · {ce.levels}-level")
-        head = [plain(f"SLPTPTR {ce.slptptr:#x} · →/← expand/collapse · R W SNP → output address, raw", "dim")]
+        if stage_of(ce.levels) == "first":  # scalable mode, PGTT first-stage: IA-32e entries
+            head = [plain(f"FSPTPTR {ce.slptptr:#x} · →/← expand/collapse · P W U A D PS XD → output address, raw",
+                          "dim")]
+        else:
+            ptr = "SSPTPTR" if getattr(ce, "entry", None) is not None else "SLPTPTR"  # SmTranslation
+            head = [plain(f"{ptr} {ce.slptptr:#x} · →/← expand/collapse · R W SNP → output address, raw", "dim")]
         rows = [r.line for r in self.prow] or [plain("no present entries: map something (n)", "dim")]
         self.set_rows(rows, header=head)
 
@@ -380,6 +387,9 @@ class JournalPane(Pane):
         self.move_cursor(self.cursor)
         self.refresh()
 
+    def _partial_repaint(self) -> bool:
+        return not self.wrap  # wrapped, a row is several lines
+
     def set_rows(self, rows: Sequence[Line], header: list[Line] | None = None) -> None:
         super().set_rows(rows, header)
         if self.wrap:
@@ -387,7 +397,7 @@ class JournalPane(Pane):
 
     @property
     def _width(self) -> int:
-        return max(1, self.scrollable_content_region.width)
+        return max(1, self.text_width)
 
     def _lines(self, row: int) -> list[Line]:
         """The event on `row` wrapped at the pane's width (cached: rows scroll by)."""
@@ -431,9 +441,9 @@ class JournalPane(Pane):
             self._window_key, self._window = key, out[:height]
         return self._window
 
-    def render_line(self, y: int) -> Strip:
+    def _render_text_line(self, y: int) -> Strip:
         if not self.wrap or y < len(self.header):
-            return super().render_line(y)
+            return super()._render_text_line(y)
         window, width, palette = self._window_lines(), self._width, self.palette
         line, row = window[y - len(self.header)] if y - len(self.header) < len(window) else ((), -1)
         cursor = row == self.cursor  # every line of the cursor's event: the cursor is an event

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBarRender
 from textual.strip import Strip
 
 from ..textsafe import clip, markup, printable
@@ -44,6 +45,14 @@ class RowsPane(ScrollView, can_focus=True):
     ]
     TITLE = ""
     SHORT = ""  # the name on the tab strip at small sizes
+    # The pane draws its vertical scrollbar in its own last column (the stylesheet
+    # gives it `overflow-y: hidden`, so Textual shows no ScrollBar widget).  Textual's
+    # scrollbar is a widget of its own: a row count that crosses the pane's height
+    # shows or hides it, which lays out the whole screen, and every layout or focus
+    # change repaints each pane's ScrollBar from its own task, after the screen's
+    # frame: a second frame (bench/frametrace.py shows both).  Drawn here, with
+    # Textual's own renderer and colours, it is part of the pane's lines.
+    DRAWN_SCROLLBAR = False
 
     class Activated(Message):
         """Enter on a row (panes that drill down handle it)."""
@@ -66,6 +75,8 @@ class RowsPane(ScrollView, can_focus=True):
         self._title = self.border_title = self.TITLE
         self._palette: dict[str, Style] = THEME
         self._palette_of: object = None  # the app's theme variables it was made from
+        self._bar_key: tuple = ()
+        self._bar: list[Segment] = []
 
     # ------------------------------------------------------------ theme
     def on_mount(self) -> None:
@@ -107,17 +118,42 @@ class RowsPane(ScrollView, can_focus=True):
         # Most commands change two or three panes; a pane whose visible rows are what
         # it shows already need not be painted again (a repaint of every pane is
         # most of a keystroke's cost).
+        self._repaint()
+
+    def _repaint(self) -> None:
+        """Repaint what changed on screen: nothing when the visible lines are what the
+        pane shows already; else only the lines that differ, when they are few (a
+        toggled bit, a moved cursor): Textual renders a whole pane, border and all,
+        line by line, and a key's frame is mostly that rendering."""
         shown = self._visible_signature()
-        if shown != self._shown:
-            self._shown = shown
-            self.refresh()
+        old, self._shown = self._shown, shown
+        if shown == old:
+            return
+        if old and old[:-1] == shown[:-1] and self._partial_repaint():
+            before, after = old[-1], shown[-1]
+            changed = [y for y in range(len(after)) if y >= len(before) or before[y] != after[y]]
+            changed += range(len(after), len(before))
+            if len(changed) * 2 <= len(after):
+                width = self.scrollable_content_region.width
+                self.refresh(*(Region(0, y, width, 1) for y in changed))
+                return
+        self.refresh()
+
+    def _partial_repaint(self) -> bool:
+        """Whether a line of the signature is a line on screen (a wrapping pane says no)."""
+        return True
 
     def _visible_signature(self) -> tuple:
+        """What the pane shows: (scroll, focus, scrollbar, size, each line on screen
+        with whether it is the cursor's)."""
         top = self.scroll_offset.y
         rows = self.rows
-        end = min(len(rows), top + self.scrollable_content_region.height)
-        return (len(rows), self.cursor, top, self.has_focus, tuple(map(tuple, self.header)),
-                tuple(tuple(rows[i]) for i in range(top, end)))
+        height = self.scrollable_content_region.height
+        lines = [(tuple(h), False) for h in self.header[:height]]
+        end = min(len(rows), top + height - len(lines))
+        lines += [(tuple(rows[i]), i == self.cursor) for i in range(top, end)]
+        bar = self.virtual_size.height if self.has_bar else 0
+        return (top, self.has_focus, bar, self.size, tuple(lines))
 
     def set_title(self, title: str) -> None:
         # Assigning border_title repaints the pane even when the text is the same.
@@ -135,8 +171,46 @@ class RowsPane(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - len(self.header))
 
     # ------------------------------------------------------------ Line API
+    @property
+    def has_bar(self) -> bool:
+        """The pane draws its scrollbar now (its rows do not fit)."""
+        return self.DRAWN_SCROLLBAR and self.virtual_size.height > self.scrollable_content_region.height
+
+    @property
+    def text_width(self) -> int:
+        """The cells a row gets: the content region less the drawn scrollbar."""
+        return max(0, self.scrollable_content_region.width - self.has_bar)
+
+    def _bar_segment(self, y: int) -> Segment:
+        """Row `y` of the drawn scrollbar: what Textual's ScrollBar.render draws."""
+        height = self.scrollable_content_region.height
+        styles = self.styles
+        background, color = styles.scrollbar_background, styles.scrollbar_color
+        if background.a < 1:
+            background = self.background_colors[0] + background
+        color = background + color
+        key = (height, self.virtual_size.height, self.scroll_offset.y, color, background)
+        if key != self._bar_key:
+            self._bar_key = key
+            bar = ScrollBarRender.render_bar(
+                size=height, virtual_size=self.virtual_size.height, window_size=height,
+                position=self.scroll_offset.y, thickness=1, vertical=True,
+                back_color=background.rich_color, bar_color=color.rich_color)
+            # On the pane's own style, as the compositor puts a ScrollBar widget's
+            # cells; without the mouse meta of Textual's (no ScrollBar takes a click).
+            base = self.rich_style
+            self._bar = [Segment(seg.text, base + seg.style.clear_meta_and_links()) if seg.style else seg
+                         for seg in bar.segments]
+        return self._bar[y] if y < len(self._bar) else Segment(" ")
+
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        strip = self._render_text_line(y)
+        if self.has_bar:
+            strip = Strip([*strip, self._bar_segment(y)], strip.cell_length + 1)
+        return strip
+
+    def _render_text_line(self, y: int) -> Strip:
+        width = self.text_width
         scroll_x, scroll_y = self.scroll_offset
         palette = self.palette
         if y < len(self.header):
@@ -153,6 +227,13 @@ class RowsPane(ScrollView, can_focus=True):
                 self._strips.clear()
             strip = self._strips[key] = self._strip(line, width, scroll_x, cursor, palette)
         return strip
+
+    @property
+    def allow_vertical_scroll(self) -> bool:
+        # The mouse wheel scrolls a pane whose scrollbar it draws itself.
+        if self.DRAWN_SCROLLBAR:
+            return not self.disabled and self.max_scroll_y > 0
+        return super().allow_vertical_scroll
 
     def _strip(self, line: Line, width: int, scroll_x: int, cursor: bool, palette: dict[str, Style]) -> Strip:
         full = to_strip(line, palette)
@@ -188,7 +269,7 @@ class RowsPane(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
         elif self.cursor >= top + self.body_height:
             self.scroll_to(y=self.cursor - self.body_height + 1, animate=False, immediate=True)
-        self.refresh()
+        self._repaint()  # the two cursor lines, or all when it scrolled
 
     def action_cursor(self, delta: int) -> None:
         self.move_cursor(self.cursor + delta)

@@ -1,4 +1,5 @@
-"""A domain's second-level page tables as an expandable tree.
+"""A domain's page tables as an expandable tree: second-level (second-stage) tables,
+or first-stage (IA-32e format) ones for a first-stage domain in scalable mode.
 
 Only expanded tables are read, so a domain with a million leaves costs no more than
 the tables a user opened.  Node keys are (level, IOVA base): stable across undo,
@@ -13,10 +14,31 @@ from dataclasses import dataclass, field
 
 from ..hw.entries import ENTRIES_PER_TABLE, PTE_ADDR_MASK, PTE_PS, Pte, level_shift
 from ..hw.memory import MemoryError_
+from ..hw.sm_entries import FsPte
 from ..machine.parse import fmt_size
 from .style import Line, plain
 
 Key = tuple[int, int]  # (level, iova base) of a table entry
+
+
+class Levels(int):
+    """A table depth that also says which format the tables are in: "second" (the
+    default: legacy mode, second stage, nested's second stage) or "first" (IA-32e
+    format, FsPte).  An int, so that whoever only wants the depth uses it as one."""
+
+    stage: str
+
+    def __new__(cls, levels: int, stage: str = "second") -> "Levels":
+        obj = super().__new__(cls, levels)
+        obj.stage = stage
+        return obj
+
+    def __reduce__(self):
+        return (Levels, (int(self), self.stage))
+
+
+def stage_of(levels: int) -> str:
+    return getattr(levels, "stage", "second")
 
 
 @dataclass(frozen=True)
@@ -42,12 +64,39 @@ class PteTree:
         Tables emptied by an unmap stay allocated, so the search backtracks."""
         self.expanded.update(_first_leaf_path(table, levels, 0, read) or [])
 
-    def rows(self, table: int, levels: int, read_page, unit_read_page) -> list[PteRow]:
+    def rows(self, table: int, levels: int, read_page, unit_read_page, stage: str | None = None) -> list[PteRow]:
         """`read_page(addr)` gives a table's 512 words as the CPU wrote them,
-        `unit_read_page(addr)` as the unit would read them."""
+        `unit_read_page(addr)` as the unit would read them; `stage` "first" reads
+        them in the first-stage format (default: what `levels` carries, see Levels)."""
         out: list[PteRow] = []
-        self._table(out, table, levels, 0, 0, read_page, unit_read_page)
+        self.first = (stage or stage_of(levels)) == "first"
+        self._table(out, table, int(levels), 0, 0, read_page, unit_read_page)
         return out
+
+    first = False  # rows(): the tables are first-stage ones (not a dataclass field)
+
+    def _fs_row(self, out, pad, level, i, iova, span, raw) -> bool:
+        """A first-stage entry's row (flags P W U A D PS XD); True when it is a leaf."""
+        pte = FsPte(raw)
+        leaf = level == 1 or pte.ps
+        key = (level, iova)
+        flags = "".join(c if on else "-" for c, on in (("P", pte.present), ("W", pte.w), ("U", pte.us),
+                                                        ("A", pte.a), ("D", pte.d), ("S", pte.ps)))
+        flags += " XD" if pte.xd else ""
+        if not pte.present:
+            out.append(PteRow(key, ((f"{pad}  L{level}[{i:3}] ", "key"), (f"{iova:#014x} ", "addr"),
+                                    ("not present", "np"))))
+        elif leaf:
+            kind = "4K" if level == 1 else f"{fmt_size(span)} leaf (PS)"
+            out.append(PteRow(key, ((f"{pad}  L{level}[{i:3}] ", "key"), (f"{iova:#014x} ", "addr"),
+                                    (f"{kind:<13}", "head"), (f"{flags} ", "on"), (f"→ {pte.addr:#x} ", "addr"),
+                                    (f"{raw:016x}", "dim"))))
+        else:
+            open_ = key in self.expanded
+            out.append(PteRow(key, ((f"{pad}{'▾' if open_ else '▸'} L{level}[{i:3}] ", "key"),
+                                    (f"{iova:#014x}-{iova + span - 1:#014x} ", "addr"), (f"{flags} ", "on"),
+                                    (f"table {pte.addr:#x} ", "addr"), (f"{raw:016x}", "dim")), expandable=True))
+        return leaf
 
     def _table(self, out, table, level, base, depth, read_page, unit_read_page) -> None:
         span = 1 << level_shift(level)
@@ -60,7 +109,11 @@ class PteTree:
             leaf = level == 1 or pte.ps
             key = (level, iova)
             perms = ("R" if pte.r else "-") + ("W" if pte.w else "-")
-            if not pte.present:
+            present = pte.present
+            if self.first:
+                leaf = self._fs_row(out, pad, level, i, iova, span, raw)
+                present = bool(raw & 1)  # FsPte.present: P alone (R/W without P is not present)
+            elif not pte.present:
                 line = ((f"{pad}  L{level}[{i:3}] ", "key"), (f"{iova:#014x} ", "addr"), ("not present", "np"))
                 out.append(PteRow(key, line))
             elif leaf:
@@ -78,7 +131,7 @@ class PteTree:
             if seen != raw:
                 warn = plain(f"{pad}    ⚠ the unit reads {seen:016x}: the write is not yet visible to it", "stale")
                 out.append(PteRow(key, warn, expandable=out[-1].expandable))
-            if not leaf and pte.present and key in self.expanded:
+            if not leaf and present and key in self.expanded:
                 self._table(out, pte.addr, level - 1, iova, depth + 1, read_page, unit_read_page)
 
 

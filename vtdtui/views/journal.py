@@ -1,8 +1,10 @@
 """The journal as lines: every event newest last, filtered, with counters per op.
 
 Filtering is incremental: the journal only grows between commands, so each refresh
-scans just the new events.  Undo rebuilds the machine with a new Journal object,
-which resets the scan.
+scans just the new events, and an undo cuts it back in place (the view goes back to
+a mark).  From the first filter on, the view keeps an index of the events per value
+of each filter key (op, unit, actor, outcome, rule), so a new filter costs the events
+of its most selective key, not a walk of the journal.
 
 The pane is a Line-API view over possibly 100k events, so a row (`row_line`) and its
 wrap (`row_lines`) are built for one event at a time, when it is visible; only search
@@ -12,7 +14,9 @@ and export walk the (filtered) journal.  `event_detail` is the whole of one even
 from __future__ import annotations
 
 import bisect
+import heapq
 import json
+from array import array
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from ..textsafe import printable
 from .style import Line, wrap
 
 FILTER_KEYS = ("outcome", "op", "unit", "actor", "rule")
+INDEX_KEYS = ("op", "unit", "actor", "outcome", "rule")  # JournalView._index, in _scan's order
 OUTCOMES = ("all", "issued", "skipped")
 
 
@@ -79,9 +84,70 @@ class JournalView:
     _journal: Journal | None = None  # held, not an id(): undo's new journal may reuse an address
     _seen: int = 0
 
+    # Event indices (ascending) per value of each filter key: op, unit (lower case),
+    # actor, outcome, rule → value → array of indices.  Built at the first filter (a
+    # pass over what was scanned: building it with the startup scan would double the
+    # cost of the first frame), then extended as events are scanned and cut back with
+    # the view on an undo.
+    _index: dict = field(default_factory=dict)
+    _refilter: bool = False
+
     def set_filter(self, f: JournalFilter) -> None:
+        """A new filter: the events shown so far come from the index (the cost of the
+        filter's most selective key), the events still unseen from the next update."""
         self.filter = f
-        self._journal = None  # rescan
+        self._refilter = True  # at the next update, once it knows what an undo cut back
+
+    def _select(self, f: JournalFilter) -> list[int]:
+        """The indices below _seen that `f` shows, from the index: the smallest candidate
+        list (an exact key's, or the merge of the values a substring key matches),
+        tested against the whole filter when other keys narrow it further."""
+        if not self._index and self._seen:  # the first filter: index what is scanned
+            self._index_events(self._journal.events, 0, self._seen)
+        idx = self._index
+        cands: list[tuple[int, list]] = []  # (size, lists to merge)
+        for key, want in (("outcome", f.outcome if f.outcome != "all" else ""), ("unit", f.unit),
+                          ("actor", f.actor)):
+            if want:
+                lst = idx.get(key, {}).get(want)
+                cands.append((len(lst), [lst]) if lst is not None else (0, []))
+        for key, part in (("op", f.op), ("rule", f.rule)):
+            if part:
+                lists = [lst for v, lst in idx.get(key, {}).items() if part in v]
+                cands.append((sum(map(len, lists)), lists))
+        if not cands:
+            return list(range(self._seen))
+        size, lists = min(cands, key=lambda c: c[0])
+        if not size:
+            return []
+        rows = list(lists[0]) if len(lists) == 1 else list(heapq.merge(*lists))
+        if len(cands) > 1:
+            events, match = self._journal.events, f.matches
+            rows = [i for i in rows if match(events[i])]
+        return rows
+
+    def _index_events(self, events: list[Event], start: int, end: int) -> None:
+        idx = self._index
+        if not idx:
+            idx.update({k: {} for k in INDEX_KEYS})
+        by_op, by_unit, by_actor, by_outcome, by_rule = (idx[k] for k in INDEX_KEYS)
+        for i in range(start, end):
+            e = events[i]
+            for per, value in ((by_op, e.op), (by_unit, e.unit.lower()), (by_actor, e.actor),
+                               (by_outcome, e.outcome), (by_rule, e.rule)):
+                lst = per.get(value)
+                if lst is None:
+                    lst = per[value] = array("q")
+                lst.append(i)
+
+    def _cut_index(self, n: int) -> None:
+        """Drop the indexed events from `n` on (an undo cut the journal back)."""
+        for per in self._index.values():
+            for value in [v for v, lst in per.items() if lst and lst[-1] >= n]:
+                lst = per[value]
+                del lst[bisect.bisect_left(lst, n):]
+                if not lst:
+                    del per[value]
 
     # (events seen, counts, decisions, records) at each of the last updates: an undo
     # cuts the same journal back to one of them, and the view goes back with it
@@ -93,28 +159,46 @@ class JournalView:
         """Scan what the journal gained; `since`: the first index that may differ from
         the last scan (an undo cut the journal back there, and it may have grown
         again since; machine.Changes.journal), None: the journal only grew, or
-        was cut back (which the view sees)."""
+        was cut back (which the view sees).  After set_filter the events already
+        scanned are selected from the index, the new ones tested as they come."""
         cut = min(len(journal), since if since is not None else len(journal))
         if journal is self._journal and cut < self._seen:
             self._back_to(cut)
         if journal is not self._journal or len(journal) < self._seen:
-            self._journal, self._seen, self._marks = journal, 0, []
+            self._journal, self._seen, self._marks, self._index = journal, 0, [], {}
             self.indices, self.counts, self.decisions, self.records = [], Counter(), Counter(), Counter()
         if self._seen and (not self._marks or self._marks[-1][0] != self._seen):
             self._marks.append((self._seen, self.counts.copy(), self.decisions.copy(), self.records.copy()))
             if len(self._marks) > self.MARKS:
                 del self._marks[: self.MARKS // 2]
+        if self._refilter:
+            self._refilter = False
+            self.indices = self._select(self.filter)
         events = journal.events
-        for i in range(self._seen, len(events)):
-            e = events[i]
-            if e.is_decision:
-                self.counts[e.op, e.outcome] += 1
-                self.decisions[e.outcome] += 1
-            else:  # a DMA, a fault, a toggle, a switch: no software chose it
-                self.records[e.op] += 1
-            if self.filter.matches(e):
-                self.indices.append(i)
+        if self._seen < len(events):
+            self._scan(events, self._seen, len(events))
         self._seen = len(events)
+
+    def _scan(self, events: list[Event], start: int, end: int) -> None:
+        """Count, index and filter events[start:end] (one pass, the index inlined: this
+        is the whole journal at startup)."""
+        counts, decisions, records = self.counts, self.decisions, self.records
+        for i in range(start, end):
+            e = events[i]
+            op, outcome = e.op, e.outcome
+            if e.actor != "hw":  # Event.is_decision
+                counts[op, outcome] += 1
+                decisions[outcome] += 1
+            else:  # a DMA, a fault, a toggle, a switch: no software chose it
+                records[op] += 1
+        if self._index:  # kept from the first filter on (it would double the first scan)
+            self._index_events(events, start, end)
+        f = self.filter
+        if f.outcome == "all" and not (f.op or f.unit or f.actor or f.rule):
+            self.indices.extend(range(start, end))
+        else:
+            match = f.matches
+            self.indices += [i for i in range(start, end) if match(events[i])]
 
     def _back_to(self, n: int) -> None:
         """The journal was cut back to `n` events: the counts as they were at the last
@@ -126,6 +210,7 @@ class JournalView:
             return
         seen, counts, decisions, records = self._marks[-1]
         del self.indices[bisect.bisect_left(self.indices, seen):]
+        self._cut_index(seen)
         self._seen, self.counts, self.decisions, self.records = seen, counts.copy(), decisions.copy(), records.copy()
 
     def totals(self) -> tuple[int, int]:
@@ -368,6 +453,8 @@ class EventDetail:
 
 GRANS_CC = {1: "global", 2: "domain", 3: "device"}
 GRANS_IOTLB = {1: "global", 2: "domain (DSI)", 3: "page (PSI)"}
+GRANS_PC = {0: "all PASIDs of DID", 1: "PASID-selective", 3: "global"}
+GRANS_PIOTLB = {2: "PASID-selective", 3: "page-selective within PASID"}
 
 
 def describe_descriptor(lo: int, hi: int) -> str:
@@ -387,6 +474,14 @@ def describe_descriptor(lo: int, hi: int) -> str:
                 f"QDEP {d.qdep} PFSID {d.pfsid:#x}")
     if isinstance(d, qi.IecDesc):
         return f"iec {'index' if d.index_selective else 'global'} IIDX {d.iidx} IM {d.im}"
+    if isinstance(d, qi.PcDesc):
+        return f"pasid-cache G={d.gran} {GRANS_PC.get(d.gran, '?')} DID {d.did} PASID {d.pasid:#x}"
+    if isinstance(d, qi.PiotlbDesc):
+        return (f"piotlb G={d.gran} {GRANS_PIOTLB.get(d.gran, '?')} DID {d.did} PASID {d.pasid:#x} "
+                f"addr {d.addr:#x} AM {d.am} ({(1 << d.am) * 4}K) IH {int(d.ih)}")
+    if isinstance(d, qi.PasidDevTlbDesc):
+        return (f"pasid-device-tlb SID {bdf_str(d.sid)} PASID {d.pasid:#x} addr {d.addr:#x} "
+                f"S {int(d.size)} G {int(d.glob)} QDEP {d.qdep} PFSID {d.pfsid:#x}")
     return (f"wait SW {int(d.status_write)} IF {int(d.interrupt)} FN {int(d.fence)} "
             f"status data {d.status_data:#x} → {d.status_addr:#x}")
 

@@ -1,10 +1,12 @@
-"""The selected unit: capability badges, CAP/ECAP by field, GSTS, fault status."""
+"""The selected unit: capability badges, mode, CAP/ECAP by field, GSTS, RTADDR and
+IQA (scalable mode: RTADDR.SMT, 256-bit descriptors IQA.DW), fault status."""
 
 from __future__ import annotations
 
 from ..hw import regs
 from ..hw.faults import reason_string
 from ..machine import Machine
+from ..machine.state import sm_mode
 from .style import Line, badge, plain
 
 # The bits the stories turn on; each toggles from a key or the palette.
@@ -21,6 +23,18 @@ def unit_badges(m: Machine, name: str) -> Line:
         value = u.capf(field) if reg == "CAP" else u.ecapf(field)
         segs += [badge(field, bool(value)), (" ", "")]
     return tuple(segs)
+
+
+def mode_line(u) -> Line:
+    """Legacy or scalable mode, and what the unit offers for the latter: the kernel runs
+    scalable mode iff intel_iommu_sm && ECAP.SMTS (sm_supported()); the hardware does
+    iff the root table it latched has RTADDR.SMT."""
+    sm = sm_mode(u)
+    stages = " ".join(n for n in ("FLTS", "SLTS", "NEST", "SMPWC") if u.ecapf(n)) or "no stage"
+    if sm:
+        return ((" mode ", "key"), ("scalable", "on"), (f" · {stages} · PSS {u.ecapf('PSS')}", "dim"))
+    why = "ECAP.SMTS=1 but the kernel runs legacy mode (intel_iommu=sm_off)" if u.ecapf("SMTS") else "no ECAP.SMTS"
+    return ((" mode ", "key"), ("legacy", ""), (f" · {why}", "dim"))
 
 
 def _bits(value: int, names) -> str:
@@ -42,10 +56,17 @@ def registers(m: Machine, name: str) -> list[Line]:
                 (" · emulated by QEMU" if u.emulated_by_qemu else "", "dim")))
     out.append(unit_badges(m, name))
     out.append(((" GSTS ", "key"), (f"{u.gsts:#010x} ", "addr"), (_bits(u.gsts, GSTS_BITS), "")))
+    rt_line = ((" RTADDR ", "key"), (f"{u.rta_latched:#x} ", "addr"),
+                (f"SMT={int(bool(u.rta_latched & regs.RTADDR_SMT))}  ", "on" if u.rta_latched & regs.RTADDR_SMT else "dim"),
+                ("IQA ", "key"), (f"{u.iqa:#x} ", "addr"),
+                (f"DW={int(bool(u.iqa & regs.IQA_DW))}", "on" if u.iqa & regs.IQA_DW else "dim"),
+                (" (256-bit descriptors)" if u.iqa & regs.IQA_DW else "", "dim"))
     fsts_tok = "bad" if u.fsts else ""
     fsts = u.mmio_read(regs.FSTS_REG)  # as software reads it: FRI (15:8) included
     out.append(((" FSTS ", "key"), (f"{fsts:#010x} ", "addr"), (_bits(fsts, FSTS_BITS), fsts_tok),
                 (f" FRI {fsts >> 8 & 0xFF}", "dim")))
+    out.append(mode_line(u))
+    out.append(rt_line)
     faults = [f for f in u.faults if not f.suppressed_by_fpd]
     if faults:
         out.append(plain(f" faults: {len(faults)} recorded, newest last", "bad"))

@@ -3,17 +3,29 @@
 Each row also says when the unit would read something else — a line still dirty in
 the CPU cache on a unit without page-walk coherency, or a write held in the RWBF
 write buffer — because that difference is what a skipped clflush or flush causes.
+
+A unit in scalable mode (RTADDR.SMT latched) shows its scalable-mode root entries
+(LCTP/UCTP), the 256-bit context entries of a bus and, under each, the device's PASID
+directory and PASID entries (PGTT, DID, FSPTPTR/SSPTPTR, PGSNP, PWSNP, FLPM, AW):
+Enter on any of those rows opens the page tables the PASID entry points to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hw.entries import ROOT_ENTRY_SIZE, TT_NAMES, ContextEntry, RootEntry, bdf_str
+from ..hw.entries import ROOT_ENTRY_SIZE, TT_NAMES, TT_PASS_THROUGH, ContextEntry, RootEntry, bdf_str
 from ..hw.memory import MemoryError_
+from ..hw.sm_entries import PGTT_FL_ONLY, PGTT_NESTED, PGTT_PT, PasidEntry
 from ..hw.unit import DmarUnit
 from ..machine import Machine
+from ..machine.state import pasid_dir, pasid_entry, pasid_table, sm_context, sm_contexts, sm_mode, sm_roots
+from .ioptes import Levels
 from .style import Line, plain
+
+# PASID entries shown under one context entry (the RID_PASID one first): enough for
+# what Linux sets up (PASID 0, SVA and iommufd PASIDs), bounded for any table.
+MAX_PASID_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -38,8 +50,20 @@ def unit_view_differs(u: DmarUnit, addr: int) -> str:
     return f"⚠ unit reads {hw[1]:016x}:{hw[0]:016x} ({why})"
 
 
+def unit_view_differs_sm(u: DmarUnit, addr: int, size: int) -> str:
+    """unit_view_differs() for a scalable-mode structure of `size` bytes (a 32-byte
+    context entry, a 64-byte PASID entry)."""
+    for off in range(0, size, 16):
+        diff = unit_view_differs(u, addr + off)
+        if diff:
+            return diff + (f" at +{off:#x}" if off else "")
+    return ""
+
+
 def root_rows(m: Machine, name: str) -> list[Row]:
     u = m.units[name]
+    if sm_mode(u):
+        return _sm_root_rows(u)
     rta = u.rta_latched & ~0xFFF
     head = plain(f"root table @ {rta:#x} (RTADDR latched by SRTP) · present buses · Enter: context table", "dim")
     rows = [Row(None, head)]
@@ -57,8 +81,101 @@ def root_rows(m: Machine, name: str) -> list[Row]:
     return rows
 
 
+def _sm_root_rows(u: DmarUnit) -> list[Row]:
+    rta = u.rta_latched & ~0xFFF
+    head = plain(f"scalable-mode root table @ {rta:#x} (RTADDR.SMT=1) · LCTP devfn 00-7f, UCTP 80-ff · "
+                 "Enter: context table", "dim")
+    rows = [Row(None, head)]
+    for bus, addr, re_ in sm_roots(u):
+        line = ((f"bus {bus:02x}  ", "key"),
+                (f"LP={int(re_.lp)} ", "on" if re_.lp else "dim"), (f"LCTP {re_.lctp:#x}  ", "addr"),
+                (f"UP={int(re_.up)} ", "on" if re_.up else "dim"), (f"UCTP {re_.uctp:#x}  ", "addr"),
+                (f"{re_.hi:016x}:{re_.lo:016x}", "dim"))
+        rows.append(Row(bus, line))
+        diff = unit_view_differs(u, addr)
+        if diff:
+            rows.append(Row(bus, plain("        " + diff, "stale")))
+    if len(rows) == 1:
+        rows.append(Row(None, plain("no present root entries", "dim")))
+    return rows
+
+
+def _pgtt_ptr(pe: PasidEntry) -> tuple[str, int]:
+    """The table the PASID entry translates through, as dmar_fault_dump_ptes() picks it:
+    FSPTPTR (val[2]) for first stage, SSPTPTR (val[0]) otherwise."""
+    return ("FSPTPTR", pe.fsptptr) if pe.pgtt == PGTT_FL_ONLY else ("SSPTPTR", pe.ssptptr)
+
+
+def pasid_entry_line(pasid: int, pe: PasidEntry, pad: str = "") -> Line:
+    ptr_name, ptr = _pgtt_ptr(pe)
+    flags = " ".join(n for n, on in (("PGSNP", pe.pgsnp), ("PWSNP", pe.pwsnp), ("SRE", pe.sre), ("WPE", pe.wpe),
+                                     ("EAFE", pe.eafe), ("SSADE", pe.ssade), ("FPD", pe.fpd)) if on)
+    levels = pe.fs_levels if pe.pgtt == PGTT_FL_ONLY else pe.ss_levels
+    where = "" if pe.pgtt == PGTT_PT else f"{ptr_name} {ptr:#x} "
+    nested = f"FSPTPTR {pe.fsptptr:#x} " if pe.pgtt == PGTT_NESTED else ""
+    return ((f"{pad}PASID {pasid:<5}", "key"), ("P=1 " if pe.present else "P=0 ", "on" if pe.present else "np"),
+            (f"PGTT {pe.pgtt} {pe.pgtt_name:<13}", "head"), (f"DID {pe.did:<4} ", "head"),
+            (where + nested, "addr"), (f"FLPM {pe.flpm} AW {pe.aw} ({levels}-level) ", "dim"),
+            (flags, "on"))
+
+
+def _sm_context_rows(m: Machine, name: str, u: DmarUnit, bus: int) -> list[Row]:
+    re_ = next((r for b, _a, r in sm_roots(u) if b == bus), None)
+    if re_ is None:
+        return [Row(None, plain(f"bus {bus:02x} has no present root entry · Backspace: root table", "warn"))]
+    names = m.device_names(name)
+    rows = [Row(None, plain(f"context tables of bus {bus:02x} (256-bit entries) @ LCTP {re_.lctp:#x} / UCTP "
+                            f"{re_.uctp:#x} · Enter: page tables · Backspace: root", "dim"))]
+    for devfn, addr, ce in sm_contexts(u, bus, re_):
+        sid = bus << 8 | devfn
+        who = names.get(sid)
+        label = f"grp {who[0]} {who[1]}" if who else ""
+        flags = " ".join(n for n, on in (("DTE", ce.dte), ("PASIDE", ce.paside), ("PRE", ce.pre), ("FPD", ce.fpd))
+                         if on) or "-"
+        line = ((f"{bdf_str(sid)} ", "key"), (f"PASIDDIRPTR {ce.pasiddirptr:#x} ", "addr"),
+                (f"PDTS {ce.pdts} ({ce.dir_entries} dir entries) ", "dim"), (f"{flags} ", "on"),
+                (f"RID_PASID {ce.rid_pasid}  ", ""), (label, "dim"))
+        rows.append(Row(sid, line))
+        w = ce.words
+        rows.append(Row(sid, plain(f"          {w[3]:016x}:{w[2]:016x}:{w[1]:016x}:{w[0]:016x}", "dim")))
+        diff = unit_view_differs_sm(u, addr, 32)
+        if diff:
+            rows.append(Row(sid, plain("          " + diff, "stale")))
+        rows += _pasid_rows(u, sid, ce)
+    if len(rows) == 1:
+        rows.append(Row(None, plain("no present context entries on this bus (probe sets them up: none here)", "dim")))
+    return rows
+
+
+def _pasid_rows(u: DmarUnit, sid: int, ce) -> list[Row]:
+    """The device's PASID directory entries and the PASID entries under them."""
+    rows: list[Row] = []
+    shown = 0
+    for d, de in pasid_dir(u, ce):
+        rows.append(Row(sid, ((f"            dir[{d}] ", "key"), ("P=1 " if de.present else "P=0 ", "on" if de.present else "np"),
+                              (f"PASID table {de.table:#x} ", "addr"), (f"PASIDs {d << 6}-{(d << 6) + 63}", "dim"))))
+        if not de.present:
+            continue
+        for i, pe in pasid_table(u, de.table):
+            if shown == MAX_PASID_ROWS:
+                rows.append(Row(sid, plain("              … more PASID entries", "dim")))
+                return rows
+            shown += 1
+            rows.append(Row(sid, pasid_entry_line(d << 6 | i, pe, "              ")))
+            v = pe.val
+            rows.append(Row(sid, plain(f"                val[2..0] {v[2]:016x}:{v[1]:016x}:{v[0]:016x}", "dim")))
+            diff = unit_view_differs_sm(u, de.table + i * 64, 64)
+            if diff:
+                rows.append(Row(sid, plain("                " + diff, "stale")))
+    if not rows:
+        rows.append(Row(sid, plain("            PASID directory: no entries", "dim")))
+    return rows
+
+
 def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     u = m.units[name]
+    if sm_mode(u):
+        return _sm_context_rows(m, name, u, bus)
     rta = u.rta_latched & ~0xFFF
     pair = _pair(u, rta + bus * ROOT_ENTRY_SIZE, u.cpu_read_q) if rta else None
     re_ = RootEntry.decode(*pair) if pair else None
@@ -83,8 +200,50 @@ def context_rows(m: Machine, name: str, bus: int) -> list[Row]:
     return rows
 
 
-def context_entry(m: Machine, name: str, sid: int) -> ContextEntry | None:
-    """The present context entry for `sid` as software wrote it."""
+@dataclass(frozen=True)
+class SmTranslation:
+    """What the IOPTE pane needs of a scalable-mode device, in a legacy context entry's
+    terms: the RID_PASID PASID entry's DID, the table it points to (FSPTPTR for first
+    stage, SSPTPTR otherwise) in `slptptr`, its levels (carrying the stage, see
+    ioptes.Levels) and `tt` 2 for pass-through (PGTT 4)."""
+
+    did: int
+    slptptr: int
+    levels: Levels
+    tt: int
+    pasid: int
+    entry: PasidEntry
+
+    @property
+    def stage(self) -> str:
+        return self.levels.stage
+
+
+def sm_translation(m: Machine, name: str, sid: int, pasid: int | None = None) -> SmTranslation | None:
+    """The page-table root of `sid` (RID_PASID, or `pasid`) in scalable mode, or None
+    when the context or PASID entry is not present."""
     u = m.units[name]
+    ce = sm_context(u, sid)
+    if ce is None:
+        return None
+    p = ce.rid_pasid if pasid is None else pasid
+    pe = pasid_entry(u, sid, p)
+    if pe is None or not pe.present:
+        return None
+    if pe.pgtt == PGTT_FL_ONLY:
+        levels = Levels(pe.fs_levels, "first")
+    else:
+        levels = Levels(pe.ss_levels, "nested" if pe.pgtt == PGTT_NESTED else "second")
+    tt = TT_PASS_THROUGH if pe.pgtt == PGTT_PT else 0
+    ptr = pe.fsptptr if pe.pgtt == PGTT_FL_ONLY else pe.ssptptr
+    return SmTranslation(pe.did, ptr, levels, tt, p, pe)
+
+
+def context_entry(m: Machine, name: str, sid: int) -> ContextEntry | SmTranslation | None:
+    """The present context entry for `sid` as software wrote it; in scalable mode what
+    its RID_PASID PASID entry says (SmTranslation: did, slptptr, levels, tt alike)."""
+    u = m.units[name]
+    if sm_mode(u):
+        return sm_translation(m, name, sid)
     cr = u.read_context(sid, u.cpu_read_q)
     return cr.entry if cr.entry is not None and cr.entry.present else None

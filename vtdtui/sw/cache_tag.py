@@ -1,0 +1,173 @@
+"""Cache tags and the flushes that walk them (drivers/iommu/intel/cache.c, NEW copy:
+intel-lab-lkp/linux@0b01758c4064), for domains attached in scalable mode.
+
+A mixin of IntelIommuDriver.  A domain keeps one CACHE_TAG_IOTLB tag per (unit, DID,
+PASID) and one CACHE_TAG_DEVTLB tag per ATS-enabled device; tags of one unit sit
+together so a flush batches per unit (cache_tag_assign: "Link cache tags of same iommu
+unit together").  Legacy-mode domains keep the older per-unit loops of sw/linux.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hw import regs
+from ..hw.entries import bdf_str
+
+MAX_AGAW_PFN_WIDTH = 52  # iommu.h
+
+
+@dataclass
+class CacheTag:
+    kind: str  # "iotlb" | "devtlb" (CACHE_TAG_IOTLB / CACHE_TAG_DEVTLB)
+    unit: str
+    did: int
+    pasid: int
+    sid: int | None = None  # the device of a DEVTLB tag
+    users: int = 1
+
+
+def calculate_psi_aligned_address(start: int, last: int) -> tuple[int, int]:
+    """cache.c calculate_psi_aligned_address() (NEW): `sz_lg2 = fls_long(start ^ last)`;
+    ≤ 12 → order 0 at start; ≥ MAX_AGAW_PFN_WIDTH → (0, 52); else the aligned block of
+    2^sz_lg2 bytes that holds both ends.  Returns (address, size order)."""
+    start &= ~0xFFF
+    sz = (start ^ last).bit_length()
+    if sz <= 12:
+        return start, 0
+    if sz >= MAX_AGAW_PFN_WIDTH:
+        return 0, MAX_AGAW_PFN_WIDTH
+    return start & ~((1 << sz) - 1), sz - 12
+
+
+class CacheTags:
+    """Cache-tag policy of IntelIommuDriver (attributes are the driver's)."""
+
+    # ------------------------------------------------------------ assign / unassign
+    def _cache_tag_assign(self, d, kind: str, unit, did: int, pasid: int, sid: int | None) -> None:
+        """cache_tag_assign(): reuse a matching tag (users++), else insert it after the
+        last tag of the same unit, or at the head when the unit has none (list_add)."""
+        for t in d.tags:
+            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind == "iotlb"
+                                                                   else t.sid == sid):
+                t.users += 1
+                return
+        at = 0
+        for i, t in enumerate(d.tags):
+            if t.unit == unit.name:
+                at = i + 1
+        d.tags.insert(at, CacheTag(kind, unit.name, did, pasid, sid))
+
+    def _cache_tag_unassign(self, d, kind: str, unit, did: int, pasid: int, sid: int | None) -> None:
+        for i, t in enumerate(d.tags):
+            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind == "iotlb"
+                                                                   else t.sid == sid):
+                t.users -= 1
+                if not t.users:
+                    del d.tags[i]
+                return
+
+    def _cache_tag_assign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
+        """cache_tag_assign_domain(): an IOTLB tag, and a DEVTLB tag iff info->ats_enabled."""
+        did = d.dids[unit.name]
+        self._cache_tag_assign(d, "iotlb", unit, did, pasid, None)
+        if sid in self.ats:
+            self._cache_tag_assign(d, "devtlb", unit, did, pasid, sid)
+
+    def _cache_tag_unassign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
+        did = d.dids[unit.name]
+        self._cache_tag_unassign(d, "iotlb", unit, did, pasid, None)
+        if sid in self.ats:
+            self._cache_tag_unassign(d, "devtlb", unit, did, pasid, sid)
+
+    # ------------------------------------------------------------ flushes
+    def _tag_iotlb(self, d, tag: CacheTag, addr: int, mask: int, ih: bool, rule: str, why: str, detail: str) -> None:
+        """cache_tag_flush_iotlb(): first stage (intel_domain_use_piotlb) → P_IOTLB,
+        PASID-selective when mask ≥ 52 else page-selective-within-PASID (no CAP.PSI or
+        MAMV test); second stage → PSI, or DSI when !CAP.PSI or mask > MAMV."""
+        from ..hw import qi
+
+        unit = self.units[tag.unit]
+        did, pasid = tag.did, tag.pasid
+        if d.stage == "first":
+            if mask >= MAX_AGAW_PFN_WIDTH:
+                ev = self._ev(unit, "piotlb-invalidation", True, rule, f"{why} (qi_batch_add_piotlb_all)", "pasid",
+                              f"DID {did} PASID {pasid}", did=did, pasid=pasid)
+                self._qi_send(unit, qi.PiotlbDesc(qi.PIOTLB_PASID, did, pasid), ev)
+            else:
+                ev = self._ev(unit, "piotlb-invalidation", True, rule, why, "page",
+                              f"DID {did} PASID {pasid} {detail} → addr {addr:#x} AM {mask}{' IH' if ih else ''}",
+                              did=did, pasid=pasid)
+                self._qi_send(unit, qi.PiotlbDesc(qi.PIOTLB_PSI, did, pasid, addr, mask, ih), ev)
+            return
+        if not unit.psi or mask > unit.mamv:
+            cause = "CAP.PSI=0: no page-selective invalidation" if not unit.psi else \
+                f"mask {mask} > MAMV {unit.mamv}: range too large for one PSI"
+            self._ev(unit, "iotlb-invalidation", False, "psi-fallback", cause, "page", f"DID {did} {detail}", did=did)
+            ev = self._ev(unit, "iotlb-invalidation", True, rule, f"{why} (domain-selective)", "domain", f"DID {did}",
+                          did=did)
+            self._flush_iotlb(unit, regs.GRAN_DOMAIN, did, ev=ev)
+            return
+        # qi_desc_iotlb() ignores the IH argument: type-2 PSI descriptors carry IH=0.
+        ev = self._ev(unit, "iotlb-invalidation", True, rule, why, "page",
+                      f"DID {did} {detail} → addr {addr:#x} AM {mask}", did=did)
+        self._flush_iotlb(unit, regs.GRAN_PAGE, did, addr, mask, False, ev=ev)
+
+    def _tag_devtlb(self, tag: CacheTag, addr: int, mask: int, rule: str) -> None:
+        """cache_tag_flush_devtlb_psi(): PASID 0 → dev-TLB (type 3), else the PASID form."""
+        unit = self.units[tag.unit]
+        if tag.pasid == 0:
+            self._devtlb(unit, tag.sid, addr, mask, rule)
+        else:
+            self._devtlb_pasid(unit, tag.sid, tag.pasid, addr, mask, rule)
+
+    def cache_tag_flush_range(self, d, start: int, last: int, ih: bool, rule: str, why: str) -> None:
+        """cache_tag_flush_range(domain, start, end, ih): every tag, batched per unit."""
+        addr, mask = calculate_psi_aligned_address(start, last)
+        detail = f"{start:#x}..{last:#x}"
+        with self.qi_batch():
+            for tag in list(d.tags):
+                if tag.kind == "iotlb":
+                    self._tag_iotlb(d, tag, addr, mask, ih, rule, why, detail)
+                else:
+                    self._tag_devtlb(tag, addr, mask, rule)
+
+    def cache_tag_flush_all(self, d, rule: str, why: str) -> None:
+        """cache_tag_flush_all() (G17/NEW): cache_tag_flush_range(domain, 0, ULONG_MAX, 0)."""
+        self.cache_tag_flush_range(d, 0, (1 << 64) - 1, False, rule, why)
+
+    def cache_tag_flush_range_np(self, d, start: int, last: int) -> None:
+        """cache_tag_flush_range_np(): per tag, `!cap_caching_mode || intel_domain_is_fs_paging`
+        → iommu_flush_write_buffer() only ("any software updates to remapping structures
+        other than first-stage mapping requires explicit invalidation"); else the IOTLB
+        tags get cache_tag_flush_iotlb(..., ih=0) and DEVTLB tags nothing."""
+        addr, mask = calculate_psi_aligned_address(start, last)
+        detail = f"{start:#x}..{last:#x}"
+        with self.qi_batch():
+            for tag in list(d.tags):
+                unit = self.units[tag.unit]
+                fs = d.stage == "first"
+                if not unit.cm or fs:
+                    if tag.kind == "iotlb":
+                        op = "piotlb-invalidation" if fs else "iotlb-invalidation"
+                        if fs and unit.cm:
+                            self._ev(unit, op, False, "map-fs",
+                                     "first stage: CM does not cover first-stage mappings (cache.c "
+                                     "cache_tag_flush_range_np)", "page", f"DID {tag.did} PASID {tag.pasid} {detail}",
+                                     did=tag.did, pasid=tag.pasid)
+                        else:
+                            self._ev(unit, op, False, "map-fs" if fs else "map-np2p",
+                                     "CM=0: hardware does not cache not-present entries", "page",
+                                     f"DID {tag.did} {detail}", did=tag.did, pasid=tag.pasid if fs else None)
+                    self.flush_write_buffer(unit, "cache_tag_flush_range_np(): a write-buffer flush makes the new "
+                                                  "entries visible")
+                    continue
+                if tag.kind != "iotlb":
+                    continue
+                if self.skip_invalidation:
+                    self._ev(unit, "iotlb-invalidation", False, "map-np2p",
+                             "what-if: driver skips the caching-mode invalidation", "page",
+                             f"DID {tag.did} {detail}", did=tag.did)
+                    continue
+                self._tag_iotlb(d, tag, addr, mask, False, "map-np2p",
+                                "CM=1: hardware may have cached the not-present entries", detail)
