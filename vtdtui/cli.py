@@ -336,13 +336,35 @@ class _ScenarioArg:
 
 
 def _import_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", metavar="ROOT",
-                   help="a sysfs root: a folder holding sys/class/iommu (/ for this machine, or a copy made as "
-                        "README 'Your own machine' says)")
+    p.add_argument("paths", metavar="PATH", nargs="+",
+                   help="a sysfs root (a folder holding sys/class/iommu: / for this machine, or a copy made as "
+                        "README 'Your own machine' says), a debugfs folder (/sys/kernel/debug/iommu/intel) or "
+                        "one of its files, or a kernel log (dmesg, journalctl -k); several are read together")
     p.add_argument("--toml", dest="import_toml", metavar="OUT|-",
                    help="write the scenario (units, groups, devices) to OUT, or - for stdout")
     p.add_argument("--json", dest="import_json", metavar="OUT|-",
-                   help="write what was read as JSON (units, groups, devices, skipped) to OUT, or - for stdout")
+                   help="write what was read as JSON to OUT, or - for stdout: for one sysfs root its units, groups, "
+                        "devices, skipped; else the imported machine's state JSON with an 'import' key")
+
+
+def import_machine(paths: list[str]):
+    """The machine `vtdtui import PATH...` builds (kernel/importer.py), its refusals as
+    BadInput; for `--import` and `translate --import`."""
+    from vtdtui.kernel.importer import ImportError_
+    from vtdtui.kernel.importer import import_machine as build
+
+    try:
+        return build(paths)
+    except ImportError_ as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _unparsed_note(m) -> None:
+    """Lines no reader understood: listed with file:line on stderr (not fatal)."""
+    unparsed = m.imported["unparsed"]
+    if unparsed:
+        shown = ", ".join(unparsed[:10]) + (", ..." if len(unparsed) > 10 else "")
+        _say(f"{PROG}: import: {len(unparsed)} line{'s' * (len(unparsed) != 1)} not understood (skipped): {shown}")
 
 
 def _write_out(target: str, text: str, flag: str) -> None:
@@ -362,9 +384,15 @@ def _write_out(target: str, text: str, flag: str) -> None:
 def _run_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.import_toml == "-" and args.import_json == "-":
         parser.error("--toml - and --json - would both write to standard output; give one a file")
+    from vtdtui.kernel.importer import looks_like_debugfs
+
+    one = args.paths[0]
+    if len(args.paths) > 1 or os.path.isfile(one) or looks_like_debugfs(one):
+        return _run_import_machine(args)
+    # One sysfs root (or a folder that is nothing else: the sysfs reader says what is missing).
     from vtdtui.kernel.sysfs import render_summary, to_json
 
-    root = args.root
+    root = args.paths[0]
     m = _read_sysfs(root, root)
     texts: list[tuple[str, str, str]] = []
     if args.import_toml is not None:
@@ -392,6 +420,33 @@ def _run_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         out.flush()
         return 0
     for target, text, flag in texts:  # every text exists before any output is touched
+        _write_out(target, text, flag)
+    return 0
+
+
+def _run_import_machine(args: argparse.Namespace) -> int:
+    """`import PATH...` of debugfs files and folders, kernel logs (and a sysfs root
+    with them): the machine they describe (kernel/importer.py)."""
+    from vtdtui.kernel.importer import ImportError_, render_summary, scenario_toml, state_json
+
+    m = import_machine(args.paths)
+    _unparsed_note(m)
+    texts: list[tuple[str, str, str]] = []
+    if args.import_toml is not None:
+        try:
+            texts.append((args.import_toml, scenario_toml(m), "--toml"))
+        except ImportError_ as exc:
+            raise BadInput(str(exc)) from None
+    if args.import_json is not None:
+        texts.append((args.import_json, json.dumps(state_json(m), indent=2) + "\n", "--json"))
+    if not texts:
+        out = _stdout()
+        out.write(render_summary(m))
+        out.flush()
+        return 0
+    for target, text, flag in texts:  # every text exists before any output is touched
+        if target != "-":
+            _not_an_input(target, flag, {p: "an input" for p in args.paths})
         _write_out(target, text, flag)
     return 0
 
@@ -529,6 +584,93 @@ def _list_fixtures() -> int:
     return 0
 
 
+# --- translate ----------------------------------------------------------------------
+
+def _translate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bdf", metavar="BDF", help="the requester: bb:dd.f or 0000:bb:dd.f, e.g. 00:02.0")
+    p.add_argument("iova", metavar="IOVA", help="the address it sends, e.g. 0x100000, 1048576, 0x10_0000")
+    p.add_argument("access", metavar="r|w", nargs="?", default="r", help="a DMA read (default) or write")
+    p.add_argument("--scenario", dest="translate_scenario", metavar="NAME|PATH",
+                   help="built-in scenario (desktop, server, notebook, viommu ...), a TOML file, or live "
+                        "(this machine's sysfs); default desktop")
+    p.add_argument("--import", dest="translate_import", nargs="+", metavar="PATH",
+                   help="walk on the machine `vtdtui import PATH...` builds (debugfs files or folders, kernel logs, "
+                        "a sysfs root) instead of a scenario")
+    p.add_argument("--do", dest="translate_commands", action="append", default=[], metavar="COMMAND",
+                   help="apply a machine command first, e.g. --do 'attach 5' --do 'map 5 0x100000 64K' (repeatable)")
+    p.add_argument("--pasid", dest="translate_pasid", metavar="N",
+                   help="a request with PASID N (scalable mode); default: a request without PASID")
+    p.add_argument("--unit", dest="translate_unit", metavar="NAME",
+                   help="the unit to walk on, when the device sits behind more than one")
+    p.add_argument("--json", dest="translate_json", action="store_true",
+                   help="print JSON: bdf, iova, result, hpa, r, w, level, steps, fault (README, translate)")
+
+
+def _run_translate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`translate BDF IOVA [r|w]`: the unit's walk for one request, step by step, and the
+    line Linux would print when it faults (kernel/translate.py).  Exit 0 for a
+    translation and for a fault alike: both are answers; 2 for bad input."""
+    from vtdtui.hw.entries import bdf_str, parse_bdf
+    from vtdtui.kernel.translate import IOVA_LIMIT, PASID_LIMIT, device_units, render, translate
+    from vtdtui.machine import CommandError, Machine, ScenarioError
+    from vtdtui.machine.parse import parse_access, parse_int
+
+    try:  # every argument is checked before the machine is built
+        sid = parse_bdf(args.bdf)
+    except ValueError as exc:
+        raise BadInput(f"translate: BDF {exc}") from None
+    try:
+        iova = parse_int(args.iova, "translate: IOVA")
+        write = parse_access(args.access)
+        pasid = None if args.translate_pasid is None else parse_int(args.translate_pasid, "--pasid")
+    except ValueError as exc:
+        msg = str(exc)
+        raise BadInput(msg if msg.startswith(("translate", "--")) else f"translate: {msg}") from None
+    if iova >= IOVA_LIMIT:
+        raise BadInput(f"translate: IOVA {quote(args.iova)} is wider than 64 bits")
+    if pasid is not None and pasid >= PASID_LIMIT:
+        raise BadInput(f"--pasid {quote(args.translate_pasid)}: a PASID is 20 bits (0 to 0xfffff)")
+    if args.translate_import is not None and args.translate_scenario is not None:
+        parser.error("--scenario and --import are two sources: give one")
+    if args.translate_import is not None:
+        machine = import_machine(args.translate_import)
+        _unparsed_note(machine)
+    else:
+        try:
+            with _ScenarioArg(args.translate_scenario) as scenario:  # `live`: this machine's sysfs
+                machine = Machine.from_scenario(scenario)
+        except ScenarioError as exc:
+            raise BadInput(str(exc)) from None
+    for i, line in enumerate(args.translate_commands, 1):  # as `dump --do`
+        try:
+            machine.execute(line)
+        except CommandError as exc:
+            raise BadInput(f"--do #{i} {quote(line)}: {exc}") from None
+    found = device_units(machine, sid)
+    if args.translate_unit is not None:
+        if args.translate_unit not in machine.units:
+            raise BadInput(f"--unit {quote(args.translate_unit)}: no such unit (units: {', '.join(machine.units)})")
+        found = [f for f in found if f[0] == args.translate_unit]
+    units = sorted({u for u, _ in found})
+    if not found:
+        devices = sorted({bdf_str(s) for g in machine.groups.values() for s, _ in g.devices})
+        shown = ", ".join(devices[:12]) + (", ..." if len(devices) > 12 else "")
+        behind = f" behind {args.translate_unit}" if args.translate_unit is not None else ""
+        raise BadInput(f"translate: no device {bdf_str(sid)}{behind} in scenario {machine.scenario.name} "
+                       f"(devices: {shown})")
+    if len(units) > 1:
+        raise BadInput(f"translate: {bdf_str(sid)} sits behind {' and '.join(units)}: pick one with --unit")
+    name, device = found[0]
+    walk = translate(machine.units[name], sid, iova, write, pasid, unit_level=machine.level_of(name), device=device)
+    out = _stdout()
+    if args.translate_json:
+        out.write(json.dumps(walk.to_json(), indent=2) + "\n")
+    else:
+        _rich_console(out).print(render(walk))
+    out.flush()
+    return 0
+
+
 # --- bench --------------------------------------------------------------------------
 
 BENCHES = ("core", "build", "tui", "replay", "terminal")
@@ -656,6 +798,11 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_replay_arguments,
         run=_run_replay,
     ),
+    "translate": Command(
+        help="walk one device's request for an IOVA, step by step, and the fault line Linux would print",
+        add_arguments=_translate_arguments,
+        run=_run_translate,
+    ),
     "serve": Command(
         help="serve the app to web browsers (textual-serve): each tab runs 'vtdtui ARGS'",
         add_arguments=_serve_arguments,
@@ -707,6 +854,28 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
         app = importlib.import_module("vtdtui.tui.app")
         return app.run(scenario_file, record, devices=devices, map_spec=map_spec,
                        check_invariants=check_invariants, theme=theme_name, keymap=keymap)
+
+
+def run_tui_import(args: argparse.Namespace) -> int:
+    """`vtdtui --import PATH...`: the TUI over the machine `import PATH...` builds.  A
+    scenario, generated devices or a recording do not apply (a fixture names a
+    scenario file; an import has none)."""
+    for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
+                      ("tui_map_spec", "--map")):
+        if getattr(args, opt) is not None:
+            raise BadInput(f"--import: {flag} does not apply to an imported machine (it is built from the input alone)")
+    machine = import_machine(args.import_paths)
+    _unparsed_note(machine)
+    if not machine.groups:
+        raise BadInput("--import: no device in the input (no context entry, domain_translation_struct, fault dump or "
+                       "iommu group line names one): nothing to browse; 'vtdtui import PATH...' says what was read")
+    for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
+        if stream is None:  # Textual would fail on it with a traceback
+            raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
+    theme_name, keymap = _settings(args.theme, config_file=args.config)
+    app = importlib.import_module("vtdtui.tui.app")
+    return app.run(None, None, machine=machine, check_invariants=args.check_invariants, theme=theme_name,
+                   keymap=keymap)
 
 
 def _not_an_input(out: str, flag: str, inputs: dict[str, str]) -> None:
@@ -765,6 +934,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--config", metavar="FILE",
         help="settings and key remapping (default: $XDG_CONFIG_HOME/vtdtui/config.toml, "
              "else ~/.config/vtdtui/config.toml; see README, The TUI)",
+    )
+    parser.add_argument(
+        "--import", dest="import_paths", nargs="+", metavar="PATH",
+        help="browse a machine imported from the kernel's text instead of a scenario: debugfs folders or files, "
+             "kernel logs, a sysfs root (as 'vtdtui import PATH...'; README 'Your own machine')",
     )
     parser.add_argument(
         "--check-invariants", action="store_true",
@@ -846,12 +1020,14 @@ def _main(argv: list[str] | None) -> int:
     parser, subs = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command is None and args.import_paths:
+            return run_tui_import(args)
         if args.command is None:
             return run_tui(args.scenario, args.record, devices=args.tui_devices, map_spec=args.tui_map_spec,
                            check_invariants=args.check_invariants, theme=args.theme, config_file=args.config)
         for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
                           ("tui_map_spec", "--map"), ("check_invariants", "--check-invariants"),
-                          ("theme", "--theme"), ("config", "--config")):
+                          ("theme", "--theme"), ("config", "--config"), ("import_paths", "--import")):
             if getattr(args, opt) not in (None, False):
                 after = ((args.command == "dump" and opt not in ("record", "check_invariants", "theme", "config"))
                          or (args.command in ("replay", "serve") and opt == "theme"))

@@ -302,14 +302,18 @@ class VtdApp(CommandActions, JournalActions, App[int]):
 
 def run(scenario: str | None, record: str | None = None, *, devices: int | None = None,
         map_spec: str | None = None, check_invariants: bool = False, theme: str = DEFAULT_THEME,
-        keymap: dict[str, str] | None = None) -> int:
+        keymap: dict[str, str] | None = None, machine: Machine | None = None) -> int:
     """`vtdtui [--scenario NAME|PATH] [--devices N] [--map SIZE[:PAGE]] [--record FILE]
-    [--theme NAME]`: build the machine, run the app (theme and keymap: tui/config.py)."""
-    try:
-        machine = Machine.from_scenario(scenario, devices=devices, map_spec=map_spec)
-    except ScenarioError as exc:
-        error_line(str(exc))
-        return EXIT_BAD_INPUT
+    [--theme NAME]`: build the machine, run the app (theme and keymap: tui/config.py).
+    `machine`: a machine built already (`vtdtui --import PATH...`); no session log is
+    kept for it (a replay could not rebuild it from a scenario)."""
+    given = machine is not None
+    if machine is None:
+        try:
+            machine = Machine.from_scenario(scenario, devices=devices, map_spec=map_spec)
+        except ScenarioError as exc:
+            error_line(str(exc))
+            return EXIT_BAD_INPUT
     if record is not None:
         clash = record_clash(record, scenario)
         if clash:
@@ -321,7 +325,7 @@ def run(scenario: str | None, record: str | None = None, *, devices: int | None 
             error_line(f"--record {record}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT
     # A recording holds keys only: with the mouse off, nothing unrecorded changes state.
-    session = None if devices is not None or map_spec is not None else session_log_path()
+    session = None if devices is not None or map_spec is not None or given else session_log_path()
     app = VtdApp(machine, scenario_arg=scenario, record_to=record, session_to=session,
                  check_invariants=check_invariants, theme=theme, keymap=keymap)
     app.run(mouse=record is None)
