@@ -288,7 +288,8 @@ def _read_sysfs(root: str, place: str):
             raise BadInput(LIVE_NO_UNIT) from None
         raise BadInput(f"{place}: sys/class/iommu holds no Intel VT-d unit (dmar*/intel-iommu)") from None
     except (SysfsError, LimitError) as exc:
-        raise BadInput(f"{place}: {exc}") from None
+        msg = str(exc)  # the reader's messages mostly name the path already
+        raise BadInput(msg if msg.startswith(f"{place}:") else f"{place}: {msg}") from None
 
 
 def _sysfs_scenario(root: str, place: str) -> tuple[str, object]:
