@@ -131,3 +131,22 @@ def test_tui_import_refuses_a_scenario_and_an_empty_machine(dumped, capsys, tmp_
     assert code == 2 and "no device in the input" in one_error_line(err)
     code, _, err = run(capsys, "dump", "--json", "-", "--import", d)
     assert code == 2
+
+
+def test_serve_refuses_translate_and_import_and_checks_import_paths_first(dumped, capsys, monkeypatch, tmp_path):
+    d, _ = dumped
+    for argv, says in ((["translate", "02:00.0", "0x1000"], "not 'translate'"),
+                       (["import", d], "not 'import'"),
+                       (["--import", tmp_path / "missing"], "no such file or folder"),
+                       (["--import", d / "iommu_regset"], "no device in the input"),
+                       (["--import", d, "--scenario", "server"], "--scenario does not apply")):
+        code, _, err = run(capsys, "serve", "--", *argv)
+        line = one_error_line(err)
+        assert code == 2 and line.startswith("vtdtui: error: serve -- ") and says in line, line
+    # An input that imports is served: what the browser session will run is passed on.
+    import vtdtui.tui.serve as serve
+
+    seen = []
+    monkeypatch.setattr(serve, "run", lambda host, port, served: seen.append(served) or 0)
+    code, _, err = run(capsys, "serve", "--", "--import", d)
+    assert code == 0 and err == "" and seen == [["--import", str(d)]]

@@ -136,14 +136,54 @@ def test_import_of_a_debugfs_dump_walks_as_the_scenario_does(capsys, tmp_path):
 
 def test_import_in_scalable_mode_marks_the_pasid_directory_entry_debugfs_does_not_print(capsys, tmp_path):
     # dmar_translation_struct prints the context and PASID entries, not the PASID
-    # directory entry (importer.py): without a fault dump the walk stops there, and says so.
+    # directory entry (importer.py): without a fault dump the unit's walk stops there,
+    # says so, and goes on from the table the device's domain_translation_struct gives.
+    server = ["--scenario", "server", "--do", "map 0 0x4000 8K r"]
     out = tmp_path / "dfs"
-    assert cli.main(["dump", "--scenario", "server", "--do", "map 0 0x4000 8K r", "--debugfs", str(out)]) == 0
+    assert cli.main(["dump", *server, "--debugfs", str(out)]) == 0
     capsys.readouterr()
+    want = _json(capsys, "10:00.0", "0x4010", *server)
     rc = cli.main(["translate", "10:00.0", "0x4010", "--import", str(out), "--json"])
     got = json.loads(capsys.readouterr()[0])
     assert rc == 0 and got["mode"] == "scalable"
-    assert got["steps"][-1]["what"] == "PASID dir entry" and got["steps"][-1]["unknown"] is True
+    # The context entry's bits 255:128 are not printed either: marked unknown too.
+    assert [s["what"] for s in got["steps"] if s.get("unknown")] == ["context entry", "PASID dir entry"]
+    stop = next(i for i, s in enumerate(got["steps"]) if s["what"] == "PASID dir entry")
+    given = got["steps"][stop + 1]
+    assert given["given"] is True and given["what"] == "from domain_translation_struct"
+    assert "PASID entry not known" in given["says"]
+    for key in ("result", "hpa", "r", "w", "level", "did", "pgtt"):
+        assert got[key] == want[key], key
+    # The page-table steps are the scenario's, entry for entry.
+    paging = [(s["address"], s["entry"]) for s in want["steps"] if s["level"] is not None]
+    assert [(s["address"], s["entry"]) for s in got["steps"][stop + 2:]] == paging
+
+
+def test_import_without_dmar_translation_struct_walks_from_domain_translation_struct(capsys, tmp_path):
+    """No root or context entry in the input, two units: the device's unit is asked
+    for (--unit), then the walk starts at the table its domain_translation_struct gives."""
+    out = tmp_path / "dfs"
+    assert cli.main(["dump", *SETUP, "--debugfs", str(out)]) == 0
+    capsys.readouterr()
+    (out / "dmar_translation_struct").unlink()
+    rc, _, err = _run(capsys, "02:00.0", "0x100040", "w", "--import", str(out))
+    assert rc == 2 and "pick one with --unit (dmar0, dmar1)" in err and err.count("\n") == 1
+    want = _json(capsys, "02:00.0", "0x100040", "w", *SETUP)
+    got = _json(capsys, "02:00.0", "0x100040", "w", "--import", str(out), "--unit", "dmar1")
+    assert (got["result"], got["hpa"], got["level"]) == (want["result"], want["hpa"], want["level"]) == (
+        "translated", got["hpa"], 1)
+    rc, text, _ = _run(capsys, "02:00.0", "0x100040", "w", "--import", str(out), "--unit", "dmar1")
+    assert "from domain_translation_struct" in text and "context entry not known" in " ".join(text.split())
+
+
+def test_the_fault_line_is_one_line_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = _run(capsys, "02:00.0", "0x900000", *SETUP)
+    want = _json(capsys, "02:00.0", "0x900000", *SETUP)["fault"]["message"]
+    assert rc == 0 and len(want) > 80
+    lines = out.splitlines()
+    assert lines[lines.index(next(x for x in lines if "Linux prints" in x)) + 1] == want
+    assert all(len(line) <= 80 for line in lines if line != want)
 
 
 def test_import_and_scenario_are_one_source_or_the_other(capsys, tmp_path):

@@ -311,3 +311,100 @@ def test_a_file_that_is_no_kernel_text_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImportError_, match="no debugfs file"):
         import_machine([str(tmp_path / "empty")])
+
+
+# ----------------------------------------------------------------------------- translate from domain_translation_struct
+
+
+def _without_translation_struct(d, tmp_path):
+    """The debugfs folder without dmar_translation_struct: no root, context or PASID entry."""
+    import shutil
+
+    out = tmp_path / "debugfs"
+    shutil.copytree(d, out)
+    (out / "dmar_translation_struct").unlink()
+    return out
+
+
+def test_translate_walks_from_the_domain_table_when_no_context_entry_is_known(desktop, tmp_path):
+    from vtdtui.kernel.translate import translate
+
+    orig, d = desktop
+    m = import_machine([str(_without_translation_struct(d, tmp_path))])
+    sid = parse_bdf("02:00.0")
+    # Two units, no context entry: which unit 02:00.0 sits behind is not in the input.
+    table = m.domain_tables[(None, sid, None)]
+    dom = orig.domain_of(orig.groups[5])
+    assert (table.pgd, table.levels, table.stage) == (dom.pgd, dom.levels, "second")
+    for iova, write in ((0x203456, True), (0x20F000, False)):
+        want = orig.execute(f"dma 5 {iova:#x} {'w' if write else 'r'}").translation
+        walk = translate(m.units["dmar1"], sid, iova, write, tables=m.domain_tables)
+        assert want.ok and walk.ok and walk.hpa == want.hpa and walk.leaf_level == 1
+        given = [s for s in walk.steps if s.given]
+        assert len(given) == 1 and given[0].address == dom.pgd
+        assert "context entry not known" in given[0].says and f"{dom.levels}-level" in given[0].says
+        assert walk.steps[0].unknown and walk.to_json()["result"] == "translated"
+    # Without the tables, the same walk stops at the unknown root entry.
+    bare = translate(m.units["dmar1"], sid, 0x203456, True)
+    assert not bare.ok and bare.reason == 0x01
+    # An IOVA the table does not map faults in the page table, not at the root entry.
+    miss = translate(m.units["dmar1"], sid, 0x300000, False, tables=m.domain_tables)
+    assert not miss.ok and miss.steps[-1].level is not None and miss.reason != 0x01
+
+
+def test_a_known_context_entry_is_walked_as_the_unit_walks_it(desktop):
+    from vtdtui.kernel.translate import translate
+
+    _orig, d = desktop
+    m = import_machine([str(d)])
+    walk = translate(m.units["dmar1"], parse_bdf("02:00.0"), 0x203456, True, tables=m.domain_tables)
+    assert walk.ok and not any(s.given for s in walk.steps)
+    assert [s.what for s in walk.steps[:2]] == ["root entry", "context entry"]
+
+
+def test_scalable_first_stage_from_the_domain_table_without_any_pasid_entry(server, tmp_path):
+    from vtdtui.kernel.translate import translate
+
+    orig, d = server
+    m = import_machine([str(_without_translation_struct(d, tmp_path))])
+    sid = parse_bdf("10:00.0")
+    table = m.domain_tables[("dmar0", sid, 0)]
+    dom = orig.domain_of(orig.groups[0])
+    assert (table.pgd, table.levels, table.stage) == (dom.pgd, dom.levels, dom.stage) == (dom.pgd, dom.levels, "first")
+    assert "US" in table.stage_from and table.pasid_entry is None
+    want = orig.execute("dma 0 0x203456 r").translation
+    walk = translate(m.units["dmar0"], sid, 0x203456, False, tables=m.domain_tables)
+    assert want.ok and walk.ok and walk.hpa == want.hpa
+    assert walk.mode == "scalable" and walk.did is None and walk.pgtt == 1
+    assert [s.stage for s in walk.steps if s.level is not None] == ["first"] * dom.levels
+    assert "context and PASID entries not known" in next(s for s in walk.steps if s.given).says
+
+
+def test_scalable_pasid_entry_read_but_not_placed_gives_did_and_pgtt(server):
+    from vtdtui.kernel.translate import translate
+
+    orig, d = server
+    m = import_machine([str(d)])       # dmar_translation_struct: context and PASID entries, no directory entry
+    sid = parse_bdf("10:01.0")
+    dom = orig.domain_of(orig.groups[1])
+    want = orig.execute("dma 1 0x40123456 w").translation
+    walk = translate(m.units["dmar0"], sid, 0x40123456, True, tables=m.domain_tables)
+    assert want.ok and walk.ok and walk.hpa == want.hpa and walk.leaf_level == 2
+    assert walk.did == dom.dids["dmar0"] and walk.pgtt == 1
+    stopped = [s for s in walk.steps if s.unknown]
+    assert stopped and stopped[-1].what == "PASID dir entry"
+    assert "PASID entry not known" in next(s for s in walk.steps if s.given).says
+
+
+def test_a_fault_of_a_known_entry_is_not_walked_past(server):
+    """The context entry's low 128 bits are in dmar_translation_struct: its PASIDE=0
+    fault is the unit's answer, not a gap to walk around."""
+    from vtdtui.kernel.translate import translate
+
+    orig, d = server
+    m = import_machine([str(d)])
+    sid = parse_bdf("10:00.0")
+    want = orig.units["dmar0"].translate(sid, 0x203456, pasid=5)
+    walk = translate(m.units["dmar0"], sid, 0x203456, pasid=5, tables=m.domain_tables)
+    assert not want.ok and not walk.ok and walk.reason == want.fault.reason
+    assert not any(s.given for s in walk.steps)

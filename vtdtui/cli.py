@@ -653,6 +653,16 @@ def _run_translate(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             raise BadInput(f"--unit {quote(args.translate_unit)}: no such unit (units: {', '.join(machine.units)})")
         found = [f for f in found if f[0] == args.translate_unit]
     units = sorted({u for u, _ in found})
+    unplaced = [k for k in getattr(machine, "domain_tables", {}) if k[0] is None and k[1] == sid]
+    if not found and unplaced and args.translate_unit is not None:
+        # kernel/importer.py: a domain_translation_struct of a device whose unit the input
+        # does not say; --unit says it.
+        found = [(args.translate_unit, f"{bdf_str(sid)}: its unit is not in the input, {args.translate_unit} "
+                                       "as --unit says")]
+    elif not found and unplaced:
+        raise BadInput(f"translate: the input gives {bdf_str(sid)}'s page table (domain_translation_struct) but not "
+                       f"the unit it sits behind: pick one with --unit ({', '.join(machine.units)}), or import the "
+                       "sysfs root too")
     if not found:
         devices = sorted({bdf_str(s) for g in machine.groups.values() for s, _ in g.devices})
         shown = ", ".join(devices[:12]) + (", ..." if len(devices) > 12 else "")
@@ -662,12 +672,13 @@ def _run_translate(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if len(units) > 1:
         raise BadInput(f"translate: {bdf_str(sid)} sits behind {' and '.join(units)}: pick one with --unit")
     name, device = found[0]
-    walk = translate(machine.units[name], sid, iova, write, pasid, unit_level=machine.level_of(name), device=device)
+    walk = translate(machine.units[name], sid, iova, write, pasid, unit_level=machine.level_of(name), device=device,
+                     tables=getattr(machine, "domain_tables", None))  # an imported machine's (kernel/importer.py)
     out = _stdout()
     if args.translate_json:
         out.write(json.dumps(walk.to_json(), indent=2) + "\n")
     else:
-        _rich_console(out).print(render(walk))
+        _rich_console(out).print(render(walk), soft_wrap=True)  # the fault line stays one line
     out.flush()
     return 0
 
@@ -753,7 +764,7 @@ def _check_served(served: list[str]) -> None:
         if exc.code:  # the parser has said what is wrong, in one line
             raise
         raise BadInput(f"{place}: --help and --version end at once; nothing to serve") from None
-    if inner.command in ("serve", "decode", "dump", "bench", "import"):
+    if inner.command in ("serve", "decode", "dump", "bench", "import", "translate"):
         raise BadInput(f"{place}: a browser session runs the TUI or a replay, not '{inner.command}'")
     if inner.command == "replay":
         from vtdtui.replay import FixtureError, load
@@ -766,6 +777,14 @@ def _check_served(served: list[str]) -> None:
             load(resolve(inner.fixture))
         except FixtureError as exc:
             raise BadInput(f"{place}: {exc}") from None
+        return
+    if inner.import_paths is not None:
+        # Each session imports the paths again: they must exist and import now.
+        try:
+            _tui_import_machine(inner)
+        except BadInput as exc:
+            raise BadInput(f"{place}: {exc}") from None
+        _settings(inner.theme, config_file=inner.config, place=place)
         return
     from vtdtui.machine import ScenarioError
     from vtdtui.machine.scenario import load as load_scenario
@@ -857,19 +876,26 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
                        check_invariants=check_invariants, theme=theme_name, keymap=keymap)
 
 
-def run_tui_import(args: argparse.Namespace) -> int:
-    """`vtdtui --import PATH...`: the TUI over the machine `import PATH...` builds.  A
-    scenario, generated devices or a recording do not apply (a fixture names a
-    scenario file; an import has none)."""
+def _tui_import_machine(args: argparse.Namespace):
+    """The machine `vtdtui --import PATH...` browses, or BadInput (one line): options
+    that do not apply, an input that does not import, an input with no device."""
     for opt, flag in (("scenario", "--scenario"), ("record", "--record"), ("tui_devices", "--devices"),
                       ("tui_map_spec", "--map")):
         if getattr(args, opt) is not None:
             raise BadInput(f"--import: {flag} does not apply to an imported machine (it is built from the input alone)")
     machine = import_machine(args.import_paths)
-    _unparsed_note(machine)
     if not machine.groups:
         raise BadInput("--import: no device in the input (no context entry, domain_translation_struct, fault dump or "
                        "iommu group line names one): nothing to browse; 'vtdtui import PATH...' says what was read")
+    return machine
+
+
+def run_tui_import(args: argparse.Namespace) -> int:
+    """`vtdtui --import PATH...`: the TUI over the machine `import PATH...` builds.  A
+    scenario, generated devices or a recording do not apply (a fixture names a
+    scenario file; an import has none)."""
+    machine = _tui_import_machine(args)
+    _unparsed_note(machine)
     for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
         if stream is None:  # Textual would fail on it with a traceback
             raise BadInput(f"the TUI needs a terminal: standard {name} is closed")

@@ -31,6 +31,11 @@ What is placed where (each entry at its physical address, exactly as read):
   SLPTPTR, the PASID entry's FSPTPTR for PGTT=1 or SSPTPTR for PGTT=2/3);
 - the invalidation queue's slot i at base + (i << qi_shift) (4 + ECAP.SMTS).
 
+Each `domain_translation_struct` block also gives the table a device (and PASID) walks
+from: `ImportedMachine.domain_tables` (DomainTable), which `translate` walks when the
+unit's own path there is not in the input (no root or context entry; in scalable mode
+the PASID directory entry, never printed by debugfs).
+
 What stays unknown is listed (`ImportedMachine.imported["unknown"]`) and reads as zero:
 the memory of a real machine is not here.  Nothing read is executed or used as a path.
 The driver's books (domains beyond the DIDs seen, mappings, attachments) are not in any
@@ -79,6 +84,37 @@ _PASID_DIR = re.compile(r"[0-9a-fA-F]{1,5}$")
 
 class ImportError_(ValueError):
     """The input cannot become a machine; str() is one line naming the place."""
+
+
+@dataclass(frozen=True)
+class DomainTable:
+    """What a `domain_translation_struct` says of one device (and PASID): the page
+    table it walks from, so that `translate` can walk it when the unit's own path
+    there (root, context, PASID directory and PASID entry) is not in the input.
+
+    The kernel (domain_translation_struct_show(), debugfs.c ≈v6.7+) prints the table
+    of a present context entry (legacy: SSPTPTR of TT 0/1) or of a present PASID
+    entry (FSPTPTR for PGTT 1, SSPTPTR for 2 and 3), and walks it from level agaw + 2
+    (pgtable_walk_level()): `levels` is the top level its rows go through (the
+    PML5E column is 0 under a 4-level table), None when no row was printed.
+    `stage`: the PGTT of a PASID entry read for the device (dmar_translation_struct),
+    else, in scalable mode, the entries' own format: Linux sets DMA_FL_PTE_US (bit 2)
+    in every first-stage entry it writes (pfn_to_dma_pte(), __domain_mapping()) and
+    never bit 2 (X) in a second-stage one; legacy mode has the second stage only."""
+
+    unit: str
+    source_id: int
+    pasid: int | None          # None: legacy mode; scalable: the file's PASID (0 for <bdf>/domain_translation_struct)
+    pgd: int
+    levels: int | None
+    stage: str                 # "first" | "second"
+    stage_from: str            # what says so
+    where: str                 # file:line of the "Device ..." line
+    pasid_entry: tuple[int, ...] | None = None   # val[0..2] from dmar_translation_struct, when read
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit, "bdf": bdf_str(self.source_id), "pasid": self.pasid, "pgd": f"{self.pgd:#x}",
+                "levels": self.levels, "stage": self.stage, "stage_from": self.stage_from, "from": self.where}
 
 
 def _p(path: str) -> str:
@@ -262,6 +298,7 @@ class _Builder:
         self.contexts: dict[tuple[str, int], tuple[int, int]] = {}   # (unit, sid) → (lo, hi)
         self.dir_entries: dict[tuple[str, int, int], int] = {}       # (unit, sid, dir index) → value
         self.leaf_pages: dict[tuple[str, int], int] = {}             # (unit, table) → 4 KiB pages mapped
+        self.tables: dict[tuple[str, int, int | None], DomainTable] = {}   # (unit, sid, pasid) → table
         self.notes: list[str] = []
 
     # -- memory
@@ -410,17 +447,56 @@ class _Builder:
             sid = _sid(d.bdf)
             unit = self.unit_of(d.bdf, sid)
             if unit is None:
-                self.unknown.append(f"{at}: the unit device {d.bdf} sits behind (its tables are not placed)")
-                continue
-            self.device(unit, sid, at)
+                # The page tables lie in physical memory whichever unit walks them: they
+                # are placed; the device is left out of the groups, and `translate --unit`
+                # can walk its table (DomainTable with unit None).
+                self.unknown.append(f"{at}: the unit device {d.bdf} sits behind (its table is placed, the device "
+                                    "is in no group: give the sysfs root, or translate --unit)")
+            else:
+                self.device(unit, sid, at)
+            top = max((max(r.entries) for r in d.rows if r.entries), default=None)
+            self._table(unit, sid, d, top, at)
             if not d.rows:
                 continue
-            top = max((max(r.entries) for r in d.rows if r.entries), default=None)
             pages = 0
             for r in d.rows:
                 if r.entries:
                     pages += self._walk_row(d.pgd, top, r, f"{where}:{r.line}")
-            self.leaf_pages[(unit, d.pgd & PAGE_MASK)] = pages
+            if unit is not None:
+                self.leaf_pages[(unit, d.pgd & PAGE_MASK)] = pages
+
+    def _table(self, unit: str | None, sid: int, d, top: int | None, at: str) -> None:
+        """Keep the table a domain_translation_struct block gives (DomainTable)."""
+        if d.layout == "6.7":
+            # domain_translation_struct_show(): "with pasid %x " iff RTADDR.SMT.
+            sm = d.pasid is not None
+        else:
+            sm = bool(unit is not None and self.units[unit].sm) or (unit is None and any(u.sm for u in self.units.values()))
+        # Only the per-device files (≈v6.7+) name a request PASID ("with pasid %x"); the
+        # ≤v5.10 global file's "with pasid %d" is domain->default_pasid, not a request's.
+        pasid = (d.pasid if d.layout == "6.7" and d.pasid is not None else IOMMU_NO_PASID) if sm else None
+        key = (unit, sid, pasid)
+        old = self.tables.get(key)
+        if old is not None:
+            if old.pgd != d.pgd & PAGE_MASK:
+                self.conflicts.append(f"{at}: {bdf_str(sid)} walks from {d.pgd:#x}, but {old.where} said "
+                                      f"{old.pgd:#x}: the first is kept")
+            return
+        pe = next((tuple(e["val"]) for e in self.pasid_entries
+                   if (e["unit"], e["sid"], e["pasid"]) == key), None) if sm else None
+        if not sm:
+            stage, said = "second", "legacy mode: second stage only"
+        elif pe is not None and (pe[0] >> 6) & 7 in (1, 2, 3):
+            pgtt = (pe[0] >> 6) & 7
+            stage, said = ("first" if pgtt == 1 else "second"), f"the PASID entry's PGTT {pgtt} (dmar_translation_struct)"
+        else:
+            tops = [r.entries[top] for r in d.rows if top is not None and r.entries.get(top)]
+            first = any(v & 4 for v in tops)
+            stage = "first" if first else "second"
+            said = ("bit 2 (US) set in its entries: Linux sets DMA_FL_PTE_US in first-stage entries only" if first
+                    else "bit 2 clear in its entries (Linux sets DMA_FL_PTE_US in every first-stage entry)"
+                    if tops else "no row and no PASID entry: second stage assumed")
+        self.tables[key] = DomainTable(unit, sid, pasid, d.pgd & PAGE_MASK, top, stage, said, at, pe)
 
     def _walk_row(self, pgd: int, top: int, r, at: str) -> int:
         """Place one row's entries, from the top table down to its leaf; the 4 KiB
@@ -670,6 +746,9 @@ class ImportedMachine(Machine):
     is not known; commands that need the driver's books are refused."""
 
     imported: dict
+    # (unit, source id, PASID or None) → DomainTable: where `translate` walks from when
+    # the unit's own path to the page table is not in the input.
+    domain_tables: dict
 
     def _refuse(self, *_args):
         raise CommandError(NOT_KNOWN)
@@ -766,7 +845,9 @@ def build(inputs: Inputs) -> ImportedMachine:
         first = by_sid.get((gs.unit, gs.devices[0].source_id))
         g.domain = first if len(doms) == 1 else None
         m._device_index.setdefault(gs.unit, {}).update({d.source_id: (gs.id, d.name) for d in gs.devices})
-    m.selected_unit = unit_specs[0].name
+    m.domain_tables = dict(b.tables)
+    # The first group and its unit, as selecting a group selects its unit (`g`).
+    m.selected_unit = groups[0].unit if groups else unit_specs[0].name
     m.selected_group = groups[0].id if groups else 0
     m.imported = {
         "sources": inputs.sources,
@@ -781,6 +862,7 @@ def build(inputs: Inputs) -> ImportedMachine:
                            "val": [f"0x{v:016x}" for v in e["val"]], "from": e["where"],
                            "address": None if e["address"] is None else f"{e['address']:#x}"}
                           for e in b.pasid_entries],
+        "domain_tables": [t.to_json() for t in b.tables.values()],
         "queues": [{"unit": q.name, "base": None if q.base is None else f"{q.base:#x}", "head": q.head, "tail": q.tail,
                     "wide": q.wide, "status": {str(r.index): r.status for r in q.rows if r.status}}
                    for q, _w in inputs.queues],

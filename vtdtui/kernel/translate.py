@@ -49,6 +49,7 @@ class Step:
     says: str = ""
     cpu_words: tuple[int, ...] | None = None  # the CPU's view, when it differs from what the unit read
     unknown: bool = False  # an imported machine: the input did not hold this entry (read as 0)
+    given: bool = False  # not read by the unit: the input gave it (a domain_translation_struct's table)
 
     @property
     def entry(self) -> int | None:
@@ -68,6 +69,8 @@ class Step:
             out["cpu_words"] = [f"0x{w:016x}" for w in self.cpu_words]
         if self.unknown:
             out["unknown"] = True
+        if self.given:
+            out["given"] = True
         return out
 
 
@@ -244,9 +247,14 @@ def _pasid_says(pe: PasidEntry, pasid: int) -> str:
 
 # ------------------------------------------------------------------------ the walk
 def translate(unit: DmarUnit, source_id: int, iova: int, write: bool = False, pasid: int | None = None, *,
-              unit_level: str = "host", device: str | None = None) -> Walk:
+              unit_level: str = "host", device: str | None = None, tables: dict | None = None) -> Walk:
     """The walk `unit` makes for a DMA `write` (else read) of `iova` by `source_id`
-    (with `pasid`, a request with PASID), without its side effects."""
+    (with `pasid`, a request with PASID), without its side effects.
+
+    `tables` (an imported machine's `domain_tables`: (unit, source id, PASID or None)
+    → kernel/importer.py DomainTable): when the walk stops at a root, context, PASID
+    directory or PASID entry the input did not hold, it goes on from the page table
+    the device's domain_translation_struct gives, and the steps say so."""
     if not 0 <= iova < IOVA_LIMIT:
         raise ValueError(f"IOVA {iova:#x} is wider than 64 bits")
     if pasid is not None and not 0 <= pasid < PASID_LIMIT:
@@ -262,13 +270,103 @@ def translate(unit: DmarUnit, source_id: int, iova: int, write: bool = False, pa
     else:
         _walk_legacy(unit, walk)
     known = getattr(unit.mem, "known", None)  # kernel/importer.py KnownMem: the words the input held
-    for step in walk.steps:
-        _cpu_view(unit, step)
-        if known is not None and step.words is not None:
-            step.unknown = any(step.address + 8 * i not in known for i in range(len(step.words)))
+    _mark_unknown(unit, walk.steps, known)
+    if known is not None and tables and _stopped_at_unknown(walk, known):
+        table = _table_for(unit, walk, tables)
+        if table is not None:
+            upper = len(walk.steps)
+            _walk_from_table(unit, walk, table)
+            _mark_unknown(unit, walk.steps[upper:], known)
     if mode != "off":
         walk.notes += _stale_caches(unit, walk)
     return walk
+
+
+def _mark_unknown(unit: DmarUnit, steps: list[Step], known) -> None:
+    for step in steps:
+        _cpu_view(unit, step)
+        if known is not None and step.words is not None:
+            step.unknown = any(step.address + 8 * i not in known for i in range(len(step.words)))
+
+
+# ------------------------------------------------------------------------ imported: from domain_translation_struct
+def _stopped_at_unknown(walk: Walk, known) -> bool:
+    """The walk faulted above the page tables, at an entry whose low word (its P bit)
+    the input did not hold: the zero read there is what stopped it.  (A scalable-mode
+    context entry read from debugfs lacks bits 255:128 only: a fault it gives is its own.)"""
+    if walk.ok or walk.mode == "off" or not walk.steps:
+        return False
+    last = walk.steps[-1]
+    return (last.level is None and last.words is not None and last.address not in known
+            and not any(s.level is not None for s in walk.steps))
+
+
+def _table_for(unit: DmarUnit, walk: Walk, tables: dict):
+    if walk.mode == "legacy":
+        p = None
+    else:
+        # A request without PASID uses RID_PASID, which Linux sets to IOMMU_NO_PASID (0)
+        # (context_set_sm_rid2pasid(context, IOMMU_NO_PASID)); the per-device file is PASID 0.
+        p = walk.pasid_used if walk.pasid_used is not None else walk.pasid if walk.pasid is not None else 0
+    # A table of a device whose unit the input does not say is keyed by None (the
+    # caller chose the unit: translate --unit).
+    return tables.get((unit.name, walk.source_id, p)) or tables.get((None, walk.source_id, p))
+
+
+def _walk_from_table(unit: DmarUnit, walk: Walk, table) -> None:
+    """Go on from `table` (kernel/importer.py DomainTable) after the unit's walk
+    stopped at an entry the input did not hold."""
+    stopped = walk.steps[-1]
+    walk.notes.append(f"the unit's walk stops at the {stopped.what}, which the input does not hold (read as 0: "
+                      f"fault {walk.reason:#04x}); it goes on from the table {table.where} gives")
+    walk.reason, walk.recorded = None, True
+    assumed = table.levels is None
+    levels = 4 if assumed else table.levels
+    missing = "context entry" if walk.mode == "legacy" or stopped.what in ("root entry", "context entry") \
+        else "PASID entry"
+    if walk.mode == "scalable" and missing == "context entry":
+        missing = "context and PASID entries"
+    walk.steps.append(Step("from domain_translation_struct", table.pgd, None, stage=table.stage, given=True,
+                           says=f"table {table.pgd:#x} ({levels}-level{', assumed: no row printed' if assumed else ''}"
+                                f", {table.stage} stage: {table.stage_from}), {missing} not known"))
+    if walk.mode == "legacy":
+        aw = levels - 2
+        ce = ContextEntry.decode(*ContextEntry.encode(did=0, aw=aw, slptptr=table.pgd))
+        width = min(unit.mgaw_bits, ce.agaw)
+        if walk.iova >> width:
+            walk.notes.append(f"IOVA beyond {width} bits (min of MGAW {unit.mgaw_bits} and the {ce.agaw}-bit AGAW)")
+            _fault(walk, fr.ADDR_BEYOND_MGAW)
+            return
+        reads = _Reads(unit.hw_read_q)
+        wr = unit.walk(ce, walk.iova, walk.write, reads)
+        _paging_steps(walk, reads, {None: ("second", levels, "")})
+        _finish(walk, wr, False, snp=wr.snp)
+        return
+    pe = _pasid_entry_of(table, levels)
+    built = table.pasid_entry is None or pe.pgtt not in (PGTT_FL_ONLY, PGTT_SL_ONLY, PGTT_NESTED)
+    if built:
+        walk.notes.append("the PASID entry is not known: its fields other than the table, the stage and the "
+                          "levels are taken as 0 (DID, PWSNP, PGSNP, WPE, SRE)")
+        pe = _pasid_entry_of(table, levels, read=False)
+    else:
+        walk.notes.append("the PASID entry's val[0..2] as dmar_translation_struct printed them (where it lies is "
+                          "not known)")
+    _walk_pasid_entry(unit, walk, pe, pe.fpd)
+    if built:
+        walk.did = None
+
+
+def _pasid_entry_of(table, levels: int, read: bool = True) -> PasidEntry:
+    """The PASID entry read for the table's device (val[0..2]), else one built from the
+    table: FSPTPTR (FLPM 1 for 5 levels) or SSPTPTR (AW = levels - 2)."""
+    if read and table.pasid_entry is not None:
+        return PasidEntry.decode(list(table.pasid_entry) + [0] * (8 - len(table.pasid_entry)))
+    if table.stage == "first":
+        words = PasidEntry.encode(pgtt=PGTT_FL_ONLY, did=0, fsptptr=table.pgd, flpm=1 if levels == 5 else 0,
+                                  aw=levels - 2)
+    else:
+        words = PasidEntry.encode(pgtt=PGTT_SL_ONLY, did=0, ssptptr=table.pgd, aw=levels - 2)
+    return PasidEntry.decode(words)
 
 
 def _stale_caches(unit: DmarUnit, walk: Walk) -> list[str]:
@@ -388,7 +486,13 @@ def _walk_sm(unit: DmarUnit, walk: Walk) -> Walk:
             walk.notes.append("the PASID entry asks for something this unit cannot do (PGTT not in ECAP, "
                               "first-stage levels, second-stage AW not in SAGAW)")
         return _fault(walk, pr.reason, sm_fpd(pr.fpd, pr.reason))
-    pe, fpd = pr.entry, pr.fpd
+    return _walk_pasid_entry(unit, walk, pr.entry, pr.fpd)
+
+
+def _walk_pasid_entry(unit: DmarUnit, walk: Walk, pe: PasidEntry, fpd: bool) -> Walk:
+    """The walk under a PASID entry: pass-through, or its page tables."""
+    iova, write = walk.iova, walk.write
+    sm_fpd = lambda fpd, reason: bool(fpd and reason in fr.SM_QUALIFIED)  # noqa: E731 (ScalableMode._sm_fault)
     walk.did, walk.pgtt = pe.did, pe.pgtt
     if pe.pgtt == PGTT_PT:
         walk.ok, walk.hpa, walk.r, walk.w, walk.snp = True, iova, True, True, pe.pgsnp
@@ -534,7 +638,10 @@ def device_units(machine, source_id: int) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------------ text
 def render(walk: Walk):
-    """A rich renderable: the steps, each with what its entry says, then the result."""
+    """A rich renderable: the steps, each with what its entry says, then the result.
+    Print it with `console.print(render(walk), soft_wrap=True)`: every line wraps at
+    the console's width but the kernel's fault line, which stays one line (rich
+    crops a line wider than the console unless soft_wrap)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -550,7 +657,8 @@ def render(walk: Walk):
         lines.append(Text.assemble((f"{i:>2} ", "dim"), (s.what, "bold cyan"), (f"{index} @ {s.address:#x}", "")))
         for w in _word_lines(s.words):
             lines.append(Text("     " + w, style="dim"))
-        lines.append(Text("     " + s.says, style="red" if "NOT present" in s.says or s.words is None else ""))
+        bad = "NOT present" in s.says or (s.words is None and not s.given)
+        lines.append(Text("     " + s.says, style="red" if bad else "yellow" if s.given else ""))
         if s.unknown:
             lines.append(Text("     not in the input: unknown, read as 0", style="yellow"))
         if s.cpu_words is not None:
@@ -570,7 +678,12 @@ def render(walk: Walk):
             lines.append(Text("Linux prints:", style="dim"))
         else:
             lines.append(Text("not recorded (FPD=1); unrecorded, Linux would print:", style="dim"))
-        lines.append(Text(walk.message))
+        # The kernel's line, as dmar_fault_do_one() prints it: users grep and copy it,
+        # so it is never wrapped nor cropped (a narrow terminal folds it, not rich).
+        lines.append(Text(walk.message, no_wrap=True, overflow="ignore"))
+    for line in lines:  # the others wrap at the console's width, under soft_wrap too
+        if line.no_wrap is None:
+            line.no_wrap, line.overflow = False, "fold"   # Text.wrap: overflow "ignore" means no wrap
     return Group(*lines)
 
 
