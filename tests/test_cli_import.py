@@ -191,18 +191,16 @@ def shlex_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def test_tui_gets_a_scenario_file_for_the_session(no_iommu_here, capsys, monkeypatch):
-    """`vtdtui --scenario live`: the app is handed a private TOML file that loads as the
-    machine's scenario, there for the whole session and removed after it."""
+def test_tui_gets_the_live_machine_and_nothing_is_written(no_iommu_here, capsys, monkeypatch):
+    """`vtdtui --scenario live`: the app is handed the machine built from the sysfs read,
+    once, in memory (no file on disk to name in a session log); the argument stays "live"."""
     import types
 
     desktop(no_iommu_here)
     seen = {}
 
     def fake_run(scenario, record, **kw):
-        seen["path"] = scenario
-        seen["text"] = Path(scenario).read_text()
-        seen["mode"] = os.stat(os.path.dirname(scenario)).st_mode & 0o777
+        seen["scenario"], seen["machine"] = scenario, kw.get("machine")
         return 0
 
     monkeypatch.setattr(cli, "_settings", lambda *a, **k: ("vtdtui", {}))
@@ -212,9 +210,10 @@ def test_tui_gets_a_scenario_file_for_the_session(no_iommu_here, capsys, monkeyp
                         else real_import(name))
     code, _, err = run(capsys, "--scenario", "live")
     assert code == 0, err
-    sc = parse(seen["text"].encode(), "<t>")
-    assert sc.name == "live" and [u.name for u in sc.units] == ["dmar0", "dmar1"]
-    assert seen["mode"] == 0o700 and not os.path.exists(seen["path"])
+    m = seen["machine"]
+    assert seen["scenario"] == "live" and m is not None
+    assert m.scenario.name == "live" and list(m.units) == ["dmar0", "dmar1"]
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("vtdtui-live-*"))
 
 
 def test_summary_shows_names_as_written(tmp_path, capsys):

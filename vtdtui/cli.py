@@ -208,22 +208,35 @@ def _dump_arguments(p: argparse.ArgumentParser) -> None:
                    "into DIR, a new or empty folder")
 
 
-def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from vtdtui.machine import CommandError, Machine, ScenarioError
-    from vtdtui.machine.state import to_json_text
+def _scenario_machine(scenario_arg: str | None, **generate):
+    """The machine of a --scenario argument (`live`: this machine's sysfs), its
+    refusals as BadInput."""
+    from vtdtui.machine import Machine, ScenarioError
 
-    if args.json is None and args.debugfs is None:
-        raise BadInput("dump: the following arguments are required: --json OUT|- or --debugfs DIR (or both)")
     try:
-        with _ScenarioArg(args.dump_scenario) as scenario:  # `live`: this machine's sysfs
-            machine = Machine.from_scenario(scenario, devices=args.devices, map_spec=args.map_spec)
+        return Machine.from_scenario(_scenario_source(scenario_arg), **generate)
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
-    for i, line in enumerate(args.commands, 1):
+
+
+def _apply_commands(machine, commands: list[str]) -> None:
+    """--do COMMAND..., in order; the first refused one is BadInput naming its position."""
+    from vtdtui.machine import CommandError
+
+    for i, line in enumerate(commands, 1):
         try:
             machine.execute(line)
         except CommandError as exc:
             raise BadInput(f"--do #{i} {quote(line)}: {exc}") from None
+
+
+def _run_dump(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vtdtui.machine.state import to_json_text
+
+    if args.json is None and args.debugfs is None:
+        raise BadInput("dump: the following arguments are required: --json OUT|- or --debugfs DIR (or both)")
+    machine = _scenario_machine(args.dump_scenario, devices=args.devices, map_spec=args.map_spec)
+    _apply_commands(machine, args.commands)
     if args.debugfs is not None:
         from vtdtui.kernel.debugfs_write import write_debugfs
 
@@ -305,35 +318,13 @@ def _sysfs_scenario(root: str, place: str) -> tuple[str, object]:
         raise BadInput(f"{place}: {exc}") from None
 
 
-class _ScenarioArg:
-    """`with _ScenarioArg(args.scenario) as name:` the --scenario value to hand to
-    Machine.from_scenario / the app: unchanged, or for `live` / `live:ROOT` a private
-    temporary TOML file (mkdtemp, mode 0700) written from sysfs, removed on exit.
-    (Until Machine.from_scenario takes a Scenario object: see the H7 report.)"""
-
-    def __init__(self, scenario: str | None):
-        self.scenario = scenario
-        self._dir: str | None = None
-
-    def __enter__(self) -> str | None:
-        root = _live_root(self.scenario)
-        if root is None:
-            return self.scenario
-        text, _sc = _sysfs_scenario(root, self.scenario)
-        import tempfile
-
-        self._dir = tempfile.mkdtemp(prefix="vtdtui-live-")
-        path = os.path.join(self._dir, "live.toml")
-        with open(path, "x", encoding="utf-8") as f:
-            f.write(text)
-        return path
-
-    def __exit__(self, *exc) -> None:
-        if self._dir is not None:
-            import shutil
-
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+def _scenario_source(scenario: str | None):
+    """The --scenario value to hand to Machine.from_scenario / scenario.load: unchanged,
+    or for `live` / `live:ROOT` the Scenario read from that sysfs (parsed once, here)."""
+    root = _live_root(scenario)
+    if root is None:
+        return scenario
+    return _sysfs_scenario(root, scenario)[1]
 
 
 def _import_arguments(p: argparse.ArgumentParser) -> None:
@@ -613,7 +604,6 @@ def _run_translate(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     translation and for a fault alike: both are answers; 2 for bad input."""
     from vtdtui.hw.entries import bdf_str, parse_bdf
     from vtdtui.kernel.translate import IOVA_LIMIT, PASID_LIMIT, device_units, render, translate
-    from vtdtui.machine import CommandError, Machine, ScenarioError
     from vtdtui.machine.parse import parse_access, parse_int
 
     try:  # every argument is checked before the machine is built
@@ -637,16 +627,8 @@ def _run_translate(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         machine = import_machine(args.translate_import)
         _unparsed_note(machine)
     else:
-        try:
-            with _ScenarioArg(args.translate_scenario) as scenario:  # `live`: this machine's sysfs
-                machine = Machine.from_scenario(scenario)
-        except ScenarioError as exc:
-            raise BadInput(str(exc)) from None
-    for i, line in enumerate(args.translate_commands, 1):  # as `dump --do`
-        try:
-            machine.execute(line)
-        except CommandError as exc:
-            raise BadInput(f"--do #{i} {quote(line)}: {exc}") from None
+        machine = _scenario_machine(args.translate_scenario)
+    _apply_commands(machine, args.translate_commands)
     found = device_units(machine, sid)
     if args.translate_unit is not None:
         if args.translate_unit not in machine.units:
@@ -789,9 +771,8 @@ def _check_served(served: list[str]) -> None:
     from vtdtui.machine import ScenarioError
     from vtdtui.machine.scenario import load as load_scenario
 
-    try:
-        with _ScenarioArg(inner.scenario) as scenario:  # `live` is read now, once, to check it
-            load_scenario(scenario, devices=inner.tui_devices, map_spec=inner.tui_map_spec)
+    try:  # `live` is read now, once, to check it
+        load_scenario(_scenario_source(inner.scenario), devices=inner.tui_devices, map_spec=inner.tui_map_spec)
     except ScenarioError as exc:
         raise BadInput(f"{place}: {exc}") from None
     _settings(inner.theme, config_file=inner.config, place=place)
@@ -809,7 +790,7 @@ COMMANDS: dict[str, Command] = {
         run=_run_dump,
     ),
     "import": Command(
-        help="read a machine's sysfs (a folder holding sys/class/iommu): summary, --toml scenario, --json",
+        help="read a machine's sysfs root, debugfs files or kernel log: summary, --toml scenario, --json",
         add_arguments=_import_arguments,
         run=_run_import,
     ),
@@ -853,27 +834,30 @@ def run_tui(scenario: str | None, record: str | None = None, *, devices: int | N
             map_spec: str | None = None, check_invariants: bool = False, theme: str | None = None,
             config_file: str | None = None) -> int:
     """Start the TUI.  Imported here so that the core commands never load Textual."""
-    from vtdtui.machine import ScenarioError
+    from vtdtui.machine import Machine, ScenarioError
     from vtdtui.machine.scenario import load
 
     if record is not None and _live_root(scenario) is not None:
         # A fixture names its scenario file, and `live` is read afresh from sysfs each time.
         raise BadInput(f"--record: a recording names its scenario file, and {scenario} has none: write it first "
                        f"(vtdtui import {_live_root(scenario)} --toml my.toml), then --scenario my.toml")
-    with _ScenarioArg(scenario) as scenario_file:  # `live`: a temporary TOML for the session
-        try:  # bad scenario input is reported before Textual loads
-            sc = load(scenario_file, devices=devices, map_spec=map_spec)
-        except ScenarioError as exc:
-            raise BadInput(str(exc)) from None
-        if record is not None:
-            _not_an_input(record, "--record", {sc.source: "the scenario file"})
-        for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
-            if stream is None:  # Textual would fail on it with a traceback
-                raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
-        theme_name, keymap = _settings(theme, config_file=config_file)
-        app = importlib.import_module("vtdtui.tui.app")
-        return app.run(scenario_file, record, devices=devices, map_spec=map_spec,
-                       check_invariants=check_invariants, theme=theme_name, keymap=keymap)
+    source = _scenario_source(scenario)
+    try:  # bad scenario input is reported before Textual loads
+        sc = load(source, devices=devices, map_spec=map_spec)
+    except ScenarioError as exc:
+        raise BadInput(str(exc)) from None
+    if record is not None:
+        _not_an_input(record, "--record", {sc.source: "the scenario file"})
+    for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
+        if stream is None:  # Textual would fail on it with a traceback
+            raise BadInput(f"the TUI needs a terminal: standard {name} is closed")
+    theme_name, keymap = _settings(theme, config_file=config_file)
+    app = importlib.import_module("vtdtui.tui.app")
+    # `live` is read from sysfs afresh each time: no file to name in a session log, so
+    # the app gets the machine built, as for --import.
+    machine = None if source is scenario else Machine.from_scenario(sc)
+    return app.run(scenario, record, devices=devices, map_spec=map_spec, check_invariants=check_invariants,
+                   theme=theme_name, keymap=keymap, machine=machine)
 
 
 def _tui_import_machine(args: argparse.Namespace):

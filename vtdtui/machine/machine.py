@@ -145,7 +145,7 @@ class Machine:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_scenario(cls, name_or_path: str | None = None, *, devices: int | None = None,
+    def from_scenario(cls, name_or_path: str | Scenario | None = None, *, devices: int | None = None,
                       map_spec: str | None = None) -> "Machine":
         m = cls(load(name_or_path, devices=devices, map_spec=map_spec))
         m._build()

@@ -149,10 +149,12 @@ class GenerateSpec:
         return self.map_size // self.devices
 
 
-def load(name_or_path: str | None, *, devices: int | None = None, map_spec: str | None = None) -> Scenario:
-    """A built-in scenario by name, or a TOML file by path; `devices` and `map_spec`
-    (the command line's --devices N and --map SIZE[:PAGE]) replace its [generate]."""
-    sc = _load(name_or_path)
+def load(name_or_path: str | Scenario | None, *, devices: int | None = None,
+         map_spec: str | None = None) -> Scenario:
+    """A built-in scenario by name, a TOML file by path, or a Scenario parsed already
+    (`--scenario live`: read from sysfs); `devices` and `map_spec` (the command line's
+    --devices N and --map SIZE[:PAGE]) replace its [generate]."""
+    sc = name_or_path if isinstance(name_or_path, Scenario) else _load(name_or_path)
     if devices is not None or map_spec is not None:
         regenerate(sc, devices, map_spec)
     return sc
