@@ -15,6 +15,7 @@ from vtdtui.hw.entries import ContextEntry, RootEntry
 from vtdtui.kernel.debugfs import (read_domain_translation_struct, read_invalidation_queue, read_regset,
                                    read_translation_struct)
 from vtdtui.kernel.debugfs_write import debugfs_files, write_debugfs
+import vtdtui.machine.state as S
 
 PAGE = ~0xFFF & (1 << 64) - 1
 DESKTOP = ("attach 5", "map 5 0x100000 64K rw", "map 5 0x40000000 2M rw", "attach 0", "map 0 0x0 8K r", "detach 0",
@@ -151,15 +152,17 @@ def test_scalable_mode_round_trip():
     (t,) = read_translation_struct(files["dmar_translation_struct"], "t")
     got = {(r.bdf, r.pasid): r.pasid_entry for r in t.rows}
     want = {}
-    for sid, _addr, _ce in u.present_sm_contexts():
-        for pasid, _a, pe in u.present_pasid_entries(sid):
-            want[(f"{sid >> 8:02x}:{sid >> 3 & 31:02x}.{sid & 7}", pasid)] = pe.val[:3]
+    for bus, _a, root in S.sm_roots(u):
+        for devfn, _a, ce in S.sm_contexts(u, bus, root):
+            for pasid, _a, pe in S.pasid_entries(u, ce):
+                if pe.present:
+                    want[(f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7}", pasid)] = pe.val[:3]
     assert got == want and got
     (q,) = read_invalidation_queue(files["invalidation_queue"], "q")
     base = u.iqa & PAGE
     assert q.wide and q.rows[1].qw == tuple(u.cpu_read_q(base + 32 + 8 * i) for i in range(4))
     (d,) = read_domain_translation_struct(files["0000:10:01.0/domain_translation_struct"], "d")
-    pe = next(pe for p, _a, pe in u.present_pasid_entries(0x1008) if p == 0)
+    pe = next(pe for p, _a, pe in S.pasid_entries(u, S.sm_context(u, 0x1008)) if p == 0 and pe.present)
     assert d.pasid == 0 and d.pgd == pe.fsptptr
     assert {r.iova: r.leaf_level for r in d.rows} == {0x100000: 1, 0x101000: 1, 0x102000: 1, 0x103000: 1,
                                                       0x200000: 2}

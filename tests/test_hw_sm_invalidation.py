@@ -8,6 +8,7 @@ from __future__ import annotations
 from hwsmkit import CAP_CM, CAP_SM, DID, ECAP_SM, FS_LEAF_RO, FS_LEAF_RW, SID, SmRig
 
 from vtdtui.hw import qi
+import vtdtui.machine.state as S
 
 T0 = 0x2000000
 
@@ -215,7 +216,8 @@ def test_views_list_what_the_cpu_wrote():
     rig.set_context(SID, paside=True, pdts=1)
     rig.set_pasid(SID, 0, pgtt=4, did=1)
     rig.set_pasid(SID, 200, pgtt=2, did=3, ssptptr=T0, flush=False)
-    assert [(s, e.pdts) for s, _, e in rig.unit.present_sm_contexts()] == [(SID, 1)]
-    got = [(p, a, e.pgtt, e.did) for p, a, e in rig.unit.present_pasid_entries(SID)]
+    u = rig.unit
+    assert [(b << 8 | f, e.pdts) for b, _, r in S.sm_roots(u) for f, _, e in S.sm_contexts(u, b, r)] == [(SID, 1)]
+    got = [(p, a, e.pgtt, e.did) for p, a, e in S.pasid_entries(u, S.sm_context(u, SID)) if e.present]
     assert got == [(0, rig.pasid_entry_addr(SID, 0), 4, 1), (200, rig.pasid_entry_addr(SID, 200), 2, 3)]
     assert CAP_SM and FS_LEAF_RO

@@ -81,7 +81,7 @@ def test_readers_find_sm_entries():
     hi = S.sm_context(u, 0x80F8)
     assert hi is not None and (hi.paside, hi.fpd, hi.rid_pasid) == (True, True, 5)
     assert S.sm_context(u, 0x0018) is None  # 00:03.0: not present
-    pes = dict(S.pasid_entries(u, ce))
+    pes = {pasid: pe for pasid, _addr, pe in S.pasid_entries(u, ce)}
     assert sorted(pes) == [0, 3]
     assert (pes[0].pgtt, pes[0].did, pes[0].fsptptr, pes[0].pgsnp) == (1, 2, FS_L4, True)
     assert (pes[3].pgtt, pes[3].did, pes[3].ssptptr, pes[3].pwsnp) == (2, 7, SS_TOP, True)

@@ -44,7 +44,6 @@ SS_CODES_SM = (fr.SM_WRITE, fr.SM_READ, fr.SS_PAGING_ENTRY_RSVD, fr.SS_PAGING_EN
 # Faults under which a CM=1 unit may keep a not-present / invalid entry cached.
 _NEG_CONTEXT = frozenset({fr.SM_ROOT_ENTRY_P, fr.SM_CONTEXT_ENTRY_P, fr.SM_CONTEXT_ENTRY_INV})
 _NEG_PASID = frozenset({fr.PASID_DIR_ENTRY_P, fr.PASID_ENTRY_P, fr.PASID_TABLE_ENTRY_INV})
-_PASID_LIST_LIMIT = 4096  # present_pasid_entries(): PASID entries yielded at most
 
 
 @dataclass
@@ -681,49 +680,6 @@ class ScalableMode:
                 break
             table, level = pte & PTE_ADDR_MASK, level - 1
         return out
-
-    # ------------------------------------------------------------ views
-    def present_sm_contexts(self):
-        """(source id, address, SmContextEntry) of each present scalable-mode context
-        entry, as the CPU wrote them: one read of the root table and one of each
-        present context table."""
-        rta = self.rta_latched & _PAGE_MASK
-        roots = self.cpu_read_page(rta)
-        for bus in range(256):
-            for upper, word in ((False, roots[2 * bus]), (True, roots[2 * bus + 1])):
-                if not word & 1:
-                    continue
-                table = word & _PAGE_MASK
-                words = self.cpu_read_page(table)
-                for i in range(128):
-                    w = words[4 * i: 4 * i + 4]
-                    if w[0] & 1:
-                        devfn = i + (0x80 if upper else 0)
-                        yield bus << 8 | devfn, table + i * SM_CONTEXT_ENTRY_SIZE, SmContextEntry.decode(*w)
-
-    def present_pasid_entries(self, source_id: int):
-        """(PASID, address, PasidEntry) of each present PASID entry of `source_id`, as
-        the CPU wrote them: one read per directory page and per PASID table; at most
-        _PASID_LIST_LIMIT entries."""
-        cr = self.read_sm_context(source_id, self.cpu_read_q)
-        if cr.entry is None or not cr.entry.present:
-            return
-        ce, n = cr.entry, 0
-        for dpage in range(0, ce.dir_entries, 512):
-            dwords = self.cpu_read_page(ce.pasiddirptr + dpage * 8)
-            for j in range(min(512, ce.dir_entries - dpage)):
-                de = dwords[j]
-                if not de & 1:
-                    continue
-                table = de & _PAGE_MASK
-                words = self.cpu_read_page(table)
-                for k in range(64):
-                    v = words[8 * k: 8 * k + 8]
-                    if v[0] & 1:
-                        yield ((dpage + j) << PASID_PDE_SHIFT) | k, table + k * PASID_ENTRY_SIZE, PasidEntry.decode(v)
-                        n += 1
-                        if n >= _PASID_LIST_LIMIT:
-                            return
 
     # ------------------------------------------------------------ staleness
     def _sm_context_stale(self, e: ContextCacheEntry, read) -> str | None:

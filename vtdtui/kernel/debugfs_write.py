@@ -50,6 +50,7 @@ import stat
 
 from vtdtui.hw import regs
 from vtdtui.hw.memory import MemoryError_
+from vtdtui.machine.state import pasid_entries, sm_context
 from vtdtui.textsafe import clip, printable
 
 PAGE_MASK = ((1 << 64) - 1) & ~0xFFF  # VTD_PAGE_MASK
@@ -363,10 +364,11 @@ def _device_name(source_id: int) -> str:
 
 def _paging_pasids(u, source_id: int) -> list[int]:
     """PASIDs other than IOMMU_NO_PASID with a present paging entry (scalable mode)."""
-    if not _sm(u) or not hasattr(u, "present_pasid_entries"):
+    ce = sm_context(u, source_id) if _sm(u) else None
+    if ce is None:
         return []
-    return sorted(p for p, _a, pe in u.present_pasid_entries(source_id)
-                  if p != IOMMU_NO_PASID and pe.pgtt in (PGTT_FL_ONLY, PGTT_SL_ONLY, PGTT_NESTED))
+    return sorted(p for p, _a, pe in pasid_entries(u, ce)
+                  if pe.present and p != IOMMU_NO_PASID and pe.pgtt in (PGTT_FL_ONLY, PGTT_SL_ONLY, PGTT_NESTED))
 
 
 def debugfs_files(m, level: str | None = None) -> dict[str, str]:

@@ -116,21 +116,22 @@ def pasid_dir(u, ce: SmContextEntry, read_page=None) -> Iterator[tuple[int, Pasi
                 yield first + j, PasidDirEntry.decode(raw)
 
 
-def pasid_table(u, table: int, read_page=None) -> Iterator[tuple[int, PasidEntry]]:
-    """(table index, entry) of each PASID entry that is not all zero in a 64-entry table."""
+def pasid_table(u, table: int, read_page=None) -> Iterator[tuple[int, int, PasidEntry]]:
+    """(table index, address, entry) of each PASID entry that is not all zero in a
+    64-entry table."""
     words = _page(read_page or u.cpu_read_page, table)
     for i in range(4096 // PASID_ENTRY_SIZE) if words else ():
         val = words[8 * i: 8 * i + 8]
         if any(val):
-            yield i, PasidEntry.decode(val)
+            yield i, table + i * PASID_ENTRY_SIZE, PasidEntry.decode(val)
 
 
-def pasid_entries(u, ce: SmContextEntry, read_page=None) -> Iterator[tuple[int, PasidEntry]]:
-    """(PASID, entry) of every non-zero PASID entry reachable from a context entry."""
+def pasid_entries(u, ce: SmContextEntry, read_page=None) -> Iterator[tuple[int, int, PasidEntry]]:
+    """(PASID, address, entry) of every non-zero PASID entry reachable from a context entry."""
     for d, de in pasid_dir(u, ce, read_page):
         if de.present:
-            for i, pe in pasid_table(u, de.table, read_page):
-                yield (d << PASID_PDE_SHIFT) | i, pe
+            for i, addr, pe in pasid_table(u, de.table, read_page):
+                yield (d << PASID_PDE_SHIFT) | i, addr, pe
 
 
 def pasid_entry(u, source_id: int, pasid: int = 0, read_page=None) -> PasidEntry | None:
@@ -170,7 +171,7 @@ def _sm_tables(u) -> tuple[list, list, list]:
             ctxs.append({"bdf": bdf, "present": True, "did": None, "tt": None, "aw": None, "slptptr": None,
                          "fpd": ce.fpd, "pasiddirptr": _hex(ce.pasiddirptr), "pdts": ce.pdts, "dte": ce.dte,
                          "paside": ce.paside, "pre": ce.pre, "rid_pasid": ce.rid_pasid})
-            pes += [pasid_entry_json(bdf, pasid, pe) for pasid, pe in pasid_entries(u, ce)]
+            pes += [pasid_entry_json(bdf, pasid, pe) for pasid, _a, pe in pasid_entries(u, ce)]
     return roots, ctxs, pes
 
 

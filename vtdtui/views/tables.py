@@ -156,7 +156,7 @@ def _pasid_rows(u: DmarUnit, sid: int, ce) -> list[Row]:
                               (f"PASID table {de.table:#x} ", "addr"), (f"PASIDs {d << 6}-{(d << 6) + 63}", "dim"))))
         if not de.present:
             continue
-        for i, pe in pasid_table(u, de.table):
+        for i, addr, pe in pasid_table(u, de.table):
             if shown == MAX_PASID_ROWS:
                 rows.append(Row(sid, plain("              … more PASID entries", "dim")))
                 return rows
@@ -164,7 +164,7 @@ def _pasid_rows(u: DmarUnit, sid: int, ce) -> list[Row]:
             rows.append(Row(sid, pasid_entry_line(d << 6 | i, pe, "              ")))
             v = pe.val
             rows.append(Row(sid, plain(f"                val[2..0] {v[2]:016x}:{v[1]:016x}:{v[0]:016x}", "dim")))
-            diff = unit_view_differs_sm(u, de.table + i * 64, 64)
+            diff = unit_view_differs_sm(u, addr, 64)
             if diff:
                 rows.append(Row(sid, plain("                " + diff, "stale")))
     if not rows:
