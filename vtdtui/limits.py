@@ -92,6 +92,17 @@ def read_bounded(path: str, limit: int, limit_name: str) -> bytes:
         os.close(fd)
 
 
+def read_input(path: str, limit: int, limit_name: str, error: type[Exception], place: str | None = None) -> bytes:
+    """read_bounded(), its refusals raised as `error` with one line: the LimitError's,
+    or "PLACE: why" for an OSError (`place` defaults to the path)."""
+    try:
+        return read_bounded(path, limit, limit_name)
+    except LimitError as exc:
+        raise error(str(exc)) from None
+    except OSError as exc:
+        raise error(f"{place or path}: {exc.strerror or exc}") from None
+
+
 def read_stream_bounded(stream, limit: int, source: str, limit_name: str) -> bytes:
     """The same for an open binary stream (standard input)."""
     data = stream.read(limit + 1)

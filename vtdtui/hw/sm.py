@@ -23,7 +23,7 @@ from .results import WalkResult
 from .sm_entries import (
     FL_A, FL_ADDR_MASK, FL_D, FL_P, FL_PS, FL_RW, FL_US, PASID_DIR_ENTRY_SIZE, PASID_ENTRY_SIZE,
     PASID_PDE_SHIFT, PASID_PTE_MASK, PGTT_FL_ONLY, PGTT_NAMES, PGTT_NESTED, PGTT_PT, PGTT_SL_ONLY,
-    SM_CONTEXT_ENTRY_SIZE, PasidDirEntry, PasidEntry, SmContextEntry, SmRootEntry, canonical, context_slot,
+    PasidDirEntry, PasidEntry, SmContextEntry, SmRootEntry, canonical, context_slot,
 )
 
 MASK64 = (1 << 64) - 1

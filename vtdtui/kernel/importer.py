@@ -55,7 +55,7 @@ from ..hw.memory import CpuCache, PageAllocator, PhysMem
 from ..hw.regs import ECAP, GSTS_TES, RTADDR_SMT
 from ..hw.sm_entries import PasidEntry
 from ..hw.unit import DmarUnit
-from ..limits import MAX_LOG_BYTES, LimitError, read_bounded
+from ..limits import MAX_LOG_BYTES, LimitError, read_input
 from ..machine.machine import TABLES_BASE, TABLES_LIMIT, CommandError, GroupState, Machine, World
 from ..machine.scenario import MAX_ADDRESS, MIN_MEMORY, DeviceSpec, GroupSpec, Scenario, UnitSpec
 from ..sw.linux import DmarDomain, IntelIommuDriver
@@ -222,12 +222,7 @@ def _debugfs_folder(inputs: Inputs, path: str) -> list[str]:
 
 
 def _read_log(inputs: Inputs, path: str) -> None:
-    try:
-        data = read_bounded(path, MAX_LOG_BYTES, "MAX_LOG_BYTES")
-    except LimitError as exc:
-        raise ImportError_(str(exc)) from None
-    except OSError as exc:
-        raise ImportError_(f"{_p(path)}: {exc.strerror or exc}") from None
+    data = read_input(path, MAX_LOG_BYTES, "MAX_LOG_BYTES", ImportError_, _p(path))
     log = read_kernel_log(data.decode("utf-8", errors="replace"), _p(path))
     if not (log.units or log.faults or log.groups or log.orphan_dumps):
         raise ImportError_(f"{_p(path)}: no DMAR unit, fault, dump or iommu group line: not a kernel log this reads "

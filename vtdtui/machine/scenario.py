@@ -15,7 +15,7 @@ from pathlib import Path
 from ..hw.entries import bdf_str, parse_bdf
 from ..hw.regs import CAP, ECAP, parse_reg_value
 from ..limits import (MAX_DESCRIPTION_CHARS, MAX_DEVICES, MAX_GROUPS, MAX_NAME_CHARS, MAX_SCENARIO_BYTES, MAX_UNITS,
-                      LimitError, load_toml, read_bounded)
+                      LimitError, load_toml, read_input)
 from ..textsafe import clip, quote
 from ..sw.kvm import model_name
 from ..sw.qemu import (AW_BITS_LEGACY, AW_BITS_SM, CM_REQUIRED, ECAP_SM_BITS, FLTS_NEEDS_IOMMUFD, FLTS_NEEDS_SM,
@@ -168,13 +168,7 @@ def _load(name_or_path: str | None) -> Scenario:
     path = Path(name)
     if not path.is_file():
         raise ScenarioError(f"{name}: no such scenario (built-in: {', '.join(BUILTIN)}; or a .toml file)")
-    try:
-        data = read_bounded(name, MAX_SCENARIO_BYTES, "MAX_SCENARIO_BYTES")
-    except LimitError as exc:
-        raise ScenarioError(str(exc)) from None
-    except OSError as exc:
-        raise ScenarioError(f"{name}: {exc.strerror or exc}") from None
-    return parse(data, str(path))
+    return parse(read_input(name, MAX_SCENARIO_BYTES, "MAX_SCENARIO_BYTES", ScenarioError), str(path))
 
 
 def _get(table: dict, key: str, kind, where: str, default=...):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..limits import (MAX_FIXTURE_BYTES, MAX_FIXTURE_KEYS, MAX_FIXTURE_LINES, MAX_TYPE_CHARS, LimitError,
-                      check_lines, read_bounded)
+                      check_lines, read_input)
 from ..machine.scenario import BUILTIN
 from ..textsafe import quote
 from .keys import KeyNameError, check_key, did_you_mean
@@ -195,12 +195,7 @@ def parse(text: str, source: str) -> Fixture:
 def load(path: str | Path) -> Fixture:
     """Read and parse a fixture file; every failure is a FixtureError naming the file."""
     source = str(path)
-    try:
-        data = read_bounded(source, MAX_FIXTURE_BYTES, "MAX_FIXTURE_BYTES")
-    except LimitError as exc:
-        raise FixtureError(str(exc)) from None
-    except OSError as exc:
-        raise FixtureError(f"{source}: {exc.strerror or exc}") from None
+    data = read_input(source, MAX_FIXTURE_BYTES, "MAX_FIXTURE_BYTES", FixtureError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
