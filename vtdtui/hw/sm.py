@@ -386,19 +386,24 @@ class ScalableMode:
         raise AssertionError("walk fell off level 1")
 
     def _nested_walk(self, pe: PasidEntry, iova: int, write: bool, *, update_ad: bool, privileged: bool,
-                     read=None):
+                     read=None, phase=None):
         """PGTT=3: a first-stage walk whose table addresses and output are guest-physical
         addresses translated by the second stage of the same PASID entry.  A second-
         stage fault while reading a first-stage entry is 0x75 (FL-PML4 / top level) or
         0x76 ("Read permission error in first-level paging entry in Nested
-        translation"); reserved and access errors keep their second-stage codes."""
+        translation"); reserved and access errors keep their second-stage codes.
+        `phase(what, addr)`, when given, hears which reads follow: "gpa" (a first-stage
+        table's GPA through the second stage), "fs" (the first stage again), "out" (the
+        output GPA through the second stage) — so a caller can label each read."""
         read = read or self._paging_read(pe)
         levels = pe.ss_levels
-        walks = []
 
         def gpa(addr: int, top: bool):
+            if phase:
+                phase("gpa", addr)
             wr = self._ss_walk(pe.ssptptr, levels, addr, False, read, SS_CODES_SM)
-            walks.append(wr)
+            if phase:
+                phase("fs", addr)
             if wr.ok:
                 return wr.hpa
             if wr.reason in (fr.SM_READ, fr.SM_WRITE):
@@ -408,6 +413,8 @@ class ScalableMode:
         fs = self.fs_walk(pe, iova, write, read, update_ad=update_ad, privileged=privileged, gpa=gpa)
         if not fs.ok:
             return fs
+        if phase:
+            phase("out", fs.hpa)
         ss = self._ss_walk(pe.ssptptr, levels, fs.hpa, write, read, SS_CODES_SM)
         ss.trail = fs.trail + [("nested: GPA {:#x} through the second stage", fs.hpa)] + ss.trail
         if not ss.ok:

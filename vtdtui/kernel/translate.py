@@ -525,39 +525,27 @@ def _walk_pasid_entry(unit: DmarUnit, walk: Walk, pe: PasidEntry, fpd: bool) -> 
 
 
 def _nested(unit: DmarUnit, pe: PasidEntry, walk: Walk, reads: _Reads):
-    """PGTT 3, as ScalableMode._nested_walk: each first-stage table address (a GPA)
-    goes through the second stage, then the output GPA does.  Written out here (not
-    called) so that each read can be tagged with what it was for."""
+    """PGTT 3 through the unit's own nested walk; its phase hook tags each read with
+    what it was for (a first-stage table's GPA, the first stage, the output GPA)."""
     ss_levels, fs_levels = pe.ss_levels, pe.fs_levels
     phases: dict[object, tuple[str, int, str]] = {"fs": ("first", fs_levels, "")}
     fs_level = [fs_levels]
 
-    def gpa(addr: int, top: bool):
-        tag = ("gpa", fs_level[0])
-        phases[tag] = ("second", ss_levels, f", for the first-stage L{fs_level[0]} table at GPA {addr:#x}")
+    def phase(what: str, addr: int) -> None:
+        if what == "gpa":
+            tag = ("gpa", fs_level[0])
+            phases[tag] = ("second", ss_levels, f", for the first-stage L{fs_level[0]} table at GPA {addr:#x}")
+        elif what == "fs":
+            tag = "fs"
+            fs_level[0] -= 1
+        else:
+            tag = ("out",)
+            phases[tag] = ("second", ss_levels, f", for the output GPA {addr:#x}")
         reads.phase = tag
-        wr = unit._ss_walk(pe.ssptptr, ss_levels, addr, False, reads, SS_CODES_SM)
-        reads.phase = "fs"
-        fs_level[0] -= 1
-        if wr.ok:
-            return wr.hpa
-        if wr.reason in (fr.SM_READ, fr.SM_WRITE):
-            return (0x75 if top else 0x76,)
-        return (wr.reason,)
 
     reads.phase = "fs"
-    fs = unit.fs_walk(pe, walk.iova, walk.write, reads, gpa=gpa)
-    if fs.ok:
-        tag = ("out",)
-        phases[tag] = ("second", ss_levels, f", for the output GPA {fs.hpa:#x}")
-        reads.phase = tag
-        ss = unit._ss_walk(pe.ssptptr, ss_levels, fs.hpa, walk.write, reads, SS_CODES_SM)
-        if ss.ok:
-            ss.shift = min(fs.shift, ss.shift)
-            ss.r, ss.w = fs.r and ss.r, fs.w and ss.w
-        result = ss
-    else:
-        result = fs
+    result = unit._nested_walk(pe, walk.iova, walk.write, update_ad=False, privileged=False, read=reads,
+                               phase=phase)
     _paging_steps(walk, reads, phases)
     return result
 
