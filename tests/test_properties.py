@@ -27,10 +27,37 @@ from vtdtui.machine import invariants as inv
 from vtdtui.machine.state import to_json
 
 
-def to_json_text(m) -> str:
+def to_json_text(m, memo: dict | None = None) -> str:
     """The state JSON, compact: json.dumps with indent runs the pure-Python encoder,
-    which made the per-step comparison most of a session's time."""
-    return json.dumps(to_json(m), separators=(",", ":"))
+    which made the per-step comparison most of a session's time.  With `memo` (one
+    per session) each journal event is serialised once: events are immutable (an
+    amend replaces the event; Event.__deepcopy__ shares them), so an event's text
+    never changes, and a session of 40 steps re-serialised its whole journal on every
+    step (half of the server session's time).  The text holds the same facts: the
+    state JSON without the journal, then every event's JSON in order."""
+    if memo is None:
+        return json.dumps(to_json(m), separators=(",", ":"))
+    journal = m.journal
+    m.journal = _NO_EVENTS  # to_json() reads the journal only for its "journal" key
+    try:
+        state = json.dumps(to_json(m), separators=(",", ":"))
+    finally:
+        m.journal = journal
+    texts = []
+    for e in journal.events:
+        hit = memo.get(id(e))
+        if hit is None or hit[0] is not e:
+            hit = memo[id(e)] = (e, json.dumps(e.to_json(), separators=(",", ":")))
+        texts.append(hit[1])
+    return state + "\n" + "\n".join(texts)
+
+
+class _NoEvents:
+    def to_json(self) -> list:
+        return []
+
+
+_NO_EVENTS = _NoEvents()
 
 SCENARIOS = ("desktop", "server", "viommu")
 K4, M2, G1 = 1 << 12, 1 << 21, 1 << 30
@@ -225,7 +252,8 @@ class Session(RuleBasedStateMachine):
     @initialize()
     def boot(self):
         self.m = Machine.from_scenario(self.SCENARIO)
-        self.states = [to_json_text(self.m)]
+        self.memo: dict = {}  # id(event) -> (event, its JSON text): see to_json_text()
+        self.states = [self.state()]
         self.undone: list[str] = []  # state JSONs the redo stack leads back to
         self.mapped: list[tuple[int, int, int]] = []  # (group, IOVA, size) some map command took
 
@@ -246,6 +274,9 @@ class Session(RuleBasedStateMachine):
             return (gid, iova, size) if data.draw(st.booleans(), label="whole") else (gid, iova, K4)
         return (self.group(data, attached=True), *drawn)
 
+    def state(self) -> str:
+        return to_json_text(self.m, self.memo)
+
     def execute(self, line: str, *, must_fail: bool = False) -> bool:
         m = self.m
         before_json, before_log, redo = self.states[-1], list(m.log), list(m.redo_stack)
@@ -254,14 +285,14 @@ class Session(RuleBasedStateMachine):
             o = m.execute(line)
         except CommandError as exc:
             note(f"refused: {line!r}: {exc}")
-            assert to_json_text(m) == before_json, f"refused {line!r} changed the state"
+            assert self.state() == before_json, f"refused {line!r} changed the state"
             assert m.log == before_log and m.redo_stack == redo
             return False
         assert not must_fail, f"{line!r} was accepted"
         note(f"ran: {line!r}: {o.message}")
         problems = inv.check_command(m, line, o.events, counters)
         assert not problems, "\n".join(problems)
-        self.states.append(to_json_text(m))
+        self.states.append(self.state())
         self.undone.clear()
         assert len(self.states) == len(m.log) + 1
         return True
@@ -330,7 +361,7 @@ class Session(RuleBasedStateMachine):
         for _ in range(min(n, len(self.m.log))):
             self.undone.append(self.states.pop())
             self.m.undo()
-            assert to_json_text(self.m) == self.states[-1], "undo did not give back the earlier state"
+            assert self.state() == self.states[-1], "undo did not give back the earlier state"
         assert len(self.states) == len(self.m.log) + 1
 
     @precondition(lambda self: self.m.redo_stack)
@@ -343,7 +374,7 @@ class Session(RuleBasedStateMachine):
             problems = inv.check_command(self.m, line, o.events, counters)
             assert not problems, "\n".join(problems)
             self.states.append(self.undone.pop())
-            assert to_json_text(self.m) == self.states[-1], f"redo of {line!r} went elsewhere"
+            assert self.state() == self.states[-1], f"redo of {line!r} went elsewhere"
 
     # ------------------------------------------------------------ after every step
     @invariant()

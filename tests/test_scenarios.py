@@ -29,7 +29,7 @@ def _groups(st: dict) -> dict:
 
 
 def test_builtin_names():
-    assert set(BUILTIN) == {"desktop", "viommu", "server", "notebook", "viommu-sm"}
+    assert set(BUILTIN) == {"desktop", "viommu", "server", "notebook", "viommu-sm", "viommu-nested"}
     for name in BUILTIN:
         assert resources.files("vtdtui.scenarios").joinpath(f"{name}.toml").is_file()
 

@@ -720,7 +720,7 @@ def test_graph_truncates_long_detached_lists():
 def test_vm_lines_of_a_fresh_desktop():
     lines = status.vm_lines(machine("desktop"))
     t = texts(lines)
-    assert t[:5] == ["KVM", "  noncoherent DMA count 0  (EPT zaps 0)", "  WBINVD a no-op", "  EPT memtype RAM WB|IPAT",
+    assert t[:5] == ["KVM · VFIO backend type1", "  noncoherent DMA count 0  (EPT zaps 0)", "  WBINVD a no-op", "  EPT memtype RAM WB|IPAT",
                      "  EPT memtype MMIO UC"]
     assert tok(lines[1], "0") == "on"
     assert "  reuse policy mainline · domains 0" in t
@@ -729,7 +729,7 @@ def test_vm_lines_of_a_fresh_desktop():
     switches = t[t.index("switches (: set OPTION VALUE, or the palette)") + 1:]
     assert [s.split()[0] for s in switches] == ["reuse", "kvm-model", "ignore-guest-pat", "vfio-flush",
                                                 "virtio-noncoherent", "cr0-cd", "lazy", "skip-clflush",
-                                                "skip-invalidation"]  # no QEMU on desktop
+                                                "skip-invalidation", "backend"]  # no QEMU on desktop
     assert having(lines, "QEMU") == []
 
 

@@ -109,7 +109,10 @@ class ScalableMode:
 
     def _reader(self, snoop: bool):
         posted = self._write_buffer
-        base = self.cache.snooped_read_q if (snoop or self.emulated_by_qemu) else self.mem.read_q
+        snoop = snoop or self.emulated_by_qemu
+        base = self.cache.snooped_read_q if snoop else self.mem.read_q
+        if self.foreign_ram:
+            base = self._foreign_reader(base, snoop)
         if not posted:
             return base
 
@@ -117,6 +120,33 @@ class ScalableMode:
             line = posted.get(addr & ~63)
             return line[(addr & 63) >> 3] if line is not None else base(addr)
         return read
+
+    def _foreign(self, addr: int):
+        """(the guest world's cache, guest address) when `addr` is in a foreign_ram
+        window, else None."""
+        for base, size, cache in self.foreign_ram:
+            if base <= addr < base + size:
+                return cache, addr - base
+        return None
+
+    def _foreign_reader(self, own, snoop: bool):
+        """A paging read that goes to the guest world's memory inside a foreign_ram
+        window, with the same snoop choice as the unit's own read."""
+        def read(addr: int) -> int:
+            hit = self._foreign(addr)
+            if hit is None:
+                return own(addr)
+            cache, gaddr = hit
+            return cache.snooped_read_q(gaddr) if snoop else cache.mem.read_q(gaddr)
+        return read
+
+    def _device_write_q(self, addr: int, value: int) -> None:
+        """The unit's atomic A/D write, into the guest world inside a foreign_ram window."""
+        hit = self._foreign(addr) if self.foreign_ram else None
+        if hit is None:
+            self.cache.device_write_q(addr, value)
+        else:
+            hit[0].device_write_q(hit[1], value)
 
     # ------------------------------------------------------------ structures
     def read_sm_context(self, source_id: int, read=None) -> SmContextResult:
@@ -373,7 +403,7 @@ class ScalableMode:
                 if not snooped:
                     res.reason = fr.FS_AD_NO_SNOOP
                     return res
-                self.cache.device_write_q(pte_addr, pte | need)
+                self._device_write_q(pte_addr, pte | need)
                 res.trail.append(("  A/D set: {:#018x}", pte | need))
             if leaf:
                 shift = level_shift(level)

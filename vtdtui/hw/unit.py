@@ -106,6 +106,11 @@ class DmarUnit(ScalableMode):
         # Called after each invalidation is carried out, with (kind, fields): the hook
         # QEMU uses to see a guest's invalidations (its vIOMMU *is* this unit).
         self.invalidation_listeners: list = []
+        # Guest RAM that is host RAM: (HPA base, size, the guest world's CpuCache).  A
+        # paging-structure read or a first-stage A/D write of this unit at an HPA in a
+        # window reaches the guest world's memory at HPA - base (a nested walk reads
+        # the guest's first-stage tables; the model keeps each world in its own PhysMem).
+        self.foreign_ram: list[tuple[int, int, CpuCache]] = []
         self.context_cache = ContextCache()
         self.iotlb = Iotlb(iotlb_capacity)
         self.pasid_cache = PasidCache()  # scalable mode: PASID-table entries
@@ -831,8 +836,10 @@ class DmarUnit(ScalableMode):
         return None
 
     def iotlb_stale(self, e: IotlbEntry, read=None) -> str | None:
-        """Why a cached translation no longer matches the tables, or None."""
-        read = read or self.cpu_read_q
+        """Why a cached translation no longer matches the tables, or None.  By default
+        the tables are read as the CPU sees them, guest RAM (foreign_ram) included."""
+        if read is None:
+            read = self._foreign_reader(self.cpu_read_q, True) if self.foreign_ram else self.cpu_read_q
         if e.pasid is not None:
             return self._sm_iotlb_stale(e, read)
         cr = self.read_context(e.source_id, read)

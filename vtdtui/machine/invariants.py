@@ -21,6 +21,14 @@ State invariants:
                     maps exactly the container's vfio_dma list
   qemu-shadow       QEMU's shadow is what VFIO maps on the host and, with caching mode
                     and no what-if, what the guest's tables map
+  iommufd-hwpt      every HWPT's domain is what its devices' translation structures
+                    name (legacy: context entry DID/SLPTPTR; scalable: the RID_PASID
+                    PASID entry's DID, PGTT and table: nested PGTT 3 with FSPTPTR the
+                    guest's s1 pgtbl_addr and SSPTPTR the parent's pgd); device and
+                    HWPT agree on the attachment; a nested HWPT's parent is a nest parent
+  iommufd-ioas      every IOAS area is mapped, to its HPA, in every paging HWPT of the
+                    IOAS (iopt_table_add_domain() / iopt_area_fill_domain()); QEMU's nest
+                    parent maps all guest RAM (GPA → HPA)
   cache-filled      every context-cache / IOTLB entry says what the raw entry it was
                     filled from says (the model can tell which are stale now:
                     `stale_entries`, the views' own DmarUnit.*_stale)
@@ -44,7 +52,7 @@ from ..hw.entries import (
     bdf_str, level_index,
 )
 from ..hw.regs import CAP, RTADDR_SMT
-from ..hw.sm_entries import FL_ADDR_MASK, FL_P, FL_PS, FL_RW, SmContextEntry
+from ..hw.sm_entries import FL_ADDR_MASK, FL_P, FL_PS, FL_RW, PGTT_NAMES, PGTT_NESTED, SmContextEntry
 from ..hw.unit import DmarUnit
 from ..sw.journal import ISSUED, SKIPPED, Event
 from ..sw.kvm import model_name
@@ -53,7 +61,7 @@ from ..sw.rules import RULE_IDS
 from ..sw.vfio import VfioContainer
 from .parse import parse_int
 
-ACTORS = ("driver", "vfio", "kvm", "qemu", "hw")
+ACTORS = ("driver", "vfio", "kvm", "qemu", "hw", "iommufd")
 # Rule ids software decides by (REFERENCE.md §5–8, and the ones the actors added):
 # the rule table's, which README's table "The actors and their rules" follows.
 RULES = RULE_IDS
@@ -187,11 +195,19 @@ def stale_entries(m) -> list[Stale]:
             why = u.context_cache_stale(e)
             if why:
                 out.append(Stale(name, "context-cache", e, why))
+        read = _cpu_read(u)
         for e in u.iotlb:
-            why = u.iotlb_stale(e)
+            why = u.iotlb_stale(e, read)
             if why:
                 out.append(Stale(name, "iotlb", e, why))
     return out
+
+
+def _cpu_read(u: DmarUnit):
+    """The CPU's view of what the unit's tables say: its own memory, and inside a
+    foreign_ram window (QEMU's host unit over guest RAM) the guest world's CPU view;
+    None: the unit's default (cpu_read_q)."""
+    return u._foreign_reader(u.cpu_read_q, True) if u.foreign_ram else None
 
 
 def _check_cache_filled(m) -> list[str]:
@@ -219,6 +235,9 @@ def _check_cache_filled(m) -> list[str]:
             where = f"{name}: IOTLB entry DID {e.did} {e.iova:#x}+{e.size:#x}"
             if e.shift not in (12, 21, 30) or e.iova & (e.size - 1) or e.pte_addr & 7:
                 out.append(f"{where}: misaligned (shift {e.shift}, PTE at {e.pte_addr:#x})")
+                continue
+            if e.pgtt == PGTT_NESTED and e.present:
+                out += _check_nested_iotlb_filled(e, where)
                 continue
             if e.first_stage:
                 out += _check_fs_iotlb_filled(e, where)
@@ -272,12 +291,29 @@ def _check_fs_iotlb_filled(e: IotlbEntry, where: str) -> list[str]:
     return []
 
 
+def _check_nested_iotlb_filled(e: IotlbEntry, where: str) -> list[str]:
+    """A nested IOTLB entry keeps the second-stage leaf that gave its output (the
+    size is the smaller of the two stages' pages, ScalableMode._nested_walk): the
+    output lies inside that leaf's page, and the leaf allows what the entry allows."""
+    base = e.pte & PTE_ADDR_MASK
+    span = 1 << 30 if e.pte & PTE_PS else 1 << 12  # a PS leaf: 2 MiB or 1 GiB
+    if not (e.r and e.pte & PTE_R) or not base <= e.hpa < base + span or (e.w and not e.pte & PTE_W):
+        return [f"{where} → {e.hpa:#x} {'R' if e.r else '-'}{'W' if e.w else '-'}: not what the second-stage leaf "
+                f"{e.pte:#x} at {e.pte_addr:#x} it was filled from says (nested)"]
+    return []
+
+
 def _queued(m, unit: str, e: IotlbEntry) -> bool:
     """Is the entry inside a range a lazy unmap queued on its domain's flush queue?"""
-    for d in m.driver_for(unit).domains.values():
-        if d.dids.get(unit) == e.did:
-            return any(iova < e.iova + e.size and e.iova < iova + size for iova, size in d.flush_queue)
-    return False
+    domains = [d for d in m.driver_for(unit).domains.values() if d.dids.get(unit) == e.did]
+    q = m.qemu
+    if q is not None and not hasattr(q, "host_vfio") and unit == q.host_unit.name and e.pgtt == PGTT_NESTED:
+        # x-flts: the host's nested entry caches the guest's first stage, so the guest
+        # driver's flush queue (its P_IOTLB not sent yet) holds the host's flush back too.
+        g = next((g for g in m.groups.values() if g.spec_id == m.scenario.qemu.assigned_group), None)
+        d = m.domain_of(g) if g is not None else None
+        domains += [d] if d is not None else []
+    return any(iova < e.iova + e.size and e.iova < iova + size for d in domains for iova, size in d.flush_queue)
 
 
 def _check_stale(m, h: _History) -> list[str]:
@@ -394,7 +430,7 @@ def _containers(m) -> list[tuple[str, VfioContainer, dict[int, tuple[str, list[i
     if m.vfio is not None:
         out.append(("the VM's VFIO container", m.vfio,
                     {g.spec_id: (g.unit, [s for s, _ in g.devices]) for g in m.groups.values() if g.owner == "vfio"}))
-    if m.qemu is not None:
+    if m.qemu is not None and hasattr(m.qemu, "host_vfio"):  # QemuAccel: the host device is an iommufd cdev
         hg = m.qemu.host_group
         out.append(("QEMU's host VFIO container", m.qemu.host_vfio, {hg.id: (hg.unit, list(hg.devices))}))
     return out
@@ -405,10 +441,15 @@ def _check_groups(m) -> list[str]:
     alive = {id(d) for w in m.worlds.values() for d in w.driver.domains.values()}
     everyone: list[tuple[str, str, list[int], DmarDomain | None]] = [
         (f"group {g.spec_id}", g.unit, [s for s, _ in g.devices], m.domain_of(g)) for g in m.groups.values()]
-    if m.qemu is not None:
+    if m.qemu is not None and hasattr(m.qemu, "host_vfio"):
         hvd = m.qemu.host_vfio.domain_of(m.qemu.host_group.id)
         everyone.append(("the host group", m.qemu.host_group.unit, list(m.qemu.host_group.devices),
                          hvd.domain if hvd else None))
+    elif m.qemu is not None and m.iommufd is not None:  # QemuAccel: its cdev's HWPT
+        hg = m.qemu.host_group
+        dev = m.iommufd.device_of(hg.devices[0], hg.unit)
+        h = m.iommufd.hwpt_of(dev.id) if dev is not None else None
+        everyone.append(("the host device", hg.unit, list(hg.devices), h.domain if h is not None else None))
     for label, unit, sids, dom in everyone:
         drv = m.driver_for(unit)
         holders = sorted({d.id for d in drv.domains.values() for s in sids if d.devices.get(s) == unit})
@@ -442,25 +483,30 @@ def _check_kvm(m, h: _History) -> list[str]:
     if k.noncoherent_dma_count != want:
         out.append(f"KVM noncoherent_dma_count is {k.noncoherent_dma_count}, but {want} device(s) registered "
                    f"noncoherent DMA (kvm-vfio: {k.kvm_vfio_noncoherent}, virtio RFC: {k.virtio_noncoherent})")
-    files: dict[int, str] = {}  # group → unit, for the groups the VM holds
+    files: dict[int | str, str] = {}  # group (or cdev: its BDF) → unit, for the files the VM holds
     for g in m.groups.values():
         if g.owner == "vfio" and m.domain_of(g) is not None:
-            files[g.spec_id] = g.unit
+            cdevs = m.cdevs(g)
+            for dev in cdevs:  # backend iommufd: one file per device's vfio cdev
+                files[bdf_str(dev.sid)] = g.unit
+            if not cdevs:
+                files[g.spec_id] = g.unit
     if m.qemu is not None and m.qemu.plugged:  # device-del takes the host group out of KVM
         files[m.qemu.host_group.id] = m.qemu.host_group.unit
     if set(k.files) != set(files):
-        out.append(f"the kvm-vfio device holds group(s) {sorted(k.files)}, the VM's VFIO groups are {sorted(files)}")
+        out.append(f"the kvm-vfio device holds file(s) {sorted(k.files, key=str)}, the VM's VFIO groups and cdevs "
+                   f"are {sorted(files, key=str)}")
     # kvm_vfio_update_coherency() re-tests every file it holds at each group add /
     # delete: kvm_vfio_file_enforced_coherent() → IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
     # ECAP.SC on Intel, as the unit said when that last update ran.
     last = h.last(lambda c: c.verb in ("device-add", "device-del") or c.verb in ("attach", "detach")
                   and m.groups.get(_int(c.args[0]), None) is not None and m.groups[_int(c.args[0])].owner == "vfio")
     held = {gid: h.bit_at(m.units[unit], "SC", last) for gid, unit in files.items() if gid in k.files}
-    for gid, coherent in sorted(held.items()):
+    for gid, coherent in sorted(held.items(), key=lambda kv: str(kv[0])):
         if k.files[gid] != coherent:
             out.append(f"kvm-vfio holds group {gid} as enforced-coherent={k.files[gid]}, but ECAP.SC of "
                        f"{files[gid]} was {int(coherent)} at its last update")
-    bad = sorted(gid for gid, coherent in held.items() if not coherent)
+    bad = sorted((gid for gid, coherent in held.items() if not coherent), key=str)
     if bool(bad) != k.kvm_vfio_noncoherent:
         out.append(f"kvm-vfio noncoherent={k.kvm_vfio_noncoherent}, but at its last update "
                    + (f"group(s) {', '.join(map(str, bad))} were behind a unit without ECAP.SC" if bad
@@ -538,7 +584,7 @@ def _check_reuse(m, h: _History, label: str, c: VfioContainer, groups) -> list[s
 
 def _check_qemu(m, h: _History) -> list[str]:
     q = m.qemu
-    if q is None:
+    if q is None or not hasattr(q, "host_vfio"):  # QemuAccel: _check_iommufd
         return []
     out: list[str] = []
     host = {dma.iova: (dma.size, dma.vaddr_hpa - q.gpa_to_hpa, dma.r, dma.w) for dma in q.host_vfio.dmas}
@@ -567,11 +613,112 @@ def _check_qemu(m, h: _History) -> list[str]:
 # ----------------------------------------------------------------------------- the public checks
 
 
+def _hwpt_structures(m, h, dev) -> list[str]:
+    """One device of a HWPT: what its unit's structures say for RID_PASID."""
+    u = m.units[dev.unit]
+    drv = m.driver_for(dev.unit)
+    d = h.domain
+    bdf = bdf_str(dev.sid)
+    where = f"iommufd: HWPT {h.id} ({h.kind}, domain {d.id}): {bdf} on {u.name}"
+    if d.devices.get(dev.sid) != u.name:
+        return [f"{where}: the domain does not list the device as attached"]
+    if not drv.sm_supported(u):
+        ce = _present_contexts(u).get(dev.sid)
+        if ce is None:
+            return [f"{where}: no present context entry"]
+        if ce.did != d.dids.get(u.name) or ce.slptptr != d.pgd:
+            return [f"{where}: context entry DID {ce.did} SLPTPTR {ce.slptptr:#x}, the domain has DID "
+                    f"{d.dids.get(u.name)} pgd {d.pgd:#x}"]
+        return []
+    pe = drv.read_pasid(u, dev.sid, 0)
+    if pe is None or not pe.present:
+        return [f"{where}: its PASID entry (PASID 0) is not present"]
+    out = []
+    if pe.did != d.dids.get(u.name):
+        out.append(f"{where}: PASID entry DID {pe.did}, the domain has DID {d.dids.get(u.name)}")
+    if h.kind == "nested":
+        parent = m.iommufd.objects.get(h.parent)
+        want = (PGTT_NESTED, h.s1.pgtbl_addr, parent.domain.pgd if parent is not None else None)
+        got = (pe.pgtt, pe.fsptptr, pe.ssptptr)
+        if got != want:
+            out.append(f"{where}: PASID entry PGTT {PGTT_NAMES.get(pe.pgtt, pe.pgtt)} FSPTPTR {pe.fsptptr:#x} "
+                       f"SSPTPTR {pe.ssptptr:#x}; nested wants PGTT nested, FSPTPTR = s1 pgtbl_addr "
+                       f"{h.s1.pgtbl_addr:#x}, SSPTPTR = the parent's pgd")
+        return out
+    table = pe.fsptptr if d.stage == "first" else pe.ssptptr
+    if pe.pgtt_name != {"first": "first-stage", "second": "second-stage"}.get(d.stage) or table != d.pgd:
+        out.append(f"{where}: PASID entry PGTT {pe.pgtt_name} table {table:#x}, the domain is {d.stage} stage "
+                   f"with pgd {d.pgd:#x}")
+    return out
+
+
+def _mapped(drv, d, iova: int, size: int, hpa: int) -> bool:
+    """The first and last page of [iova, iova+size) map to hpa + offset in d."""
+    for off in (0, size - 4096):
+        hit = drv.iova_to_phys(d, iova + off)
+        if hit is None or hit[0] != hpa + off:
+            return False
+    return True
+
+
+def _check_iommufd(m) -> list[str]:
+    fd = m.iommufd
+    if fd is None:
+        return []
+    out: list[str] = []
+    for h in fd.hwpts:
+        for dev_id in h.devices:
+            dev = fd.objects.get(dev_id)
+            if dev is None or dev.hwpt != h.id:
+                out.append(f"iommufd: HWPT {h.id} lists device object {dev_id}, which is "
+                           + ("gone" if dev is None else f"attached to HWPT {dev.hwpt}"))
+                continue
+            out += _hwpt_structures(m, h, dev)
+        if h.kind == "nested":
+            parent = fd.objects.get(h.parent)
+            if parent is None or getattr(parent, "kind", None) != "paging" or not parent.nest_parent:
+                out.append(f"iommufd: nested HWPT {h.id}'s parent {h.parent} is not a NEST_PARENT paging HWPT")
+            elif h.domain.parent is not parent.domain:
+                out.append(f"iommufd: nested HWPT {h.id}'s domain {h.domain.id} has s2_domain "
+                           f"{getattr(h.domain.parent, 'id', None)}, its parent HWPT's domain is {parent.domain.id}")
+    for dev in fd.devices:
+        if dev.hwpt is not None and (dev.hwpt not in fd.objects or dev.id not in fd.objects[dev.hwpt].devices):
+            out.append(f"iommufd: device {bdf_str(dev.sid)} (object {dev.id}) says HWPT {dev.hwpt}, which does not "
+                       f"list it")
+    for ioas in fd.ioas:
+        for hid in ioas.hwpts:
+            h = fd.objects.get(hid)
+            if h is None:
+                out.append(f"iommufd: IOAS {ioas.id} lists HWPT {hid}, which is gone")
+                continue
+            drv = m.worlds["host"].driver  # iommufd is the host kernel's
+            for a in ioas.areas:
+                if not _mapped(drv, h.domain, a.iova, a.size, a.hpa):
+                    out.append(f"iommufd: IOAS {ioas.id} area {a.iova:#x}+{a.size:#x} → {a.hpa:#x} is not mapped in "
+                               f"HWPT {hid} (domain {h.domain.id})")
+    return out
+
+
+def _check_nest_parent(m) -> list[str]:
+    """QemuAccel: while the device is plugged its nest parent maps the guest's RAM."""
+    q = m.qemu
+    if q is None or hasattr(q, "host_vfio") or not q.plugged or m.iommufd is None:
+        return []
+    drv = m.driver_for(q.host_unit.name)
+    parents = [h for h in m.iommufd.hwpts if h.kind == "paging" and h.nest_parent]
+    if not parents:
+        return [f"QEMU: {q.host_bdf} is plugged with x-flts=on, but iommufd has no NEST_PARENT HWPT"]
+    size = m.scenario.memory
+    return [f"QEMU: nest parent HWPT {h.id} does not map guest RAM 0+{size:#x} → {q.gpa_to_hpa:#x}"
+            for h in parents if not _mapped(drv, h.domain, 0, size, q.gpa_to_hpa)]
+
+
 def check(m) -> list[str]:
     """Every invariant the machine breaks now, one line each; [] when all hold."""
     h = _History(m)
     return (_check_context_did(m) + _check_groups(m) + _check_kvm(m, h) + _check_vfio(m, h)
-            + _check_qemu(m, h) + _check_cache_filled(m) + _check_stale(m, h))
+            + _check_qemu(m, h) + _check_iommufd(m) + _check_nest_parent(m) + _check_cache_filled(m)
+            + _check_stale(m, h))
 
 
 def assert_ok(m) -> None:
@@ -656,6 +803,8 @@ def check_command(m, line: str, events: list[Event], counters_before: dict | Non
 
 
 def _domains_for(m, g) -> list[DmarDomain]:
+    if g.owner == "vfio" and m.cdevs(g):  # every paging HWPT of the VM's IOAS
+        return [m.iommufd.objects[h].domain for h in m.iommufd.objects[m.ioas_id].hwpts]
     if g.owner == "vfio":
         return [vd.domain for vd in m.vfio.domains] if m.vfio else []
     return [g.domain] if g.domain is not None else []
@@ -676,6 +825,8 @@ def _attach_decisions(m, args, ev: _Events) -> list[str]:
     drv = m.driver_for(g.unit)
     out: list[str] = []
     expected = ISSUED if u.cm and not drv.skip_invalidation else SKIPPED
+    if g.owner == "vfio" and m.cdevs(g):
+        out += _attach_cdev_decisions(m, g, ev)
     if drv.sm_supported(u):
         return out + _attach_sm_decisions(m, g, u, drv, ev, expected)
     for sid, _ in g.devices:
@@ -693,7 +844,7 @@ def _attach_decisions(m, args, ev: _Events) -> list[str]:
     wbf = ev.find(unit=u.name, actor="driver", rule="wbf")
     if not u.cm and len(wbf) < len(cc):
         out.append(f"CM=0 on {u.name}: {len(cc)} context entries made present, {len(wbf)} write-buffer decision(s)")
-    if g.owner == "vfio":
+    if g.owner == "vfio" and not m.cdevs(g):
         out += _need(ev, "enforce-cache-coherency (snp) decision", actor="driver", rule="snp")[1]
         reuse = ev.find(actor="vfio", rule="vfio-reuse", outcome=ISSUED)
         if len(reuse) != 1:
@@ -715,9 +866,30 @@ def _attach_sm_decisions(m, g, u, drv, ev: _Events, expected: str) -> list[str]:
             out += _outcomes(found, expected, f"pasid-np2p {op} for {bdf} (CM={int(u.cm)})")
         out += _need(ev, f"clflush decision for the PASID entry of {bdf}", unit=u.name, actor="driver",
                      rule="clflush", detail_has=f"PASID entry {bdf} ")[1]
-    if g.owner == "vfio":
+    if g.owner == "vfio" and not m.cdevs(g):
         out += _need(ev, "enforce-cache-coherency (snp) decision", actor="driver", rule="snp")[1]
         out += _need(ev, "kvm-coherency decision", actor="kvm", rule="kvm-coherency")[1]
+    return out
+
+
+def _attach_cdev_decisions(m, g, ev: _Events) -> list[str]:
+    """Backend iommufd: each device's cdev is added to kvm-vfio (a kvm-coherency
+    decision) and attached with one issued hwpt-attach; a new automatic HWPT says
+    hwpt-alloc and, enforcing, the driver's snp decision."""
+    out: list[str] = []
+    kvm = ev.find(actor="kvm", rule="kvm-coherency")
+    if len(kvm) < len(g.devices):
+        out.append(f"{len(kvm)} kvm-coherency decision(s) for {len(g.devices)} cdev(s) of group {g.spec_id}")
+    for dev in m.cdevs(g):
+        b = bdf_str(dev.sid)
+        att = [e for e in ev.find(actor="iommufd", op="hwpt-attach", outcome=ISSUED)
+               if e.bdf == b or e.detail.startswith(f"device {b} ") or e.reason.startswith(f"{b} ")]
+        if len(att) != 1:
+            out.append(f"{len(att)} issued hwpt-attach decisions for {bdf_str(dev.sid)}, expected one")
+    for e in ev.find(actor="iommufd", op="hwpt-alloc", outcome=ISSUED):
+        h = next((h for h in m.iommufd.hwpts if f"HWPT {h.id} " in e.reason), None)
+        if h is not None and h.kind == "paging" and h.enforce_cache_coherency:
+            out += _need(ev, f"enforce-cache-coherency (snp) decision for HWPT {h.id}", actor="driver", rule="snp")[1]
     return out
 
 
@@ -788,7 +960,9 @@ def _map_decisions(m, args, ev: _Events) -> list[str]:
                 out += _need(ev, f"write-buffer (wbf) decision on {u.name} (CM=0)", unit=u.name, rule="wbf")[1]
         if not any(e.unit in d.dids for e in ev.find(actor="driver", rule="clflush", detail_has="leaf PTE(s)")):
             out.append(f"no clflush decision for domain {d.id}'s new leaf PTEs")
-    if g.owner == "vfio":
+    if g.owner == "vfio" and m.cdevs(g):
+        out += _need(ev, "iommufd-noncoherent-flush decision", actor="iommufd", rule="iommufd-noncoherent-flush")[1]
+    elif g.owner == "vfio":
         out += _need(ev, "vfio-noncoherent-flush decision", actor="vfio", rule="vfio-noncoherent-flush")[1]
     return out
 

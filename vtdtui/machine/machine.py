@@ -18,17 +18,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from operator import eq, is_
 
-from ..hw.entries import bdf_str
+from ..hw.entries import bdf_str, parse_bdf
 from ..hw.faults import reason_string
 from ..hw.memory import CpuCache, MemoryError_, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
 from ..limits import MAX_MAP_ENTRIES
+from ..sw.iommufd import Iommufd, IommufdError
 from ..sw.journal import ISSUED, Event, Journal
 from ..sw.kvm import MODELS, Kvm, model_name
 from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
 from ..sw.pasid import SmDeviceInfo
 from ..sw.qemu import QemuViommu
+from ..sw.qemu_accel import QemuAccel
 from ..sw.vfio import Group, VfioContainer, VfioError
 from .parse import fmt_size, parse_access, parse_int, parse_perms, parse_size
 from .scenario import Scenario, ScenarioError, load
@@ -121,6 +123,7 @@ OPTIONS = {
     "skip-clflush": ("off", "on"),
     "skip-invalidation": ("off", "on"),
     "qemu-force": ("off", "on"),
+    "backend": ("type1", "iommufd"),  # the VMM's VFIO backend ([vm] backend): only with nothing attached
 }
 
 
@@ -133,8 +136,13 @@ class Machine:
     groups: dict[int, GroupState] = field(default_factory=dict)
     vfio: VfioContainer | None = None
     kvm: Kvm | None = None
-    qemu: QemuViommu | None = None
+    qemu: QemuViommu | QemuAccel | None = None
     host_group: Group | None = None
+    # The host kernel's iommufd (/dev/iommu): the VM's vfio cdevs with backend iommufd,
+    # and QEMU's x-flts device (QemuAccel); None when nothing opened it.
+    iommufd: Iommufd | None = None
+    backend: str = "type1"  # [vm] backend / `set backend`: "type1" | "iommufd"
+    ioas_id: int | None = None  # the VM's IOAS (its RAM), allocated when the VM starts on iommufd
     selected_unit: str = ""
     selected_group: int = 0
     log: list[str] = field(default_factory=list)
@@ -184,19 +192,18 @@ class Machine:
             for d in gs.devices:  # every enumerated device was probed at boot
                 self.driver_for(gs.unit).probe_device(self.units[gs.unit], d.source_id)
         host = self.worlds.get("host")
-        if sc.has_vm and host is not None:
+        self.backend = sc.backend
+        # A [vm] table in a QEMU scenario configures QEMU's VM; only a VM that takes the
+        # host's groups (owner "vfio") has the type1 container (kept with backend
+        # iommufd too: `set backend type1` goes back to it).
+        if sc.has_vm and host is not None and sc.owner == "vfio":
             self.vfio = VfioContainer(self.journal, host.driver, policy=sc.policy)
         if sc.has_vm or sc.qemu:
             self.kvm = Kvm(self.journal, model=sc.kvm_model, ignore_guest_pat=sc.ignore_guest_pat)
+        if host is not None and (self.backend == "iommufd" or (sc.qemu and sc.qemu.flts)):
+            self._open_iommufd()
         if sc.qemu:
-            q = sc.qemu
-            hunit = self.units[q.host_unit]
-            host_vfio = VfioContainer(self.journal, host.driver, policy="mainline")
-            self.host_group = Group(-1, q.host_unit, [q.host_sid])
-            assigned = self.groups[q.assigned_group]
-            self.qemu = QemuViommu(self.journal, self.units[assigned.unit], assigned.devices[0][0], host_vfio,
-                                   self.host_group, hunit, q.host_ram_base, force=q.force, host_group_no=q.host_group)
-            self.qemu.attach()
+            self._build_qemu(sc, host)
             # The VM starts with its NIC cold-plugged; load() refused the options QEMU
             # would not start with (scenario._check_qemu_start).
             if not self.qemu.device_add(self._kvm_add_host_group):
@@ -208,6 +215,35 @@ class Machine:
                 self._attach(self.groups[gs.id])
         if sc.generate is not None and sc.generate.map_size:
             self._generate_mappings(sc.generate)
+
+    def _open_iommufd(self) -> None:
+        """The host kernel's iommufd; the VM's IOAS when the VM's groups go through it
+        (QEMU's iommufd_cdev_attach() allocates one IOAS per address space, and the
+        memory listener maps all guest RAM into it)."""
+        if self.iommufd is None:
+            self.iommufd = Iommufd(self.journal, self.worlds["host"].driver)
+        if self.scenario.owner == "vfio" and self.ioas_id is None:
+            self.ioas_id = self.iommufd.ioas_alloc().id
+
+    def _build_qemu(self, sc: Scenario, host: World) -> None:
+        q = sc.qemu
+        hunit = self.units[q.host_unit]
+        self.host_group = Group(-1, q.host_unit, [q.host_sid])
+        assigned = self.groups[q.assigned_group]
+        guest_unit = self.units[assigned.unit]
+        if q.flts:
+            # x-flts=on: the device is a vfio cdev on the host's iommufd; its nest parent
+            # maps guest RAM, and the host unit reads the guest's first-stage tables in
+            # guest RAM, which is host RAM at host_ram_base (two PhysMem in the model).
+            self.qemu = QemuAccel(self.journal, guest_unit, assigned.devices[0][0], self.iommufd, self.host_group,
+                                  hunit, q.host_ram_base, sc.memory, host_group_no=q.host_group,
+                                  pci_bridge=q.pci_bridge, fs1gp=q.fs1gp, force=q.force, backend=self.backend)
+            hunit.foreign_ram = [(q.host_ram_base, sc.memory, self.worlds[self.level_of(guest_unit.name)].cache)]
+        else:
+            host_vfio = VfioContainer(self.journal, host.driver, policy="mainline")
+            self.qemu = QemuViommu(self.journal, guest_unit, assigned.devices[0][0], host_vfio,
+                                   self.host_group, hunit, q.host_ram_base, force=q.force, host_group_no=q.host_group)
+        self.qemu.attach()
 
     def _generate_mappings(self, spec) -> None:
         """[generate] map: each generated group's domain gets `share` bytes at IOVA 0,
@@ -249,7 +285,7 @@ class Machine:
 
     # The actors a checkpoint saves by default (everything they hold with them); a
     # command whose reach is known (Machine._actors) saves only its own.
-    _ACTORS = ("journal", "worlds", "units", "vfio", "kvm", "qemu", "host_group")
+    _ACTORS = ("journal", "worlds", "units", "vfio", "kvm", "qemu", "host_group", "iommufd")
 
     def _group_arg(self, words: list[str]) -> GroupState | None:
         """The group a command's first argument names, None for none or a bad one."""
@@ -337,7 +373,7 @@ class Machine:
         cp = self._checkpoint(line)
         try:
             outcome = self._apply(line)
-        except (CommandError, DriverError, VfioError, ValueError, KeyError) as exc:
+        except (CommandError, DriverError, VfioError, IommufdError, ValueError, KeyError) as exc:
             cp.finish()
             cp.rollback()
             msg = exc.args[0] if exc.args else str(exc)
@@ -435,9 +471,12 @@ class Machine:
         d = self.domain_of(g)
         if d is not None:
             ids.add(d.id)
-        for c in (self.vfio, self.qemu.host_vfio if self.qemu is not None else None):
-            if c is not None:
-                ids.update(vd.domain.id for vd in c.domains)
+        if self.vfio is not None:
+            ids.update(vd.domain.id for vd in self.vfio.domains)
+        if self.iommufd is not None:  # the VM's HWPTs and QEMU's nest parent and nested HWPTs
+            ids.update(h.domain.id for h in self.iommufd.hwpts)
+        if self.qemu is not None:
+            ids.update(d.id for d in self.qemu.host_domains())
         return ids
 
     def _changed(self, touched: Changes, mark: int) -> Changes:
@@ -464,9 +503,19 @@ class Machine:
 
     def domain_of(self, g: GroupState) -> DmarDomain | None:
         if g.owner == "vfio":
+            cdevs = self.cdevs(g)
+            if cdevs:  # backend iommufd: the HWPT its devices are attached to
+                h = self.iommufd.hwpt_of(cdevs[0].id)
+                return h.domain if h is not None else None
             vd = self.vfio.domain_of(g.spec_id) if self.vfio else None
             return vd.domain if vd else None
         return g.domain
+
+    def cdevs(self, g: GroupState) -> list:
+        """The group's devices bound to iommufd as vfio cdevs (IommufdDevice), [] for none."""
+        if self.iommufd is None:
+            return []
+        return [d for d in (self.iommufd.device_of(sid, g.unit) for sid, _ in g.devices) if d is not None]
 
     # ------------------------------------------------------------ commands
     def _cmd_select_unit(self, name):
@@ -522,10 +571,19 @@ class Machine:
         self._attach(g)
         d = self.domain_of(g)
         did = d.dids.get(g.unit)
+        cdevs = self.cdevs(g) if g.owner == "vfio" and self.backend == "iommufd" else []
+        h = self.iommufd.hwpt_of(cdevs[0].id) if cdevs else None
+        if h is not None:  # say which HWPT: the point of the iommufd backend
+            how = "automatic " if getattr(h, "auto", False) else ""
+            return (f"attached group {g.spec_id} (vfio cdev {cdevs[0].bdf}) to {how}HWPT {h.id}: domain {d.id} "
+                    f"(DID {did}) on {g.unit}, enforce_cache_coherency={str(h.enforce_cache_coherency).lower()}"), None
         return f"attached group {g.spec_id} to domain {d.id} (DID {did}) on {g.unit}", None
 
     def _attach(self, g: GroupState) -> None:
         unit = self.units[g.unit]
+        if g.owner == "vfio" and self.backend == "iommufd":
+            self._attach_cdevs(g)
+            return
         if g.owner == "vfio":
             if self.vfio is None:
                 raise CommandError("this scenario has no VFIO container")
@@ -539,10 +597,42 @@ class Machine:
             driver.attach_device(d, unit, sid)  # on failure execute() rolls the state back
         g.domain = d
 
-    def enforced_coherent(self, gid: int) -> bool:
-        """kvm_vfio_file_enforced_coherent() of a group KVM holds: IOMMU_CAP_ENFORCE_CACHE_COHERENCY
-        of its devices' IOMMU, which on Intel is ECAP.SC, read now (-1: QEMU's host group)."""
-        unit = self.host_group.unit if gid == -1 and self.host_group is not None else self.groups[gid].unit
+    def _attach_cdevs(self, g: GroupState) -> None:
+        """Backend iommufd: QEMU opens each device's vfio cdev, adds it to kvm-vfio, binds
+        it to iommufd (iommufd_cdev_connect_and_bind()) and attaches it to the VM's IOAS
+        (iommufd_cdev_attach_container() → IOMMU_DEVICE_ATTACH: the kernel picks or
+        allocates an automatic HWPT, iommufd_device_auto_get_domain())."""
+        unit = self.units[g.unit]
+        for sid, _ in g.devices:
+            self.kvm.file_add(bdf_str(sid), unit.name, self.enforced_coherent)
+            dev = self.iommufd.bind(sid, g.unit, g.spec_id)
+            self.iommufd.attach(dev.id, self.ioas_id)
+
+    def _detach_cdevs(self, g: GroupState) -> None:
+        """The reverse: IOMMU_DEVICE_DETACH (an automatic HWPT goes with its last device),
+        then closing the cdev unbinds it, and iommufd_cdev_unbind_and_disconnect() takes
+        it out of kvm-vfio."""
+        unit = self.units[g.unit]
+        for dev in self.cdevs(g):
+            self.iommufd.detach(dev.id)
+            self.iommufd.unbind(dev.id)
+            self.kvm.file_del(bdf_str(dev.sid), unit.name, self.enforced_coherent)
+
+    def enforced_coherent(self, file: int | str) -> bool:
+        """kvm_vfio_file_enforced_coherent() of a file KVM holds (vfio_file_enforced_coherent()):
+        a group — IOMMU_CAP_ENFORCE_CACHE_COHERENCY of its devices' IOMMU, which on Intel
+        is ECAP.SC, read now (-1: QEMU's host device); a cdev (its BDF) — the same
+        capability of its device, through iommufd once bound (Iommufd.enforced_coherent)."""
+        if isinstance(file, str):
+            sid = parse_bdf(file)
+            unit = next(g.unit for g in self.groups.values() if g.owner == "vfio" and sid in (s for s, _ in g.devices))
+            dev = self.iommufd.device_of(sid, unit) if self.iommufd is not None else None
+            return self.iommufd.enforced_coherent(dev.id) if dev is not None else self.units[unit].sc
+        if file == -1 and isinstance(self.qemu, QemuAccel):
+            dev = self.iommufd.device_of(self.host_group.devices[0], self.host_group.unit)
+            if dev is not None:
+                return self.iommufd.enforced_coherent(dev.id)
+        unit = self.host_group.unit if file == -1 and self.host_group is not None else self.groups[file].unit
         return self.units[unit].sc
 
     def _cmd_detach(self, gid):
@@ -551,7 +641,9 @@ class Machine:
         if d is None:
             raise CommandError(f"group {g.spec_id} is not attached")
         unit = self.units[g.unit]
-        if g.owner == "vfio":
+        if g.owner == "vfio" and self.cdevs(g):
+            self._detach_cdevs(g)
+        elif g.owner == "vfio":
             self.kvm.file_del(g.spec_id, unit.name, self.enforced_coherent)
             self.vfio.detach_group(g.vfio_group())
         else:
@@ -583,12 +675,18 @@ class Machine:
         d, iova, size = self._range(g, iova_t, size_t)
         r, w = parse_perms(perms)
         phys = iova + self.scenario.ram_base
-        domains = [vd.domain for vd in self.vfio.domains] if g.owner == "vfio" else [d]
+        cdevs = self.cdevs(g) if g.owner == "vfio" else []
+        if cdevs:  # IOMMU_IOAS_MAP: iopt_table_add... fills every paging HWPT of the IOAS
+            domains = [self.iommufd.objects[h].domain for h in self.iommufd.objects[self.ioas_id].hwpts]
+        else:
+            domains = [vd.domain for vd in self.vfio.domains] if g.owner == "vfio" else [d]
         entries = sum(IntelIommuDriver.leaf_entries(x, iova, phys, size) for x in domains)
         if entries > MAX_MAP_ENTRIES:
             raise CommandError(f"map {iova:#x}+{fmt_size(size)} would write {entries:,} leaf entries, more than "
                                f"{MAX_MAP_ENTRIES:,} (MAX_MAP_ENTRIES): map it in parts")
-        if g.owner == "vfio":
+        if cdevs:
+            self.iommufd.ioas_map(self.ioas_id, iova, size, phys, r, w)
+        elif g.owner == "vfio":
             self.vfio.map_dma(iova, size, phys, r, w)
         else:
             self.driver_for(g.unit).map_range(d, iova, phys, size, r, w)
@@ -597,7 +695,9 @@ class Machine:
     def _cmd_unmap(self, gid, iova_t, size_t):
         g = self._group(gid)
         d, iova, size = self._range(g, iova_t, size_t)
-        if g.owner == "vfio":
+        if g.owner == "vfio" and self.cdevs(g):
+            done = self.iommufd.ioas_unmap(self.ioas_id, iova, size)
+        elif g.owner == "vfio":
             done = self.vfio.unmap_dma(iova, size)
         else:
             driver = self.driver_for(g.unit)
@@ -676,6 +776,8 @@ class Machine:
         elif opt in ("skip-clflush", "skip-invalidation"):
             for w in self.worlds.values():
                 setattr(w.driver, opt.replace("-", "_"), on)
+        elif opt == "backend":
+            self._set_backend(val)
         elif opt == "qemu-force":
             q = self._need(self.qemu, "QEMU's vIOMMU")
             q.force = on
@@ -685,6 +787,33 @@ class Machine:
                 raise CommandError(f"{refusal} (toggle {q.guest_unit.name} CM or device-del first)")
         self.journal.issued(unit, "hw", "policy-change", "option", f"{opt} = {val}")
         return f"{opt} = {val}", None
+
+    def _set_backend(self, val: str) -> None:
+        """`set backend`: the VMM's choice of VFIO backend, made when a device is opened;
+        only while no device of the VM is attached (nothing is moved over)."""
+        if not (self.scenario.has_vm or self.scenario.qemu) or self.worlds.get("host") is None:
+            raise CommandError("this scenario has no VM on a host kernel (no VFIO backend to choose)")
+        busy = [g.spec_id for g in self.groups.values() if g.owner == "vfio" and self.domain_of(g) is not None]
+        if busy:
+            raise CommandError(f"set backend: group(s) {', '.join(map(str, busy))} are attached to the VM through "
+                               f"{self.backend}: detach them first")
+        q = self.qemu
+        if isinstance(q, QemuAccel) and q.plugged:
+            raise CommandError(f"set backend: QEMU's vfio-pci host={q.host_bdf} is plugged through iommufd: "
+                               "device-del first")
+        if val == self.backend:
+            return
+        self.backend = val
+        if isinstance(q, QemuAccel):  # its next device_add opens the device through this backend
+            q.backend = val
+        if val == "iommufd":
+            self._open_iommufd()
+        elif self.ioas_id is not None:  # QEMU closes the VM's IOAS (and /dev/iommu if nothing else holds it)
+            if isinstance(q, QemuAccel):
+                self.iommufd.destroy(self.ioas_id)
+            else:
+                self.iommufd = None
+            self.ioas_id = None
 
     def option_value(self, opt: str) -> str | None:
         """The current value of a `set` option, None where this scenario lacks the actor."""
@@ -700,6 +829,7 @@ class Machine:
             "skip-clflush": _onoff(w.driver.skip_clflush),
             "skip-invalidation": _onoff(w.driver.skip_invalidation),
             "qemu-force": _onoff(self.qemu.force) if self.qemu else None,
+            "backend": self.backend if (self.scenario.has_vm or self.scenario.qemu) else None,
         }
         return values[opt]
 
@@ -716,6 +846,9 @@ class Machine:
             raise CommandError(f"vfio-pci host={q.host_bdf} is already in the VM as {bdf_str(q.assigned_sid)}")
         if not q.device_add(self._kvm_add_host_group):
             return f"{q.hotplug_error} (the VM runs on without it)", None
+        if isinstance(q, QemuAccel):
+            return (f"device_add vfio-pci,host={q.host_bdf},iommufd=iommufd0: {bdf_str(q.assigned_sid)} assigned, "
+                    f"its nest parent maps the guest's RAM"), None
         return (f"device_add vfio-pci,host={q.host_bdf}: {bdf_str(q.assigned_sid)} assigned, "
                 f"{len(q.shadow)} guest mapping(s) replayed to the host"), None
 

@@ -22,7 +22,7 @@ from ..sw.qemu import (AW_BITS_LEGACY, AW_BITS_SM, CM_REQUIRED, ECAP_SM_BITS, FL
                        SC_UNSUPPORTED, SM_NEEDS_DRAIN)
 from .parse import fmt_size, parse_map_spec, parse_size
 
-BUILTIN = ("desktop", "viommu", "server", "notebook", "viommu-sm")
+BUILTIN = ("desktop", "viommu", "server", "notebook", "viommu-sm", "viommu-nested")
 
 # Page tables come from [16 MiB, min(memory, 3 GiB)) (machine.TABLES_BASE, TABLES_LIMIT).
 TABLES_BASE, TABLES_LIMIT = 16 << 20, 3 << 30
@@ -38,9 +38,9 @@ KEYS = {
     "group": ("id", "unit", "devices", "attached"),
     "device": ("bdf", "name", "ats"),
     "generate": ("devices", "first_bus", "unit", "attached", "map", "ats"),
-    "vm": ("policy", "kvm_model", "ignore_guest_pat"),
+    "vm": ("policy", "kvm_model", "ignore_guest_pat", "backend"),
     "qemu": ("assigned_group", "host_unit", "host_bdf", "host_ram_base", "host_group", "force", "scalable_mode",
-             "flts"),
+             "flts", "fs1gp", "pci_bridge"),
     # How the modelled kernels were built and booted: `sm` is intel_iommu=sm_on|sm_off
     # over CONFIG_INTEL_IOMMU_SCALABLE_MODE_DEFAULT_ON=y (DESIGN.md "Scalable mode").
     "kernel": ("dmar_debug", "sm"),
@@ -93,6 +93,21 @@ class QemuSpec:
     # x-scalable-mode (QEMU's `scalable_mode`): [qemu] scalable_mode, or when the file
     # does not say, whether the guest unit's ECAP has SMTS (files written before it).
     scalable_mode: bool = False
+    # x-flts (QEMU's `flts`, `fsts` since Jan 2026): the guest gets first-stage tables
+    # that the host nests over a NEST_PARENT second stage (sw.qemu_accel.QemuAccel).
+    flts: bool = False
+    fs1gp: bool = True  # QEMU's `fs1gp` property (default true): CAP.FS1GP for the guest
+    pci_bridge: bool = False  # the vfio-pci device sits behind a PCI bridge in the VM
+
+
+# [vm] backend: how the VMM's VFIO devices reach the host IOMMU.  "type1": the legacy
+# VFIO container (VFIO_TYPE1v2_IOMMU, sw.vfio); "iommufd": vfio cdevs bound to
+# /dev/iommu (sw.iommufd), one IOAS for the VM's RAM.
+BACKENDS = ("type1", "iommufd")
+# vtd_decide_config(), ≈2025 copy: `if (s->flts && s->aw_bits != VTD_HOST_AW_48BIT)`.
+# (The Jan 2026 `fsts` rename made it "Scalable mode(x-flts=on): supported value for
+# aw-bits is: %d"; the model follows the ≈2025 copy, as AW_BITS_SM does.)
+AW_BITS_FLTS = "Scalable mode(flts=on): supported value for aw-bits is: 48"
 
 
 @dataclass
@@ -109,6 +124,7 @@ class Scenario:
     kvm_model: str = "guest-pat"
     ignore_guest_pat: bool = True  # KVM_X86_QUIRK_IGNORE_GUEST_PAT, as KVM starts a VM
     has_vm: bool = False
+    backend: str = "type1"  # [vm] backend (BACKENDS)
     qemu: QemuSpec | None = None
     iotlb_capacity: int | None = 1024
     extra: dict = field(default_factory=dict)
@@ -386,6 +402,7 @@ def parse(data: bytes, source: str) -> Scenario:
             raise ScenarioError(f"{where}: 'kvm_model' must be guest-mtrr (6.10) or guest-pat (6.11+), "
                                 f"not {text!r}")
         sc.ignore_guest_pat = _get(vm, "ignore_guest_pat", bool, where, True)
+        sc.backend = _backend(vm, where)
     elif owner == "vfio":
         raise ScenarioError(f"{top}: owner \"vfio\" needs a [vm] table (the VM that takes the groups)")
     q = _get(doc, "qemu", dict, top, None)
@@ -405,6 +422,8 @@ def parse(data: bytes, source: str) -> Scenario:
             raise ScenarioError(f"{where}: {exc}") from None
         sc.qemu = QemuSpec(ag, hu, hsid, _ram_base(q, "host_ram_base", where, memory, 0x100000000),
                            _get(q, "host_group", int, where, 1), bool(_get(q, "force", bool, where, False)))
+        sc.qemu.fs1gp = _get(q, "fs1gp", bool, where, True)
+        sc.qemu.pci_bridge = _get(q, "pci_bridge", bool, where, False)
         _check_qemu_start(sc, units, groups, where)
         _check_qemu_sm(sc, q, units, groups, where)
     kern = _get(doc, "kernel", dict, top, None)
@@ -426,6 +445,17 @@ def parse(data: bytes, source: str) -> Scenario:
 
 
 SM_VALUES = ("on", "off")
+
+
+def _backend(vm: dict, where: str) -> str:
+    """[vm] backend = "type1" | "iommufd"; a typo gets the close match."""
+    v = _get(vm, "backend", str, where, "type1")
+    if v not in BACKENDS:
+        close = difflib.get_close_matches(v.lower(), BACKENDS, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ScenarioError(f"{where}: 'backend' must be \"type1\" (the VFIO type1 container) or \"iommufd\" "
+                            f"(vfio cdevs on /dev/iommu), not {quote(v)}{hint}")
+    return v
 
 
 def _sm(kern: dict, where: str, units: list[UnitSpec]) -> bool:
@@ -490,10 +520,16 @@ def _check_qemu_sm(sc: Scenario, q: dict, units: list[UnitSpec], groups: list[Gr
         return
     sm = sc.qemu.scalable_mode = bool(_get(q, "scalable_mode", bool, where, False))
     if _get(q, "flts", bool, where, False):
-        why = FLTS_NEEDS_IOMMUFD if sm else FLTS_NEEDS_SM
-        fn = "vtd_check_hiod()" if sm else "vtd_decide_config()"
-        raise ScenarioError(f"{where}: 'flts' = true (x-flts=on): QEMU refuses it here ({fn}: \"{why}\"); "
-                            "this model's QEMU has a legacy VFIO container")
+        if not sm:
+            raise ScenarioError(f"{where}: 'flts' = true (x-flts=on) without 'scalable_mode' = true: QEMU does not "
+                                f"start (vtd_decide_config(): \"{FLTS_NEEDS_SM}\")")
+        if sc.backend != "iommufd":
+            raise ScenarioError(f"{where}: 'flts' = true (x-flts=on) with a VFIO type1 container: QEMU refuses the "
+                                f"device (vtd_check_hiod_accel(): \"{FLTS_NEEDS_IOMMUFD}\"); set [vm] backend = "
+                                "\"iommufd\"")
+        sc.qemu.flts = True
+        _check_qemu_flts(sc.qemu, gu, where)
+        return
     mgaw = CAP.get(gu.cap, "MGAW") + 1
     if mgaw not in (39, 48):
         raise ScenarioError(f"{where}: unit {quote(gu.name)} has CAP.MGAW {mgaw} bits: QEMU does not start "
@@ -515,6 +551,30 @@ def _check_qemu_sm(sc: Scenario, q: dict, units: list[UnitSpec], groups: list[Gr
         raise ScenarioError(f"{where}: 'scalable_mode' = true but unit {quote(gu.name)}'s ECAP {gu.ecap:#x} {what}: "
                             f"x-scalable-mode=on without x-flts reports SMTS|SRS|SLTS (vtd_cap_init()), "
                             f"ECAP {want:#x}")
+
+
+def _check_qemu_flts(q: QemuSpec, gu: UnitSpec, where: str) -> None:
+    """x-scalable-mode=on,x-flts=on: vtd_decide_config() wants aw-bits 48 and dma-drain;
+    vtd_cap_init() then reports `VTD_ECAP_SMTS | VTD_ECAP_FSTS` (not SRS, not SLTS:
+    the `else if (s->scalable_mode)` branch is skipped) and CAP.FS1GP iff fs1gp."""
+    mgaw = CAP.get(gu.cap, "MGAW") + 1
+    if mgaw != 48:
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has CAP.MGAW {mgaw} bits: QEMU does not start "
+                            f"(vtd_decide_config(): \"{AW_BITS_FLTS}\")")
+    if not (CAP.get(gu.cap, "DRD") and CAP.get(gu.cap, "DWD")):
+        raise ScenarioError(f"{where}: unit {quote(gu.name)} has no CAP.DRD/DWD (dma-drain=off): QEMU does not start "
+                            f"(vtd_decide_config(): \"{SM_NEEDS_DRAIN}\")")
+    want_ecap = gu.ecap & ~(1 << ECAP.field("SRS").lo | 1 << ECAP.field("SLTS").lo)
+    want_ecap |= 1 << ECAP.field("SMTS").lo | 1 << ECAP.field("FLTS").lo
+    if gu.ecap != want_ecap:
+        raise ScenarioError(f"{where}: 'flts' = true but unit {quote(gu.name)}'s ECAP {gu.ecap:#x} is not what "
+                            f"x-flts=on reports: SMTS|FLTS, without SRS and SLTS (vtd_cap_init()), ECAP {want_ecap:#x}")
+    fs1gp = 1 << CAP.field("FL1GP").lo
+    want_cap = gu.cap | fs1gp if q.fs1gp else gu.cap & ~fs1gp
+    if gu.cap != want_cap:
+        raise ScenarioError(f"{where}: 'fs1gp' = {str(q.fs1gp).lower()} but unit {quote(gu.name)}'s CAP "
+                            f"{gu.cap:#x} has FS1GP (bit 56) = {CAP.get(gu.cap, 'FL1GP')}: vtd_cap_init() sets it "
+                            f"iff fs1gp, CAP {want_cap:#x}")
 
 
 def _check_table_room(sc: Scenario, where: str) -> None:

@@ -262,6 +262,8 @@ def domains_json(m: Machine) -> list[dict]:
                 "levels": d.levels, "pgd": _hex(d.pgd), "owner": d.owner,
                 "stage": domain_stage(d),
             })
+            if out[-1]["stage"] == "nested":  # extension: the nest parent (s2_domain) of a nested domain
+                out[-1]["parent"] = d.parent.id if getattr(d, "parent", None) is not None else None
     return sorted(out, key=lambda x: x["id"])
 
 
@@ -289,6 +291,7 @@ def to_json(m: Machine) -> dict:
         "domains": domains_json(m),
         "groups": groups,
         "vm": m.kvm.to_json() if m.kvm else None,
+        "iommufd": m.iommufd.to_json() if m.iommufd is not None else None,
         "journal": m.journal.to_json(),
     }
     if m.vfio is not None:

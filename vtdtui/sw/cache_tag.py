@@ -5,6 +5,10 @@ A mixin of IntelIommuDriver.  A domain keeps one CACHE_TAG_IOTLB tag per (unit, 
 PASID) and one CACHE_TAG_DEVTLB tag per ATS-enabled device; tags of one unit sit
 together so a flush batches per unit (cache_tag_assign: "Link cache tags of same iommu
 unit together").  Legacy-mode domains keep the older per-unit loops of sw/linux.py.
+
+A nested domain (IOMMU_DOMAIN_NESTED) also puts CACHE_TAG_NESTING_IOTLB / _DEVTLB tags,
+carrying the nested domain's DID, on its parent (__cache_tag_assign_parent_domain), so a
+change to the parent's second stage reaches every translation cached through it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from ..hw import regs
 from ..hw.entries import bdf_str
 
 MAX_AGAW_PFN_WIDTH = 52  # iommu.h
+IOTLB_KINDS = ("iotlb", "nesting_iotlb")  # cache_tage_match(): matched by unit, not device
 
 
 @dataclass
 class CacheTag:
-    kind: str  # "iotlb" | "devtlb" (CACHE_TAG_IOTLB / CACHE_TAG_DEVTLB)
+    # "iotlb" | "devtlb" | "nesting_iotlb" | "nesting_devtlb" (CACHE_TAG_IOTLB, _DEVTLB,
+    # _NESTING_IOTLB, _NESTING_DEVTLB); a nesting tag sits on a nest parent and carries
+    # the DID of the nested domain that put it there.
+    kind: str
     unit: str
     did: int
     pasid: int
@@ -48,7 +56,7 @@ class CacheTags:
         """cache_tag_assign(): reuse a matching tag (users++), else insert it after the
         last tag of the same unit, or at the head when the unit has none (list_add)."""
         for t in d.tags:
-            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind == "iotlb"
+            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind in IOTLB_KINDS
                                                                    else t.sid == sid):
                 t.users += 1
                 return
@@ -60,7 +68,7 @@ class CacheTags:
 
     def _cache_tag_unassign(self, d, kind: str, unit, did: int, pasid: int, sid: int | None) -> None:
         for i, t in enumerate(d.tags):
-            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind == "iotlb"
+            if (t.kind, t.did, t.pasid) == (kind, did, pasid) and (t.unit == unit.name if kind in IOTLB_KINDS
                                                                    else t.sid == sid):
                 t.users -= 1
                 if not t.users:
@@ -68,28 +76,50 @@ class CacheTags:
                 return
 
     def _cache_tag_assign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
-        """cache_tag_assign_domain(): an IOTLB tag, and a DEVTLB tag iff info->ats_enabled."""
+        """cache_tag_assign_domain(): an IOTLB tag, and a DEVTLB tag iff info->ats_enabled;
+        a nested domain also gives its parent NESTING_IOTLB (and, with ATS, NESTING_DEVTLB)
+        tags with the nested domain's DID (__cache_tag_assign_parent_domain)."""
         did = d.dids[unit.name]
         self._cache_tag_assign(d, "iotlb", unit, did, pasid, None)
         if sid in self.ats:
             self._cache_tag_assign(d, "devtlb", unit, did, pasid, sid)
+        if d.stage == "nested":
+            self._cache_tag_assign(d.parent, "nesting_iotlb", unit, did, pasid, None)
+            if sid in self.ats:
+                self._cache_tag_assign(d.parent, "nesting_devtlb", unit, did, pasid, sid)
 
     def _cache_tag_unassign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
+        """cache_tag_unassign_domain(): the domain's tags, and a nested domain's tags on
+        its parent (__cache_tag_unassign_parent_domain)."""
         did = d.dids[unit.name]
         self._cache_tag_unassign(d, "iotlb", unit, did, pasid, None)
         if sid in self.ats:
             self._cache_tag_unassign(d, "devtlb", unit, did, pasid, sid)
+        if d.stage == "nested":
+            self._cache_tag_unassign(d.parent, "nesting_iotlb", unit, did, pasid, None)
+            if sid in self.ats:
+                self._cache_tag_unassign(d.parent, "nesting_devtlb", unit, did, pasid, sid)
 
     # ------------------------------------------------------------ flushes
+    @staticmethod
+    def use_piotlb(d) -> bool:
+        """intel_domain_use_piotlb() (upstream 04b1b069f151 "Flush piotlb for SVM and
+        Nested domain", Dec 2025): SVA, NESTED or first-stage paging flush with P_IOTLB.
+        Before it (G17) a nested domain was not fs paging and got a type-2 IOTLB
+        invalidation with its DID; the model follows the newest."""
+        return d.stage in ("first", "nested")
+
     def _tag_iotlb(self, d, tag: CacheTag, addr: int, mask: int, ih: bool, rule: str, why: str, detail: str) -> None:
-        """cache_tag_flush_iotlb(): first stage (intel_domain_use_piotlb) → P_IOTLB,
-        PASID-selective when mask ≥ 52 else page-selective-within-PASID (no CAP.PSI or
-        MAMV test); second stage → PSI, or DSI when !CAP.PSI or mask > MAMV."""
+        """cache_tag_flush_iotlb(): first stage or nested (intel_domain_use_piotlb) →
+        P_IOTLB, PASID-selective when mask ≥ 52 else page-selective-within-PASID (no
+        CAP.PSI or MAMV test); second stage → PSI, or DSI when !CAP.PSI or mask > MAMV.
+        A parent's NESTING_IOTLB tag takes the parent's (second-stage) branch with the
+        nested domain's DID."""
         from ..hw import qi
 
         unit = self.units[tag.unit]
         did, pasid = tag.did, tag.pasid
-        if d.stage == "first":
+        if self.use_piotlb(d):
             if mask >= MAX_AGAW_PFN_WIDTH:
                 ev = self._ev(unit, "piotlb-invalidation", True, rule, f"{why} (qi_batch_add_piotlb_all)", "pasid",
                               f"DID {did} PASID {pasid}", did=did, pasid=pasid)
@@ -122,15 +152,30 @@ class CacheTags:
             self._devtlb_pasid(unit, tag.sid, tag.pasid, addr, mask, rule)
 
     def cache_tag_flush_range(self, d, start: int, last: int, ih: bool, rule: str, why: str) -> None:
-        """cache_tag_flush_range(domain, start, end, ih): every tag, batched per unit."""
+        """cache_tag_flush_range(domain, start, end, ih): every tag, batched per unit.
+
+        NESTING_DEVTLB: "There is no easy way to identify the exact set of nested
+        translations affected by a change in S2. So just flush the entire device cache":
+        the kernel sets its loop's `addr = 0; mask = MAX_AGAW_PFN_WIDTH;` and falls
+        through — those locals stay so for every tag after it in the list, as here."""
         addr, mask = calculate_psi_aligned_address(start, last)
         detail = f"{start:#x}..{last:#x}"
         with self.qi_batch():
             for tag in list(d.tags):
                 if tag.kind == "iotlb":
                     self._tag_iotlb(d, tag, addr, mask, ih, rule, why, detail)
+                elif tag.kind == "nesting_iotlb":
+                    self._tag_iotlb(d, tag, addr, mask, ih, "nesting-tags", self._nesting_why(d, tag, why), detail)
+                elif tag.kind == "nesting_devtlb":
+                    addr, mask = 0, MAX_AGAW_PFN_WIDTH
+                    self._tag_devtlb(tag, addr, mask, "nesting-tags")
                 else:
                     self._tag_devtlb(tag, addr, mask, rule)
+
+    @staticmethod
+    def _nesting_why(d, tag: CacheTag, why: str) -> str:
+        return (f"{why}; nest parent domain {d.id}: a nested domain (DID {tag.did}) caches translations "
+                "through this second stage (CACHE_TAG_NESTING_IOTLB)")
 
     def cache_tag_flush_all(self, d, rule: str, why: str) -> None:
         """cache_tag_flush_all() (G17/NEW): cache_tag_flush_range(domain, 0, ULONG_MAX, 0)."""
@@ -159,15 +204,22 @@ class CacheTags:
                             self._ev(unit, op, False, "map-fs" if fs else "map-np2p",
                                      "CM=0: hardware does not cache not-present entries", "page",
                                      f"DID {tag.did} {detail}", did=tag.did, pasid=tag.pasid if fs else None)
+                    elif tag.kind == "nesting_iotlb":
+                        self._ev(unit, "iotlb-invalidation", False, "nesting-tags",
+                                 self._nesting_why(d, tag, "CM=0: hardware does not cache not-present entries"),
+                                 "page", f"DID {tag.did} {detail}", did=tag.did)
                     self.flush_write_buffer(unit, "cache_tag_flush_range_np(): a write-buffer flush makes the new "
                                                   "entries visible")
                     continue
-                if tag.kind != "iotlb":
+                if tag.kind not in IOTLB_KINDS:
                     continue
+                rule = "map-np2p" if tag.kind == "iotlb" else "nesting-tags"
                 if self.skip_invalidation:
-                    self._ev(unit, "iotlb-invalidation", False, "map-np2p",
+                    self._ev(unit, "iotlb-invalidation", False, rule,
                              "what-if: driver skips the caching-mode invalidation", "page",
                              f"DID {tag.did} {detail}", did=tag.did)
                     continue
-                self._tag_iotlb(d, tag, addr, mask, False, "map-np2p",
-                                "CM=1: hardware may have cached the not-present entries", detail)
+                why = "CM=1: hardware may have cached the not-present entries"
+                if tag.kind == "nesting_iotlb":  # "tag->type == CACHE_TAG_IOTLB || ... NESTING_IOTLB"
+                    why = self._nesting_why(d, tag, why)
+                self._tag_iotlb(d, tag, addr, mask, False, rule, why, detail)

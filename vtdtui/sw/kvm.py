@@ -37,8 +37,17 @@ def model_name(text: str) -> str | None:
     return t if t in MODELS else MODEL_ALIASES.get(t)
 
 
-def _label(group: int) -> str:
-    return f"group {group}" if group >= 0 else "the host group"
+# A file KVM_DEV_VFIO_FILE_ADD takes: a VFIO group (its number; -1 QEMU's host one)
+# or, with an iommufd backend, a device's vfio cdev (/dev/vfio/devices/vfioX), named
+# here by the device's BDF: QEMU adds each cdev before binding it to iommufd
+# (iommufd_cdev_connect_and_bind(): iommufd_cdev_kvm_device_add()).
+File = int | str
+
+
+def _label(file: File) -> str:
+    if isinstance(file, str):
+        return f"the vfio cdev of {file}"
+    return f"group {file}" if file >= 0 else "the host group"
 
 
 @dataclass
@@ -51,26 +60,28 @@ class Kvm:
     noncoherent_dma_count: int = 0
     kvm_vfio_noncoherent: bool = False  # kv->noncoherent of the one kvm-vfio device
     virtio_noncoherent: bool = False  # the 2023 RFC: a device that declares it without VFIO
-    files: dict[int, bool] = field(default_factory=dict)  # group → enforced coherent
+    files: dict[File, bool] = field(default_factory=dict)  # group or cdev → enforced coherent
     ept_zaps: int = 0
 
     # ------------------------------------------------------------ kvm-vfio
-    def file_add(self, group: int, unit: str, enforced_coherent: Callable[[int], bool]) -> None:
-        """KVM_DEV_VFIO_FILE_ADD.  `enforced_coherent(group)` is kvm_vfio_file_enforced_coherent()
-        of any file held, as the hardware says now (see _update_coherency)."""
+    def file_add(self, group: File, unit: str, enforced_coherent: Callable[[File], bool]) -> None:
+        """KVM_DEV_VFIO_FILE_ADD.  `enforced_coherent(file)` is kvm_vfio_file_enforced_coherent()
+        of any file held, as the hardware says now (see _update_coherency): for a group
+        vfio_group_enforced_coherent(), for a cdev device_iommu_capable(dev,
+        IOMMU_CAP_ENFORCE_CACHE_COHERENCY) (vfio_file_enforced_coherent())."""
         self.files[group] = True  # tested below with the others
         self._update_coherency(unit, f"{_label(group)} added", enforced_coherent)
 
-    def file_del(self, group: int, unit: str, enforced_coherent: Callable[[int], bool]) -> None:
+    def file_del(self, group: File, unit: str, enforced_coherent: Callable[[File], bool]) -> None:
         self.files.pop(group, None)
         self._update_coherency(unit, f"{_label(group)} deleted", enforced_coherent)
 
-    def _update_coherency(self, unit: str, why: str, enforced_coherent: Callable[[int], bool]) -> None:
+    def _update_coherency(self, unit: str, why: str, enforced_coherent: Callable[[File], bool]) -> None:
         """kvm_vfio_update_coherency(): every file held is tested again, not only the one
         added or deleted ("we retest each group"), so a unit's ECAP.SC that changed since
         a file was added counts from this update on."""
         self.files = {g: enforced_coherent(g) for g in self.files}
-        bad = sorted(g for g, ok in self.files.items() if not ok)
+        bad = sorted((g for g, ok in self.files.items() if not ok), key=str)
         noncoherent = bool(bad)
         names = ", ".join(map(_label, bad))
         if noncoherent == self.kvm_vfio_noncoherent:

@@ -24,6 +24,10 @@ from ..hw.memory import PAGE_SIZE, CpuCache, PageAllocator
 from ..hw.sm_entries import FsPte
 from ..hw.unit import DmarUnit
 from .cache_tag import CacheTag, CacheTags, calculate_psi_aligned_address
+from .iommufd_uapi import (
+    IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+    IOMMU_VTD_INV_FLAGS_LEAF, U64_MAX, HwInfoVtd, VtdS1, VtdS1Invalidate,
+)
 from .journal import INVALIDATION_OPS, EventData, Journal, QiWords, RegWrite
 from .pasid import ScalableMode, SmDeviceInfo
 
@@ -64,6 +68,21 @@ class DmarDomain:
     kernel_sm: bool = False  # allocated by a kernel with intel_iommu_sm on
     tags: list[CacheTag] = field(default_factory=list)  # domain->cache_tags (scalable mode)
     mapped_pages: int = 0  # 4 KiB pages mapped
+    # iommufd (REFERENCE-2 §14.8, §16): a second stage allocated with
+    # IOMMU_HWPT_ALLOC_NEST_PARENT (dmar_domain->nested_parent) takes no read-only maps
+    # (ERRATA_772415_SPR17) and may carry nested domains; `dirty_tracking` is the
+    # IOMMU_HWPT_ALLOC_DIRTY_TRACKING flag (domain.dirty_ops set), `dirty_enabled` the
+    # kernel's dmar_domain->dirty_tracking, switched on later by
+    # IOMMU_HWPT_SET_DIRTY_TRACKING, which is what sets SSADE in PASID entries.
+    nest_parent: bool = False
+    dirty_tracking: bool = False
+    dirty_enabled: bool = False
+    s1_domains: list[int] = field(default_factory=list)  # a nest parent's nested domains (ids)
+    # A nested domain (stage "nested", IOMMU_DOMAIN_NESTED): its s2_domain and the guest's
+    # first-stage configuration.  Its pgd is s1.pgtbl_addr, a guest-physical address the
+    # driver never walks or frees.
+    parent: "DmarDomain | None" = None
+    s1: VtdS1 | None = None
     flush_queue: list[tuple[int, int]] = field(default_factory=list)  # deferred (iova, size)
     freed_tables: list[int] = field(default_factory=list)  # freed after the next flush
 
@@ -386,7 +405,8 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         unit.enable_qi(queue, 0, dw=bool(unit.ecapf("SMTS")))
 
     # ------------------------------------------------------------ domains
-    def domain_alloc(self, owner: str, unit: DmarUnit, stage: str | None = None) -> DmarDomain:
+    def domain_alloc(self, owner: str, unit: DmarUnit, stage: str | None = None, *, nest_parent: bool = False,
+                     dirty_tracking: bool = False) -> DmarDomain:
         """intel_iommu_domain_alloc_paging(): levels from the unit's SAGAW/MGAW.
 
         Scalable mode (≈6.17+ split, "Prefer first stage if possible by default"):
@@ -395,8 +415,16 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         !ecap_slts`.  `stage` forces one ("first", "second", "identity") as a caller of
         the kernel's alloc_paging_flags could; legacy units only take "second".
         domain->iommu_coherency = iommu_paging_structure_coherency(): ECAP.SMPWC in
-        scalable mode, ECAP.C in legacy (REFERENCE-2 §14.7)."""
+        scalable mode, ECAP.C in legacy (REFERENCE-2 §14.7).
+
+        `nest_parent` / `dirty_tracking`: IOMMU_HWPT_ALLOC_NEST_PARENT / _DIRTY_TRACKING.
+        intel_iommu_domain_alloc_first_stage() returns -EOPNOTSUPP for any flag but PASID,
+        so they force a second stage, which refuses NEST_PARENT without nested_supported()
+        and DIRTY_TRACKING without ssads_supported() (-EOPNOTSUPP)."""
         sm = self.sm_supported(unit)
+        if nest_parent or dirty_tracking:
+            self._flags_refusal(unit, stage, nest_parent, dirty_tracking)
+            stage = "second"
         if stage is None:
             stage = "first" if sm and unit.ecapf("FLTS") else "second"
         if stage not in ("first", "second", "identity"):
@@ -422,10 +450,136 @@ class IntelIommuDriver(ScalableMode, CacheTags):
             d.superpage_level = self._superpage_level(unit)
             d.gaw = min(30 + 9 * (levels - 2), unit.mgaw_bits)
         d.stage, d.kernel_sm = stage, self.intel_iommu_sm
+        d.nest_parent, d.dirty_tracking = nest_parent, dirty_tracking
         self._ids[0] += 1
         self.domains[d.id] = d
         self.flush_cache(unit, d.pgd, PAGE_SIZE, f"domain {d.id} top-level table", d.coherent)
         return d
+
+    def _flags_refusal(self, unit: DmarUnit, stage: str | None, nest_parent: bool, dirty_tracking: bool) -> None:
+        """intel_iommu_domain_alloc_second_stage()'s flag checks (≈6.17 split)."""
+        names = "|".join(n for n, on in (("NEST_PARENT", nest_parent), ("DIRTY_TRACKING", dirty_tracking)) if on)
+        if stage not in (None, "second"):
+            raise DriverError(f"a {stage} domain takes no {names} flag: only a second stage does (-EOPNOTSUPP)")
+        if nest_parent and not self.nested_supported(unit):
+            why = "not in scalable mode" if not self.sm_supported(unit) else "ECAP.NEST=0"
+            raise DriverError(f"{unit.name}: NEST_PARENT needs nested_supported() (scalable mode and "
+                              f"ECAP.NEST): {why} (-EOPNOTSUPP)")
+        if dirty_tracking and not self.ssads_supported(unit):
+            why = ("not in scalable mode" if not self.sm_supported(unit)
+                   else f"ECAP.SLADS={unit.ecapf('SLADS')} ECAP.SMPWC={unit.ecapf('SMPWC')}")
+            raise DriverError(f"{unit.name}: DIRTY_TRACKING needs ssads_supported() (scalable mode, ECAP.SLADS "
+                              f"and ECAP.SMPWC): {why} (-EOPNOTSUPP)")
+
+    # ------------------------------------------------------------ nested domains (nested.c)
+    def nested_domain_alloc(self, parent: DmarDomain, data_type: int, s1: VtdS1, owner: str = "iommufd", *,
+                            unit: DmarUnit | None = None) -> DmarDomain:
+        """intel_iommu_domain_alloc_nested() (≈6.17; intel_nested_domain_alloc before):
+        `unit`, the unit of the device the HWPT is allocated for, must be
+        nested_supported (-EOPNOTSUPP; the older entry point had no device and did not
+        check); data type IOMMU_HWPT_DATA_VTD_S1 (-EOPNOTSUPP); the parent an Intel
+        second-stage paging domain with nested_parent (-EINVAL).  The s1 structure is
+        copied as it is: iommu_copy_struct_from_user() only refuses trailing bytes past
+        the kernel's struct, so a non-zero __reserved inside it passes, and addr_width
+        and the flags are checked at attach (intel_pasid_setup_nested).  The domain gets
+        no page table of its own: pgd is the guest's pgtbl_addr, a GPA."""
+        if unit is not None and not self.nested_supported(unit):
+            why = "not in scalable mode" if not self.sm_supported(unit) else "ECAP.NEST=0"
+            raise DriverError(f"{unit.name}: no nested translation (nested_supported: {why}) (-EOPNOTSUPP)")
+        if data_type != IOMMU_HWPT_DATA_VTD_S1:
+            raise DriverError(f"nested domain data type {data_type}: only IOMMU_HWPT_DATA_VTD_S1 "
+                              f"({IOMMU_HWPT_DATA_VTD_S1}) (-EOPNOTSUPP)")
+        if self.domains.get(parent.id) is not parent or parent.stage != "second":
+            raise DriverError(f"domain {parent.id} is not an Intel second-stage paging domain: no parent for a "
+                              "nested domain (-EINVAL)")
+        if not parent.nest_parent:
+            raise DriverError(f"domain {parent.id} was not allocated with NEST_PARENT (-EINVAL)")
+        levels = 5 if s1.addr_width == 57 else 4
+        d = DmarDomain(self._ids[0], levels, s1.pgtbl_addr, owner, coherent=parent.coherent)
+        d.stage, d.kernel_sm, d.gaw = "nested", self.intel_iommu_sm, s1.addr_width
+        d.parent, d.s1 = parent, s1
+        self._ids[0] += 1
+        self.domains[d.id] = d
+        parent.s1_domains.append(d.id)  # list_add(&domain->s2_link, &s2_domain->s1_domains)
+        return d
+
+    def nested_cache_invalidate_user(self, d: DmarDomain, data_type: int,
+                                     entries: list[VtdS1Invalidate]) -> tuple[int, str | None]:
+        """intel_nested_cache_invalidate_user(): (entries processed, the refusal ending in
+        its errno, or None).  Type IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 else -EINVAL; per
+        entry, in order, stopping at the first bad one: flags beyond LEAF or a non-zero
+        __reserved -EOPNOTSUPP; an address not 4 KiB aligned, or npages U64_MAX with a
+        non-zero address, -EINVAL; else cache_tag_flush_range(domain, addr, addr +
+        nrpages_to_size(npages) - 1, flags & LEAF).  nrpages_to_size() is `npages <<
+        VTD_PAGE_SHIFT` in an unsigned long, so the end wraps modulo 2^64 as the
+        kernel's does (U64_MAX pages from 0: 0xffff_ffff_ffff_efff, which
+        calculate_psi_aligned_address turns into a PASID-selective flush)."""
+        if d.stage != "nested":
+            return 0, f"domain {d.id} is not a nested domain: no cache_invalidate_user (-EOPNOTSUPP)"
+        unit = self._nested_anchor(d)
+        if data_type != IOMMU_HWPT_INVALIDATE_DATA_VTD_S1:
+            why = (f"invalidation data type {data_type}: only IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 "
+                   f"({IOMMU_HWPT_INVALIDATE_DATA_VTD_S1}) (-EINVAL)")
+            self._nested_refused(unit, d, why)
+            return 0, why
+        processed = 0
+        for i, e in enumerate(entries):
+            why = self._inv_entry_refusal(e)
+            if why is not None:
+                why = f"entry {i}: {why}"
+                self._nested_refused(unit, d, why)
+                return processed, why
+            last = (e.addr + (e.npages << 12 & U64_MAX) - 1) & U64_MAX
+            leaf = bool(e.flags & IOMMU_VTD_INV_FLAGS_LEAF)
+            if not d.tags and unit is not None:
+                self._ev(unit, "piotlb-invalidation", False, "nested-invalidate",
+                         f"nested domain {d.id} is attached to no device: it has no cache tags to flush",
+                         "page", f"{e.addr:#x}..{last:#x}")
+            self.cache_tag_flush_range(d, e.addr, last, leaf, "nested-invalidate",
+                                       f"IOMMU_HWPT_INVALIDATE entry {i} on nested domain {d.id}: addr {e.addr:#x} "
+                                       f"npages {e.npages:#x}{' LEAF' if leaf else ''}")
+            processed += 1
+        return processed, None
+
+    @staticmethod
+    def _inv_entry_refusal(e: VtdS1Invalidate) -> str | None:
+        for name, v in (("addr", e.addr), ("npages", e.npages), ("flags", e.flags), ("__reserved", e.reserved)):
+            if not isinstance(v, int) or not 0 <= v <= (U64_MAX if name in ("addr", "npages") else 0xFFFFFFFF):
+                return f"{name} {v!r} does not fit its field (-EINVAL)"
+        if e.flags & ~IOMMU_VTD_INV_FLAGS_LEAF or e.reserved:
+            return (f"flags {e.flags:#x} (only IOMMU_VTD_INV_FLAGS_LEAF) or __reserved {e.reserved:#x} "
+                    "not supported (-EOPNOTSUPP)")
+        if e.addr & (VTD_PAGE - 1):
+            return f"addr {e.addr:#x} is not 4 KiB aligned (-EINVAL)"
+        if e.npages == U64_MAX and e.addr:
+            return f"npages U64_MAX (everything) needs addr 0, not {e.addr:#x} (-EINVAL)"
+        return None
+
+    def _nested_anchor(self, d: DmarDomain) -> DmarUnit | None:
+        """A unit to file a nested domain's events under: one it is attached on, else one
+        of its parent's."""
+        names = list(d.dids) or [t.unit for t in d.tags] or list(d.parent.dids) or [t.unit for t in d.parent.tags]
+        return self.units[names[0]] if names else None
+
+    def _nested_refused(self, unit: DmarUnit | None, d: DmarDomain, why: str) -> None:
+        if unit is not None:
+            self._ev(unit, "piotlb-invalidation", False, "nested-invalidate", why, "page", f"nested domain {d.id}")
+
+    # ------------------------------------------------------------ iommufd queries
+    def hw_info(self, unit: DmarUnit) -> HwInfoVtd:
+        """intel_iommu_hw_info(): the errata flag, unconditionally, and the raw CAP/ECAP."""
+        return HwInfoVtd(flags=IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, cap_reg=unit.cap, ecap_reg=unit.ecap)
+
+    def capable(self, unit: DmarUnit, cap: str) -> bool:
+        """intel_iommu_capable(): IOMMU_CAP_CACHE_COHERENCY always, _ENFORCE_CACHE_COHERENCY
+        from ECAP.SC (whatever the domain's stage), _DIRTY_TRACKING from ssads_supported."""
+        if cap == "cache_coherency":
+            return True
+        if cap == "enforce_cache_coherency":
+            return bool(unit.ecapf("SC"))
+        if cap == "dirty_tracking":
+            return self.ssads_supported(unit)
+        return False
 
     @staticmethod
     def _levels_for(unit: DmarUnit) -> int:
@@ -453,8 +607,21 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         return {1: 2, 2: 3}.get(levels, 1)
 
     def domain_free(self, d: DmarDomain) -> None:
+        """intel_iommu_domain_free() / intel_nested_domain_free().  A nest parent with
+        nested domains is refused: iommufd holds a reference on the parent HWPT for each
+        nested HWPT, so its destroy fails with -EBUSY first (the driver only WARNs).  A
+        nested domain unlinks from its parent's s1_domains and frees no table: its pgd
+        is the guest's."""
         if d.devices:
-            raise DriverError(f"domain {d.id} still has devices attached")
+            raise DriverError(f"domain {d.id} still has devices attached (-EBUSY)")
+        if d.s1_domains:
+            kids = ", ".join(str(i) for i in d.s1_domains)
+            raise DriverError(f"domain {d.id} is the parent of nested domain(s) {kids} (-EBUSY)")
+        if d.stage == "nested":
+            if d.id in d.parent.s1_domains:  # list_del(&dmar_domain->s2_link)
+                d.parent.s1_domains.remove(d.id)
+            self.domains.pop(d.id, None)
+            return
         tables: list[int] = []
         self._collect(d.pgd, d.levels, tables)
         for t in tables:
@@ -537,6 +704,9 @@ class IntelIommuDriver(ScalableMode, CacheTags):
             return IntelIommuDriver._incompatible_first(d, unit, sm)
         if sm and not unit.ecapf("SLTS"):
             return f"{unit.name} has no ECAP.SLTS: it cannot walk second-stage domain {d.id}"
+        if d.dirty_tracking and not (sm and unit.ecapf("SLADS") and unit.ecapf("SMPWC")):
+            # paging_domain_compatible(): `domain->dirty_ops && !ssads_supported(iommu)`
+            return f"{unit.name} cannot track dirty pages (ssads_supported) for domain {d.id}"
         sllps = unit.capf("SLLPS")
         for level, bit, size in ((2, 0, "2M"), (3, 1, "1G")):
             if d.superpage_level >= level and not sllps >> bit & 1:
@@ -574,7 +744,11 @@ class IntelIommuDriver(ScalableMode, CacheTags):
 
     def attach_device(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
         """intel_iommu_attach_device(): block the old domain, check compatibility,
-        domain_attach_iommu() and domain_context_mapping_one()."""
+        domain_attach_iommu() and domain_context_mapping_one().  A nested domain goes
+        through intel_nested_attach_dev()."""
+        if d.stage == "nested":
+            self._attach_nested(d, unit, source_id)
+            return
         why = self.incompatible(d, unit)
         if why is not None:
             raise DriverError(f"{why} (-EINVAL)")
@@ -591,6 +765,43 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         d.devices[source_id] = unit.name
         self._attached[(unit.name, source_id)] = d
         self._context_mapping_one(d, unit, source_id)
+
+    def nested_attach_refusal(self, d: DmarDomain, unit: DmarUnit) -> str | None:
+        """Why intel_nested_attach_dev() would fail on `unit`, as its message and errno,
+        or None.  In the kernel these come after device_block_translation(), and a
+        failure leaves the core to put the old domain back (__iommu_group_set_domain's
+        rollback), so the net state is the old one: the model checks first instead."""
+        if not self.sm_supported(unit):
+            # Legacy mode allocates no PASID table: intel_pasid_get_entry() returns NULL.
+            return (f"{unit.name} is not in scalable mode: no PASID table for a nested entry "
+                    "(Failed to setup pasid entry) (-ENODEV)")
+        # `iommu->agaw < s2_domain->agaw`: the kernel gives a second stage the unit's
+        # agaw (paging_domain_alloc); the model sizes second stages by SAGAW/MGAW
+        # (_levels_for), so that is the unit's width compared here.
+        agaw = self._levels_for(unit) - 2
+        if agaw < d.parent.agaw:
+            return (f"Adjusted guest address width not compatible: {unit.name} AGAW {agaw} < "
+                    f"parent domain {d.parent.id} AGAW {d.parent.agaw} (-ENODEV)")
+        why = self.incompatible(d.parent, unit)
+        if why is not None:
+            return f"s2 domain is not compatible: {why} (-EINVAL)"
+        return self.nested_s1_refusal(d, unit)
+
+    def _attach_nested(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
+        """intel_nested_attach_dev(): block the old domain (device_block_translation: its
+        PASID entry torn down, its tags and DID dropped), a DID for the nested domain
+        (domain_attach_iommu), cache_tag_assign_domain() — the nested domain's own tags
+        and NESTING tags with its DID on the parent — then intel_pasid_setup_nested():
+        a PGTT-3 entry and pasid_flush_caches()."""
+        why = self.nested_attach_refusal(d, unit)
+        if why is not None:
+            raise DriverError(why)
+        old = self.attached_domain(source_id, unit)
+        if old is d:
+            return
+        if old is not None:
+            self.detach_device(old, unit, source_id)
+        self._attach_sm(d, unit, source_id)
 
     def _attach_sm(self, d: DmarDomain, unit: DmarUnit, source_id: int) -> None:
         """dmar_domain_attach_device() in scalable mode: domain_attach_iommu() (a DID;
@@ -745,7 +956,10 @@ class IntelIommuDriver(ScalableMode, CacheTags):
             raise DriverError("IOVA, address and size must be 4 KiB aligned")
         if not (r or w):
             raise DriverError("a mapping needs read or write permission")
-        units = [self.units[n] for n in d.dids]
+        if d.nest_parent and not w:  # __domain_mapping(); iommupt: PT_FEAT_VTDSS_FORCE_WRITEABLE
+            raise DriverError("Read-only mapping is disallowed on the domain which serves as the parent in a "
+                              "nested configuration, due to HW errata (ERRATA_772415_SPR17) (-EINVAL)")
+        units = self._units_of(d)
         coherent = self._domain_coherent(d)
         if self.mapped_in(d, iova, size):
             raise DriverError(f"{iova:#x}+{size:#x} overlaps a present mapping (DMA PTE already set)")
@@ -855,7 +1069,21 @@ class IntelIommuDriver(ScalableMode, CacheTags):
             self._page_snoop_control(self.units[name], sid)
         return True
 
+    def _units_of(self, d: DmarDomain) -> list[DmarUnit]:
+        """The units a domain's tables are walked by: those it has a DID on, and for a
+        nest parent those its nested domains' NESTING tags name (the clflush of its
+        tables follows iommu_coherency either way; the unit only labels the event)."""
+        names = list(d.dids)
+        for t in d.tags:
+            if t.unit not in names:
+                names.append(t.unit)
+        return [self.units[n] for n in names]
+
     def _check_range(self, d: DmarDomain, iova: int, size: int) -> None:
+        if d.stage == "nested":
+            # iommu_map/unmap: `!(domain->type & __IOMMU_DOMAIN_PAGING)` → -EINVAL
+            raise DriverError(f"domain {d.id} is a nested domain: the guest owns its first stage; map into its "
+                              f"parent domain {d.parent.id} (-EINVAL)")
         if size <= 0:
             raise DriverError("size must be positive")
         if d.stage == "first":
@@ -984,7 +1212,7 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         Returns the size actually unmapped.
         """
         self._check_range(d, iova, size)
-        units = [self.units[n] for n in d.dids]
+        units = self._units_of(d)
         coherent = self._domain_coherent(d)
         freed: list[int] = []
         start, end = iova, iova + size
@@ -1188,7 +1416,10 @@ class IntelIommuDriver(ScalableMode, CacheTags):
         return visit(d.pgd, d.levels, 0)
 
     def iova_to_phys(self, d: DmarDomain, iova: int) -> tuple[int, int] | None:
-        """intel_iommu_iova_to_phys() on the CPU's view: (phys, leaf level) or None."""
+        """intel_iommu_iova_to_phys() on the CPU's view: (phys, leaf level) or None (a
+        nested domain has no iova_to_phys: its table is the guest's)."""
+        if d.stage == "nested":
+            return None
         table = d.pgd
         for level in range(d.levels, 0, -1):
             pte = self._read(table + level_index(iova, level) * 8)

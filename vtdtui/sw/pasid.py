@@ -22,9 +22,10 @@ from ..hw.entries import bdf_str
 from ..hw.memory import PAGE_SIZE
 from ..hw.sm_entries import (
     FLPT_DEFAULT_DID, IOMMU_NO_PASID, PASID_DIR_ENTRY_SIZE, PASID_ENTRY_SIZE, PASID_MAX, PGTT_FL_ONLY, PGTT_NAMES,
-    PGTT_PT, PGTT_SL_ONLY, SM_ROOT_ENTRY_SIZE, PasidDirEntry, PasidEntry, SmContextEntry, SmRootEntry,
+    PGTT_NESTED, PGTT_PT, PGTT_SL_ONLY, SM_ROOT_ENTRY_SIZE, PasidDirEntry, PasidEntry, SmContextEntry, SmRootEntry,
     context_get_sm_pds, context_slot, pasid_dir_index, pasid_table_index,
 )
+from .iommufd_uapi import IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE
 
 # intel_pasid_alloc_table(): `size = max_pasid >> (PASID_PDE_SHIFT - 3)` bytes, then
 # `pasid_table->max_pasid = 1 << (order + PAGE_SHIFT + 3)`.
@@ -286,9 +287,27 @@ class ScalableMode:
         pass-through (intel_pasid_setup_pass_through)."""
         return FLPT_DEFAULT_DID if d.stage == "identity" else d.dids[unit.name]
 
+    def nested_s1_refusal(self, d, unit) -> str | None:
+        """intel_pasid_setup_nested()'s checks of the guest's struct iommu_hwpt_vtd_s1
+        (PT era), in order, as the line the kernel prints and its errno, or None:
+        addr_width 48, or 57 with CAP.FL5LP; SRE needs ECAP.SRS; EAFE needs ECAP.EAFS.
+        WPE is not checked (it is only written under SRE)."""
+        s1 = d.s1
+        if s1.addr_width == 57 and not unit.capf("FL5LP"):
+            return "5-level paging not supported (-EINVAL)"
+        if s1.addr_width not in (48, 57):
+            return f"Invalid stage-1 address width {s1.addr_width} (-EINVAL)"
+        if s1.flags & IOMMU_VTD_S1_SRE and not unit.ecapf("SRS"):
+            return f"No supervisor request support on {unit.name} (-EINVAL)"
+        if s1.flags & IOMMU_VTD_S1_EAFE and not unit.ecapf("EAFS"):
+            return f"No extended access flag support on {unit.name} (-EINVAL)"
+        return None
+
     def pasid_entry_words(self, d, unit, did: int) -> tuple[int, ...]:
-        """The eight words pasid_pte_config_first_level / _second_level / _pass_through
-        leave (PT/NEW era)."""
+        """The eight words pasid_pte_config_first_level / _second_level / _pass_through /
+        _nestd leave (PT/NEW era)."""
+        if d.stage == "nested":
+            return self._nested_entry_words(d, did)
         if d.stage == "first":
             # FLPTR, FLPM 1 iff 5-level, PGSNP iff force_snooping, DID, AW = iommu->agaw,
             # PWSNP iff the page table is not DMA_INCOHERENT (ECAP.SMPWC at allocation),
@@ -300,8 +319,27 @@ class ScalableMode:
             return PasidEntry.encode(pgtt=PGTT_PT, did=did, aw=self.sm_agaw(unit),
                                      pwsnp=bool(unit.ecapf("SMPWC")))
         # Second stage: SLPTR, AW of the table, PGTT SL_ONLY, fault enable, PWSNP iff not
-        # DMA_INCOHERENT; no PGSNP (second stage snoops per PTE, bit 11).
-        return PasidEntry.encode(pgtt=PGTT_SL_ONLY, did=did, aw=d.agaw, ssptptr=d.pgd, pwsnp=d.coherent)
+        # DMA_INCOHERENT; no PGSNP (second stage snoops per PTE, bit 11); SSADE iff
+        # domain->dirty_tracking — switched on by IOMMU_HWPT_SET_DIRTY_TRACKING
+        # (intel_iommu_set_dirty_tracking), not by the DIRTY_TRACKING allocation flag.
+        return PasidEntry.encode(pgtt=PGTT_SL_ONLY, did=did, aw=d.agaw, ssptptr=d.pgd, pwsnp=d.coherent,
+                                 ssade=d.dirty_enabled)
+
+    @staticmethod
+    def _nested_entry_words(d, did: int) -> tuple[int, ...]:
+        """pasid_pte_config_nestd() (PT era): FLPM 1 iff addr_width 57, FLPTR = the guest's
+        pgtbl_addr (pasid_set_flptr masks it to VTD_PAGE_MASK), SRE (and WPE only under
+        SRE), EAFE from the s1 flags, PGSNP iff the parent force_snooping, SLPTR and AW of
+        the parent (pt_iommu_vtdss_hw_info), fault enable, the nested domain's DID, PWSNP
+        iff the parent's table is not DMA_INCOHERENT (2024 copies: ECAP.SMPWC of the unit),
+        SSADE iff the parent's dirty tracking is on, PGTT NESTED."""
+        p, s1 = d.parent, d.s1
+        sre = bool(s1.flags & IOMMU_VTD_S1_SRE)
+        return PasidEntry.encode(
+            pgtt=PGTT_NESTED, did=did, aw=p.agaw, ssptptr=p.pgd, fsptptr=s1.pgtbl_addr & ((1 << 64) - 1) & ~0xFFF,
+            flpm=1 if s1.addr_width == 57 else 0, sre=sre, wpe=sre and bool(s1.flags & IOMMU_VTD_S1_WPE),
+            eafe=bool(s1.flags & IOMMU_VTD_S1_EAFE), pgsnp=p.force_snooping, pwsnp=p.coherent,
+            ssade=p.dirty_enabled)
 
     def _pasid_cache_inval(self, unit, did: int, pasid: int, bdf: str, rule: str, why: str) -> None:
         """pasid_cache_invalidation_with_pasid(): QI_PC_PASID_SEL, one submission."""

@@ -137,6 +137,10 @@ class QemuViommu:
     def attach(self) -> None:
         self.guest_unit.invalidation_listeners.append(self.on_invalidation)
 
+    def host_domains(self) -> list:
+        """The host domains the shadow lives in: those of QEMU's VFIO container."""
+        return [vd.domain for vd in self.host_vfio.domains]
+
     # ------------------------------------------------------------ refusals
     def cm_missing(self) -> bool:
         """Would QEMU's caching-mode checks refuse the device (CM=0 and not forced)?"""

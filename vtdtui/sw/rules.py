@@ -22,6 +22,11 @@ KVM_VMX = "arch/x86/kvm/vmx/vmx.c"
 KVM_X86 = "arch/x86/kvm/x86.c"
 KVM_MMU = "arch/x86/kvm/mmu/mmu.c"
 QEMU_VTD = "hw/i386/intel_iommu.c"  # QEMU's tree
+QEMU_VTD_ACCEL = "hw/i386/intel_iommu_accel.c"  # QEMU's tree, 2025-2026 (x-flts with iommufd)
+INTEL_NESTED = "drivers/iommu/intel/nested.c"
+IOMMUFD_DEVICE = "drivers/iommu/iommufd/device.c"
+IOMMUFD_HWPT = "drivers/iommu/iommufd/hw_pagetable.c"
+IOMMUFD_IOPT = "drivers/iommu/iommufd/io_pagetable.c"
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,44 @@ TABLE: tuple[Rule, ...] = (
     _r("qemu-device", "qemu", "device_add joins the host group to QEMU's container and registers the MAP notifier; "
        "device_del unmaps everything and leaves",
        ("vtd_iommu_notify_flag_changed", QEMU_VTD), ("vtd_iommu_replay", QEMU_VTD)),
+    _r("nested-invalidate", "driver", "a nested HWPT's IOMMU_HWPT_INVALIDATE entry: unknown flags or reserved bits "
+       "-EOPNOTSUPP, an unaligned address or addr≠0 with npages U64_MAX -EINVAL, else cache_tag_flush_range over "
+       "the nested domain's tags (P_IOTLB with its DID, LEAF as IH)",
+       ("intel_nested_cache_invalidate_user", INTEL_NESTED), ("cache_tag_flush_range", INTEL_CACHE)),
+    _r("nesting-tags", "driver", "a change to a nest parent's second stage also flushes each nested domain built on it: "
+       "IOTLB with the nested domain's DID, the whole device TLB",
+       ("__cache_tag_assign_parent_domain", INTEL_CACHE), ("cache_tag_flush_range", INTEL_CACHE),
+       ("intel_pasid_setup_nested", INTEL_PASID)),
+    _r("iommufd-auto-domain", "iommufd", "attach to an IOAS: try each automatic HWPT of the IOAS, -EINVAL means "
+       "incompatible (next), else allocate a new automatic HWPT; maps are mirrored into every HWPT of the IOAS",
+       ("iommufd_device_auto_get_domain", IOMMUFD_DEVICE), ("iommufd_hw_pagetable_attach", IOMMUFD_DEVICE),
+       ("iopt_table_add_domain", IOMMUFD_IOPT)),
+    _r("iommufd-enforce-cc", "iommufd", "a device whose IOMMU can enforce coherency gets an enforcing HWPT: set at "
+       "allocation (before any map), or upgraded at attach, -EINVAL if the domain refuses",
+       ("iommufd_hwpt_paging_enforce_cc", IOMMUFD_HWPT), ("iommufd_device_bind", IOMMUFD_DEVICE)),
+    _r("iommufd-hwpt", "iommufd", "IOMMU_HWPT_ALLOC: a paging HWPT with NEST_PARENT / DIRTY_TRACKING, or a nested "
+       "HWPT (IOMMU_HWPT_DATA_VTD_S1) over a nest parent; attach to an explicit HWPT",
+       ("iommufd_hwpt_alloc", IOMMUFD_HWPT), ("iommufd_hwpt_paging_alloc", IOMMUFD_HWPT),
+       ("iommufd_hwpt_nested_alloc", IOMMUFD_HWPT), ("iommufd_device_attach", IOMMUFD_DEVICE)),
+    _r("iommufd-invalidate", "iommufd", "IOMMU_HWPT_INVALIDATE: only a nested HWPT (or vIOMMU) takes it; the array "
+       "goes to the driver's cache_invalidate_user, which reports how many entries it did",
+       ("iommufd_hwpt_invalidate", IOMMUFD_HWPT)),
+    _r("iommufd-noncoherent-flush", "iommufd", "mainline iommufd never cleans CPU caches of pages mapped into a "
+       "non-coherent HWPT; the 2024 proposal would, once per area",
+       ("iopt_area_fill_domain", IOMMUFD_IOPT), note="Yan Zhao's series, iommufd patch"),
+    _r("qemu-nested-device", "qemu", "x-flts=on: the assigned device needs an iommufd backend, a host unit with "
+       "ECAP.NEST (and CAP.FS1GP when fs1gp), and no PCI bridge above it; its default HWPT is a NEST_PARENT "
+       "second stage mapping all guest RAM (GPA → HPA)",
+       ("vtd_check_hiod_accel", QEMU_VTD_ACCEL), ("iommufd_cdev_autodomains_get", "hw/vfio/iommufd.c")),
+    _r("qemu-nested-pasid", "qemu", "a guest PASID-cache invalidation reads the guest's PASID entry: first stage → "
+       "a nested HWPT (IOMMU_HWPT_DATA_VTD_S1) over the parent, attached; pass-through → the parent; not present → "
+       "detached; no shadow, no map traps",
+       ("vtd_pasid_cache_sync", QEMU_VTD), ("vtd_propagate_guest_pasid", QEMU_VTD_ACCEL),
+       ("vtd_create_fs_hwpt", QEMU_VTD_ACCEL)),
+    _r("qemu-nested-piotlb", "qemu", "a guest P_IOTLB of the device's DID and PASID goes to the host as "
+       "IOMMU_HWPT_INVALIDATE on the nested HWPT (G2: everything; page-selective: its range, IH as LEAF)",
+       ("vtd_piotlb_pasid_invalidate", QEMU_VTD), ("vtd_piotlb_page_invalidate", QEMU_VTD),
+       ("vtd_flush_host_piotlb_all_locked", QEMU_VTD_ACCEL)),
 )
 
 RULES: dict[str, Rule] = {r.id: r for r in TABLE}

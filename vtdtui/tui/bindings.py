@@ -52,6 +52,8 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("y", "journal_copy", "copy", "Journal: copy the selected event to the clipboard", False,
               "journal-copy"),
     KeyAction("p", "cycle_option('reuse')", "reuse", "VFIO reuse policy: mainline / prefer-reuse", False, "reuse"),
+    KeyAction("b", "cycle_option('backend')", "backend",
+              "VFIO backend of the VM's devices: type1 container / iommufd (IOAS, HWPTs)", False, "backend"),
     KeyAction("k", "cycle_option('kvm-model')", "kvm",
               "KVM memory-type model: guest MTRR (≤6.10) / guest PAT (6.11+)", False, "kvm-model"),
     KeyAction("l", "cycle_option('lazy')", "lazy", "Lazy (flush-queue) unmaps on / off", False, "lazy"),

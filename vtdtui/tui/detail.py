@@ -14,10 +14,15 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
+import re
+
+from ..hw.sm_entries import PGTT_NESTED
+from ..kernel.translate import Walk, translate
 from ..machine import Machine
 from ..sw.journal import Event
 from ..textsafe import clip, printable
 from ..views.journal import JumpTarget, detail_view, event_text
+from ..views.style import Line, plain, wrap
 from .rows import RowsPane
 
 # The caches pane as a target: it has no entry of its own, only a unit.
@@ -39,8 +44,81 @@ class DetailBody(RowsPane):
             self._laid_out = width
             d = detail_view(self.machine, self.event, width)
             self.targets = d.targets
-            self.set_rows(d.lines)
+            self.set_rows(d.lines + dma_walk_lines(self.machine, self.event, width))
             self.screen.refresh_bindings()  # the footer offers 1-9 only when there is an entry
+
+
+# The hardware's records of a DMA (Machine._cmd_dma), in the event's reason:
+# "02:00.0 read 0x1000 → …" for a translation, dmar_fault_do_one()'s line (hw/faults.py log_line) for a fault.
+_DMA = re.compile(r"^([0-9a-f]{2}):([0-9a-f]{2})\.([0-7]) (read|write) (0x[0-9a-f]+) →")
+_FAULT = re.compile(r"\[DMA (Read|Write) (?:NO_PASID|PASID (0x[0-9a-f]+))\] Request device "
+                    r"\[([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\] fault addr (0x[0-9a-f]+)")
+
+
+def dma_request(e: Event) -> tuple[int, int, bool, int | None] | None:
+    """(source id, address, write, PASID) of the DMA a hw `dma` or `fault` event records."""
+    if e.actor != "hw":
+        return None
+    if e.op == "dma":
+        mt = _DMA.match(e.reason)
+        if mt is None:
+            return None
+        bus, dev, fn, kind, addr = mt.groups()
+        return int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn), int(addr, 16), kind == "write", None
+    mt = _FAULT.search(e.reason)
+    if mt is None:
+        return None
+    kind, pasid, bus, dev, fn, addr = mt.groups()
+    return (int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn), int(addr, 16), kind == "Write",
+            None if pasid is None else int(pasid, 16))
+
+
+def dma_walk_lines(machine: Machine, e: Event, width: int) -> list[Line]:
+    """A DMA event's walk through the tables as they are now (kernel/translate.py,
+    the unit's own walk without side effects).  Under a nested PASID entry (PGTT 3)
+    both stages show: each first-stage read of the guest's tables is preceded by the
+    second-stage walk of that table's GPA through the nest parent, and the output GPA
+    is walked through the parent last."""
+    req = dma_request(e)
+    unit = machine.units.get(e.unit) if req is not None else None
+    if unit is None:
+        return []
+    sid, addr, write, pasid = req
+    try:
+        walk = translate(unit, sid, addr, write, pasid, unit_level=machine.level_of(e.unit))
+    except ValueError:
+        return []
+    return walk_lines(walk, width)
+
+
+def walk_lines(walk: Walk, width: int) -> list[Line]:
+    out: list[Line] = [(("the walk, through the tables as they are now (no cache, no side effect)", "head"),)]
+    nested = walk.pgtt == PGTT_NESTED
+    if nested:
+        out += wrap(plain("nested (PGTT 3): the guest's first-stage tables hold GPAs; the nest parent's second "
+                          "stage translates each table's GPA, then the output GPA", "dim"), width, 2)
+    for i, st in enumerate(walk.steps, 1):
+        # The second stage's reads of a nested walk sit under the first-stage step
+        # they serve: indented, so the two stages read apart.
+        indent = "    " if nested and st.stage == "second" else ""
+        index = f"[{(st.address & 0xFFF) >> 3}]" if st.level is not None else ""
+        tone = "key" if st.stage != "second" or not nested else "dim"
+        head: Line = ((f"{indent}{i:>2} ", "dim"), (printable(st.what), tone), (f"{index} @ {st.address:#x}", "addr"))
+        out += wrap(head, width, len(indent) + 3)
+        if st.words is not None:
+            value = " ".join(f"{w:#018x}" for w in st.words)
+            out += wrap(((f"{indent}     {value}", "addr"),), width, len(indent) + 5)
+        bad = "NOT present" in st.says or st.words is None
+        out += wrap(((f"{indent}     {printable(st.says)}", "bad" if bad else ""),), width, len(indent) + 5)
+    for n in walk.notes:
+        out += wrap(plain(f"   · {printable(n)}", "dim"), width, 5)
+    if walk.ok:
+        where = "guest-physical" if walk.unit_level == "guest" else "host-physical"
+        out += wrap(plain(f"→ translated: {walk.hpa:#x} ({where}){', SNP' if walk.snp else ''}", "on"), width, 2)
+    else:
+        out += wrap(plain(f"→ fault {walk.reason:#04x}" + ("" if walk.recorded else " (FPD: not recorded)"), "bad"),
+                    width, 2)
+    return out
 
 
 class EventDetailScreen(ModalScreen[JumpTarget | None]):

@@ -23,13 +23,19 @@ PANE_HELP = (
     ("IOTLB & context cache", "what the unit has cached; NP = a cached not-present entry (CM=1 only); "
                               "✗ stale = memory no longer says this, because an invalidation was skipped"),
     ("KVM · VFIO · QEMU", "KVM's noncoherent-DMA count, WBINVD emulation and EPT memory type; the VFIO container's "
-                          "reuse policy; QEMU's shadow of the guest's tables; the policy and what-if switches"),
+                          "reuse policy, or iommufd's IOAS and HWPTs (b switches the backend): paging or nested, "
+                          "NEST_PARENT, enforce_cache_coherency, devices, a nested HWPT's parent and guest "
+                          "first-stage table; "
+                          "QEMU's shadow of the guest's tables, or its nested HWPT (x-flts); the policy and what-if "
+                          "switches"),
     ("IOPTEs", "the second-level page tables of the selected group's domain: → / ← / Space expand and collapse; "
                "large leaves say so"),
-    ("domain graph", "VM → VFIO container → domain → group → device, kernel domains, units; non-coherent domains "
-                     "and KVM's state are called out"),
-    ("journal", "every invalidation and flush the driver, VFIO, KVM and QEMU issued (green) or skipped (amber), "
-                "with the rule and reason; o cycles the outcome filter, / filters by op, unit, actor, rule"),
+    ("domain graph", "VM → VFIO container → domain → group → device, or VM → IOAS → HWPT → domain (a nested "
+                     "HWPT under the parent it nests on), kernel domains, units; non-coherent domains and KVM's "
+                     "state are called out"),
+    ("journal", "every invalidation and flush the driver, VFIO, iommufd, KVM and QEMU issued (green) or skipped "
+                "(amber), with the rule and reason; o cycles the outcome filter, / filters by op, unit, actor, "
+                "rule; Enter on a DMA or fault shows its walk (under a nested PASID entry, both stages)"),
 )
 
 

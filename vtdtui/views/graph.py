@@ -1,5 +1,7 @@
 """The networkx domain graph drawn as a layered tree: VM → container → domain →
-group → device, then the kernel's own domains, then each unit with what hangs off it.
+group → device, or VM → IOAS → HWPT → domain → group → device (a nested HWPT under
+the parent it nests on), then the kernel's own domains, then each unit with what
+hangs off it.
 
 Non-coherent domains and KVM's noncoherent-DMA state are called out on their lines,
 because that is the chain the integrated-GPU story is about.
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import graph as G
 from ..machine import Machine
 from ..machine.machine import EVERYTHING, Changes
+from ..machine.parse import fmt_size
 from .style import Line, Seg, badge, plain
 
 if TYPE_CHECKING:
@@ -82,13 +85,41 @@ def _vm_specs(g: nx.DiGraph) -> list[Spec]:
         def container(o, first, rest, node):
             o.append(("container", node, first, None))
             _tree(o, rest, _kids(g, node, "domain"), domain)
-        _tree(out, "", _kids(g, vm, "container"), container)
+        _tree(out, "", _kids(g, vm, "container") + _kids(g, vm, "ioas"), _vm_child_shape(g, container))
     return out
 
 
+def _vm_child_shape(g, container):
+    """A VFIO container, or an IOAS with its paging HWPTs, each with its domain and
+    the nested HWPTs that nest on it."""
+    domain = _domain_shape(g)
+
+    def hwpt(o, first, rest, node):
+        o.append(("hwpt", node, first, None))
+        _tree(o, rest, _kids(g, node, "domain") + _users(g, node, "hwpt"), child)
+
+    def child(o, first, rest, node):
+        (domain if node[0] == "domain" else hwpt)(o, first, rest, node)
+
+    def ioas(o, first, rest, node):
+        o.append(("ioas", node, first, None))
+        if g.nodes[node]["apart"]:
+            o.append(("apart", node, rest + "│  ", None))
+        _tree(o, rest, _kids(g, node, "hwpt"), hwpt)
+
+    def either(o, first, rest, node):
+        (container if node[0] == "container" else ioas)(o, first, rest, node)
+    return either
+
+
+def claimed_domains(g: nx.DiGraph) -> set:
+    """Domain nodes the VM's tree shows: under a VFIO container or an HWPT."""
+    return {d for c in g if g.nodes[c]["kind"] in ("container", "hwpt") for d in g.successors(c) if d[0] == "domain"}
+
+
 def _kernel_domains(g: nx.DiGraph) -> list[int]:
-    in_container = {d for c in g if g.nodes[c]["kind"] == "container" for d in g.successors(c)}
-    return sorted(n[1] for n, d in g.nodes(data=True) if d["kind"] == "domain" and n not in in_container)
+    claimed = claimed_domains(g)
+    return sorted(n[1] for n, d in g.nodes(data=True) if d["kind"] == "domain" and n not in claimed)
 
 
 def _kernel_specs(g: nx.DiGraph, ids: list[int]) -> list[Spec]:
@@ -120,6 +151,14 @@ def _draw(g: nx.DiGraph, m: Machine, spec: Spec, selected: bool) -> Line:
     if kind == "domain":
         d = g.nodes[node]
         dids = ", ".join(f"{u} DID {did}" for u, did in d["dids"].items()) or "no unit"
+        if d.get("stage") == "nested":
+            snoop = d["parent_snoop"]
+            return ((first, "dim"), (d["label"], "head"), (f" · {dids} · nested: the guest's first stage over "
+                                                           f"domain {d['parent']} · ", "dim"),
+                    ("PGSNP (the parent's enforce_cache_coherency)" if snoop else "no PGSNP: the parent does not "
+                     "enforce snooping", "on" if snoop else "warn"))
+        if d.get("nest_parent") and not d["dids"]:
+            dids = "nest parent: DIDs are its nested domains'"
         out: list[Seg] = [(first, "dim"), (d["label"], "head"), (f" · {dids} · {d['mapped_pages']} pages · ", "dim")]
         if d["enforce_cache_coherency"]:
             out.append(("enforce_cache_coherency (SNP set)", "on"))
@@ -130,6 +169,14 @@ def _draw(g: nx.DiGraph, m: Machine, spec: Spec, selected: bool) -> Line:
         else:
             out.append(("snooping not enforced (nobody asked)", "dim"))
         return tuple(out)
+    if kind == "ioas":
+        a = g.nodes[node]
+        size = f"{a['areas']} area(s) · {fmt_size(a['bytes'])}" if a["bytes"] else "empty"
+        return ((first, "dim"), (a["label"], "head"), (f" · iommufd · {size}", "dim"))
+    if kind == "hwpt":
+        return _hwpt_row(g, node, first)
+    if kind == "apart":
+        return ((first, "dim"), ("why apart: ", "key"), (_apart_why(m, *g.nodes[node]["apart"]), "dim"))
     if kind == "container":
         c = g.nodes[node]
         cc = ("VFIO_DMA_CC_IOMMU yes", "on") if c["cc_iommu"] else ("VFIO_DMA_CC_IOMMU no", "warn")
@@ -141,6 +188,37 @@ def _draw(g: nx.DiGraph, m: Machine, spec: Spec, selected: bool) -> Line:
     return (("KVM VM", "head"), (" · noncoherent DMA count ", "dim"), (str(v["count"]), "warn" if nc else "on"),
             (" · WBINVD ", "dim"), ("emulated" if v["wbinvd"] else "no-op", "warn" if v["wbinvd"] else "on"),
             (f" · RAM {v['memtype']}", "dim"))
+
+
+def _hwpt_row(g: nx.DiGraph, node, first: str) -> Line:
+    h = g.nodes[node]
+    out: list[Seg] = [(first, "dim"), (h["label"], "head")]
+    if h["hwpt"] == "nested":
+        parent = next((n for n in g.successors(node) if n[0] == "hwpt"), None)
+        out.append((f" nested · nests on HWPT {parent[1] if parent else '?'} · s1 pgtbl_addr ", "dim"))
+        out.append((f"{h['pgtbl_addr']:#x}", "addr"))
+        out.append((" (GPA)", "dim"))
+        return tuple(out)
+    flags = [n for n, on in (("NEST_PARENT", h["nest_parent"]), ("DIRTY_TRACKING", h["dirty_tracking"])) if on]
+    out.append((f" paging · {'auto' if h['auto'] else 'explicit'}" + "".join(f" · {f}" for f in flags) + " · ",
+                "dim"))
+    cc = h["enforce_cache_coherency"]
+    out.append(("enforce_cache_coherency ✓" if cc else "enforce_cache_coherency ✗", "on" if cc else "warn"))
+    return tuple(out)
+
+
+_APART: dict[tuple, str] = {}  # (devices, journal length, last event) → the answer
+
+
+def _apart_why(m: Machine, a: str, b: str) -> str:
+    """graph.hwpt_apart_why, once per journal state: the row is drawn every frame, the
+    journal is searched from its end."""
+    events = m.journal.events
+    key = (a, b, len(events), id(events[-1]) if events else 0)
+    if key not in _APART:
+        _APART.clear()
+        _APART[key] = G.hwpt_apart_why(m, a, b)
+    return _APART[key]
 
 
 class _Rows(Sequence):
@@ -209,10 +287,10 @@ class GraphView:
         vm = _vm_specs(g)
         changed = vm != self._vm
         self._vm = vm
-        in_container = {d for c in g if g.nodes[c]["kind"] == "container" for d in g.successors(c)} if vm else set()
+        claimed = claimed_domains(g) if vm else set()
         for did in changes.domains:
             node = ("domain", did)
-            kernel = node in g and node not in in_container
+            kernel = node in g and node not in claimed
             i = bisect.bisect_left(self._ids, did)
             there = i < len(self._ids) and self._ids[i] == did
             if kernel:

@@ -7,6 +7,7 @@ from ..graph import kvm_noncoherent_why
 from ..hw.entries import bdf_str
 from ..machine import OPTIONS, Machine, Outcome
 from ..machine.parse import fmt_size
+from ..sw.qemu_accel import QemuAccel
 from .style import Line, plain
 
 # What each switch means, for the pane and the palette.
@@ -21,24 +22,28 @@ OPTION_HELP = {
     "skip-clflush": "what-if: the driver forgets clflush on a non-coherent unit",
     "skip-invalidation": "what-if: the driver skips the caching-mode (not-present → present) invalidations",
     "qemu-force": "what-if: a QEMU without the caching-mode checks assigns the device although CM=0",
+    "backend": "VFIO's backend for the VM's devices: the type1 container or iommufd (IOAS, HWPTs; cdev)",
 }
 WHAT_IFS = ("skip-clflush", "skip-invalidation", "qemu-force")
 
 
 def vm_lines(m: Machine) -> list[Line]:
     out: list[Line] = []
+    backend = m.backend
     if m.kvm is not None:
         k = m.kvm
         nc, why = kvm_noncoherent_why(m)
         warn = "warn" if nc else "on"
-        out.append(plain("KVM", "head"))
+        out.append((("KVM", "head"),) + ((f" · VFIO backend {backend}", "dim"),))
         out.append((("  noncoherent DMA count ", "key"), (str(k.noncoherent_dma_count), warn),
                     (f"  (EPT zaps {k.ept_zaps})", "dim")))
         out.append((("  WBINVD ", "key"), ("emulated: flushes caches" if k.emulate_wbinvd else "a no-op", warn)))
         out.append((("  EPT memtype RAM ", "key"), (k.ept_memtype(), warn)))
         out.append((("  EPT memtype MMIO ", "key"), (k.ept_memtype(mmio=True), "dim")))
         out.append(plain(f"  {why}", "warn" if nc else "dim"))
-    if m.vfio is not None:
+    if m.vfio is not None and backend == "iommufd" and not m.vfio.domains:
+        out.append((("VFIO type1 container", "head"), (" · unused: backend iommufd", "dim")))
+    elif m.vfio is not None:
         v = m.vfio
         out.append(plain("VFIO type1 container", "head"))
         out.append((("  reuse policy ", "key"), (v.policy, "head"), (f" · domains {len(v.domains)}", "dim")))
@@ -46,6 +51,8 @@ def vm_lines(m: Machine) -> list[Line]:
         out.append((("  VFIO_DMA_CC_IOMMU ", "key"), ("yes" if cc else "no", "on" if cc else "warn")))
         out.append((("  DMA mappings ", "key"), (str(len(v.dmas)), ""),
                     (f"  ({fmt_size(sum(d.size for d in v.dmas))})" if v.dmas else "", "dim")))
+    if m.iommufd is not None:
+        out += iommufd_lines(m.iommufd)
     if m.qemu is not None:
         out += qemu_lines(m)
     out.append(plain("switches (: set OPTION VALUE, or the palette)", "head"))
@@ -58,25 +65,58 @@ def vm_lines(m: Machine) -> list[Line]:
     return out
 
 
+def iommufd_lines(fd) -> list[Line]:
+    """The host kernel's iommufd objects (sw/iommufd.py Iommufd): each IOAS, then each
+    HWPT — a paging one's flags and domain, a nested one's parent and the guest's
+    first-stage table.  A VM has a handful of them: the cost is theirs, not the machine's."""
+    out: list[Line] = [plain("iommufd", "head")]
+    for a in fd.ioas:
+        size = sum(area.size for area in a.areas)
+        areas = f" · {len(a.areas)} area(s) · {fmt_size(size)}" if size else " · empty"
+        out.append(((f"  IOAS {a.id}", "key"), (areas, ""),
+                    (" · HWPTs " + (", ".join(map(str, a.hwpts)) or "none"), "dim")))
+    for h in fd.hwpts:
+        out += _hwpt_lines(fd, h)
+    idle = [d for d in fd.devices if d.hwpt is None]
+    if idle:
+        out.append((("  bound, not attached ", "key"), (", ".join(bdf_str(d.sid) for d in idle), "dim")))
+    if len(out) == 1:
+        out.append(plain("  no IOAS, no HWPT yet", "dim"))
+    return out
+
+
+def _hwpt_lines(fd, h) -> list[Line]:
+    d = h.domain
+    dids = ", ".join(f"{u} DID {did}" for u, did in d.dids.items()) or "no DID"
+    devs = ", ".join(bdf_str(fd.objects[i].sid) for i in h.devices if i in fd.objects) or "none"
+    if h.kind == "nested":
+        # iommu_hwpt_vtd_s1.pgtbl_addr: the guest's first-stage table, a GPA the
+        # parent's second stage translates (intel_pasid_setup_nested).
+        head: list[tuple[str, str]] = [(f"  HWPT {h.id}", "key"), (" nested", "head"),
+                                       (f" on parent HWPT {h.parent}", "")]
+        detail: Line = ((f"    domain {d.id} · {dids} · s1 pgtbl_addr ", "dim"), (f"{h.s1.pgtbl_addr:#x}", "addr"),
+                        (f" (GPA, {h.s1.addr_width}-bit)", "dim"))
+        return [tuple(head), detail, ((f"    devices {devs}", "dim"),)]
+    flags = [n for n, on in (("NEST_PARENT", h.nest_parent), ("DIRTY_TRACKING", h.dirty_tracking)) if on]
+    head = [(f"  HWPT {h.id}", "key"), (" paging", "head"), (f" · {'auto' if h.auto else 'explicit'}", ""),
+            (f" · IOAS {h.ioas}", "dim")]
+    if flags:
+        head.append((" · " + "|".join(flags), "key"))
+    cc = h.enforce_cache_coherency
+    detail = ((f"    domain {d.id} · {dids} · enforce_cache_coherency ", "dim"),
+              ("✓" if cc else "✗", "on" if cc else "warn"))
+    return [tuple(head), detail, ((f"    devices {devs}", "dim"),)]
+
+
 def qemu_lines(m: Machine) -> list[Line]:
     q = m.qemu
     assert q is not None
+    if isinstance(q, QemuAccel):
+        return accel_lines(q)
     guest = q.guest_mappings()
-    forced = q.force and not q.guest_unit.cm
     out: list[Line] = [plain("QEMU vIOMMU → host shadow", "head")]
     out.append((("  assigned ", "key"), (f"{bdf_str(q.assigned_sid)} via host {q.host_unit.name}", "")))
-    # What QEMU did with the vfio-pci device: plugged (with or without the what-if),
-    # refused at device_add, or taken out by device_del.
-    if q.plugged:
-        what, tone = ("forced (what-if)", "warn") if forced else ("allowed", "on")
-    elif q.refusing:
-        what, tone = "refused at hot-plug", "bad"
-    else:
-        what, tone = "not plugged", "dim"
-    out.append((("  guest CAP.CM ", "key"), ("1" if q.guest_unit.cm else "0", "on" if q.guest_unit.cm else "warn"),
-                ("  assignment ", "key"), (what, tone)))
-    if q.refusing:
-        out.append(plain(f"  {q.hotplug_error}", "bad"))
+    out += _plug_lines(q)
     out.append((("  traps ", "key"), (str(q.traps), ""), ("  shadow ", "key"), (f"{len(q.shadow)} mapping(s)", ""),
                 ("  guest maps ", "key"), (str(len(guest)), "")))
     if not q.plugged:
@@ -90,6 +130,43 @@ def qemu_lines(m: Machine) -> list[Line]:
                          + (f", {len(extra)} stale" if extra else ""), "stale"))
     else:
         out.append(plain("  ✓ host shadow matches the guest's tables", "on"))
+    return out
+
+
+def _plug_lines(q) -> list[Line]:
+    """What QEMU did with the vfio-pci device: plugged (with or without the what-if),
+    refused at device_add, or taken out by device_del."""
+    forced = q.force and not q.guest_unit.cm
+    if q.plugged:
+        what, tone = ("forced (what-if)", "warn") if forced else ("allowed", "on")
+    elif q.refusing:
+        what, tone = "refused at hot-plug", "bad"
+    else:
+        what, tone = "not plugged", "dim"
+    cm = q.guest_unit.cm
+    out: list[Line] = [(("  guest CAP.CM ", "key"), ("1" if cm else "0", "on" if cm else "warn"),
+                        ("  assignment ", "key"), (what, tone))]
+    if q.refusing:
+        out.append(plain(f"  {q.hotplug_error}", "bad"))
+    return out
+
+
+def accel_lines(q: QemuAccel) -> list[Line]:
+    """QEMU with x-flts=on over iommufd: no shadow; the host unit walks the guest's
+    first stage through a nested HWPT over the NEST_PARENT one (vtd_propagate_guest_pasid,
+    hw/i386/intel_iommu_accel.c), and the guest's invalidations reach the host as
+    IOMMU_HWPT_INVALIDATE, never as MAPs."""
+    out: list[Line] = [plain("QEMU vIOMMU (x-flts) → host nested HWPT", "head")]
+    out.append((("  assigned ", "key"), (f"{bdf_str(q.assigned_sid)} via host {q.host_unit.name} (iommufd cdev)", "")))
+    out += _plug_lines(q)
+    if q.fs_hwpt is not None:
+        out.append((("  nesting: ", "key"), (f"fs HWPT {q.fs_hwpt} over parent HWPT {q.parent_hwpt}", "on"),
+                    (f", {q.traps} trap(s), 0 for maps", "dim")))
+    elif q.parent_hwpt is not None:
+        out.append((("  nesting: ", "key"), (f"parent HWPT {q.parent_hwpt} (GPA → HPA) only", ""),
+                    (f", {q.traps} trap(s): the guest's PASID entry is not first stage yet", "dim")))
+    else:
+        out.append(plain(f"  no host HWPT: the device is not plugged · {q.traps} trap(s)", "dim"))
     return out
 
 

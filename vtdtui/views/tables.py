@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from ..hw.entries import ROOT_ENTRY_SIZE, TT_NAMES, TT_PASS_THROUGH, ContextEntry, RootEntry, bdf_str
 from ..hw.memory import MemoryError_
-from ..hw.sm_entries import PGTT_FL_ONLY, PGTT_NESTED, PGTT_PT, PasidEntry
+from ..hw.sm_entries import PASID_DIR_ENTRY_SIZE, PGTT_FL_ONLY, PGTT_NESTED, PGTT_PT, PasidDirEntry, PasidEntry
 from ..hw.unit import DmarUnit
 from ..machine import Machine
-from ..machine.state import pasid_dir, pasid_entry, pasid_table, sm_context, sm_contexts, sm_mode, sm_roots
+from ..machine.state import (MAX_DIR_ENTRIES, pasid_dir, pasid_entry, pasid_table, sm_context, sm_contexts, sm_mode,
+                             sm_roots)
 from .ioptes import Levels
 from .style import Line, plain
 
@@ -83,6 +84,17 @@ def root_rows(m: Machine, name: str) -> list[Row]:
 
 def _sm_root_rows(u: DmarUnit) -> list[Row]:
     rta = u.rta_latched & ~0xFFF
+    page = _same_page(u, rta) if rta else None
+    key = ("root", rta, page)
+    rows = _CACHE.get(key) if page is not None else None
+    if rows is None:
+        rows = _sm_root_rows_read(u, rta)
+        if page is not None:
+            _keep(key, rows)
+    return rows
+
+
+def _sm_root_rows_read(u: DmarUnit, rta: int) -> list[Row]:
     head = plain(f"scalable-mode root table @ {rta:#x} (RTADDR.SMT=1) · LCTP devfn 00-7f, UCTP 80-ff · "
                  "Enter: context table", "dim")
     rows = [Row(None, head)]
@@ -98,6 +110,42 @@ def _sm_root_rows(u: DmarUnit) -> list[Row]:
     if len(rows) == 1:
         rows.append(Row(None, plain("no present root entries", "dim")))
     return rows
+
+
+# ----------------------------------------------------------------------- kept rows
+# At 4,096 devices a key re-read the bus's 32 PASID directories and tables and the
+# root table's 128 entries (~8 ms) to show rows that had not changed.  Rows are a
+# pure function of the words they are read from, so they are kept keyed by those
+# words: the page as the CPU wrote it (what debugfs shows), when the unit reads the
+# same page (else a "⚠ unit reads" row depends on the write buffer and the CPU
+# cache's dirty lines: those rows are built fresh every time).  A key still reads
+# the pages (C-speed copies, compared and hashed as tuples) but decodes and formats
+# only what changed.  Keyed by content, not by the machine: undo, redo and a second
+# machine cannot leave a row stale.
+_CACHE: dict[tuple, list[Row]] = {}
+_CACHE_LIMIT = 1 << 14  # row blocks; emptied when full (each key refills what it shows)
+MAX_KEPT_TABLES = 64  # PASID tables in one device's key
+
+
+def _keep(key: tuple, rows: list[Row]) -> None:
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _CACHE.clear()
+    _CACHE[key] = rows
+
+
+def _same_page(u: DmarUnit, addr: int) -> tuple[int, ...] | None:
+    """The 4 KiB page at `addr` as the CPU wrote it, when the unit reads the same
+    words (no dirty line unflushed on a non-coherent unit, nothing posted in the write
+    buffer); None otherwise or when the page is outside memory."""
+    try:
+        cpu = u.cpu_read_page(addr)
+        # DmarUnit.hw_read_page(): a snooping unit with nothing posted reads what the
+        # CPU sees, by construction; only otherwise is there a second view to compare.
+        if not ((u.coherent or u.emulated_by_qemu) and not u._write_buffer) and cpu != u.hw_read_page(addr):
+            return None
+    except MemoryError_:
+        return None
+    return tuple(cpu)
 
 
 def _pgtt_ptr(pe: PasidEntry) -> tuple[str, int]:
@@ -130,21 +178,87 @@ def _sm_context_rows(m: Machine, name: str, u: DmarUnit, bus: int) -> list[Row]:
         sid = bus << 8 | devfn
         who = names.get(sid)
         label = f"grp {who[0]} {who[1]}" if who else ""
-        flags = " ".join(n for n, on in (("DTE", ce.dte), ("PASIDE", ce.paside), ("PRE", ce.pre), ("FPD", ce.fpd))
-                         if on) or "-"
-        line = ((f"{bdf_str(sid)} ", "key"), (f"PASIDDIRPTR {ce.pasiddirptr:#x} ", "addr"),
-                (f"PDTS {ce.pdts} ({ce.dir_entries} dir entries) ", "dim"), (f"{flags} ", "on"),
-                (f"RID_PASID {ce.rid_pasid}  ", ""), (label, "dim"))
-        rows.append(Row(sid, line))
-        w = ce.words
-        rows.append(Row(sid, plain(f"          {w[3]:016x}:{w[2]:016x}:{w[1]:016x}:{w[0]:016x}", "dim")))
-        diff = unit_view_differs_sm(u, addr, 32)
-        if diff:
-            rows.append(Row(sid, plain("          " + diff, "stale")))
-        rows += _pasid_rows(u, sid, ce)
+        rows += _sm_device_rows(u, sid, addr, ce, label)
     if len(rows) == 1:
         rows.append(Row(None, plain("no present context entries on this bus (probe sets them up: none here)", "dim")))
     return rows
+
+
+def _sm_device_rows(u: DmarUnit, sid: int, addr: int, ce, label: str) -> list[Row]:
+    """A device's context entry and its PASID rows, kept (see _CACHE) keyed by the
+    words of every page they are read from: the context table, the PASID directory
+    pages and the present PASID tables."""
+    key = _device_key(u, sid, addr, ce, label)
+    rows = _CACHE.get(key) if key is not None else None
+    if rows is None:
+        rows = _sm_device_rows_read(u, sid, addr, ce, label)
+        if key is not None:
+            _keep(key, rows)
+    return rows
+
+
+def _device_key(u: DmarUnit, sid: int, addr: int, ce, label: str) -> tuple | None:
+    """What _sm_device_rows_read() reads, as words: None when the unit would read any of
+    it differently from the CPU (then the rows carry a "⚠ unit reads" line)."""
+    pages = [_same_page(u, addr & ~0xFFF)]
+    dirs = _dir_pages(u, ce)
+    if dirs is None:
+        return None
+    for dir_words in dirs:
+        pages.append(dir_words)
+    tables = _present_tables(ce, dirs)
+    if tables is None:
+        return None
+    for table in tables:
+        pages.append(_same_page(u, table))
+    if any(p is None for p in pages):
+        return None
+    return ("dev", sid, addr, label, ce.words, *pages)
+
+
+def _dir_pages(u: DmarUnit, ce) -> list[tuple[int, ...]] | None:
+    """The PASID directory pages pasid_dir() reads, as words (None: see _same_page)."""
+    n = min(ce.dir_entries, MAX_DIR_ENTRIES)
+    out = []
+    for first in range(0, n, 4096 // PASID_DIR_ENTRY_SIZE):
+        words = _same_page(u, ce.pasiddirptr + first * PASID_DIR_ENTRY_SIZE)
+        if words is None:
+            return None
+        out.append(words)
+    return out
+
+
+def _present_tables(ce, dirs: list[tuple[int, ...]]) -> list[int] | None:
+    """The PASID tables of present directory entries, in directory order (all of them:
+    a table of zeros shows no row, so the rows may reach any of them); None past
+    MAX_KEPT_TABLES (such a device's rows are built fresh, as before)."""
+    n = min(ce.dir_entries, MAX_DIR_ENTRIES)
+    per_page = 4096 // PASID_DIR_ENTRY_SIZE
+    tables = []
+    for k, words in enumerate(dirs):
+        for raw in words[: n - k * per_page]:
+            if raw:
+                de = PasidDirEntry.decode(raw)
+                if de.present:
+                    if len(tables) == MAX_KEPT_TABLES:
+                        return None
+                    tables.append(de.table)
+    return tables
+
+
+def _sm_device_rows_read(u: DmarUnit, sid: int, addr: int, ce, label: str) -> list[Row]:
+    flags = " ".join(n for n, on in (("DTE", ce.dte), ("PASIDE", ce.paside), ("PRE", ce.pre), ("FPD", ce.fpd))
+                     if on) or "-"
+    line = ((f"{bdf_str(sid)} ", "key"), (f"PASIDDIRPTR {ce.pasiddirptr:#x} ", "addr"),
+            (f"PDTS {ce.pdts} ({ce.dir_entries} dir entries) ", "dim"), (f"{flags} ", "on"),
+            (f"RID_PASID {ce.rid_pasid}  ", ""), (label, "dim"))
+    rows = [Row(sid, line)]
+    w = ce.words
+    rows.append(Row(sid, plain(f"          {w[3]:016x}:{w[2]:016x}:{w[1]:016x}:{w[0]:016x}", "dim")))
+    diff = unit_view_differs_sm(u, addr, 32)
+    if diff:
+        rows.append(Row(sid, plain("          " + diff, "stale")))
+    return rows + _pasid_rows(u, sid, ce)
 
 
 def _pasid_rows(u: DmarUnit, sid: int, ce) -> list[Row]:
