@@ -275,7 +275,7 @@ def test_nested_steps_translate_each_first_stage_table_through_the_second_stage(
     assert [s.level for s in fs_steps] == [4, 3, 2, 1]
     assert [s.address for s in fs_steps] == [pages[k] + fs_idx(iova, 4 - k) * 8 for k in range(4)]
     assert "output GPA" in paging[-1].what and paging[-1].level == 1
-    assert "first-stage L4 table" in paging[0].what
+    assert "first-stage L4 entry" in paging[0].what
     # A first-stage table whose GPA the second stage does not map: 0x75 at the top.
     rig.set_pasid(SM_SID, 0, pgtt=3, aw=2, ssptptr=ss, fsptptr=0x7000_0000)
     rig.unit.invalidate_pasid_cache(3)

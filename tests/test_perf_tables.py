@@ -127,3 +127,31 @@ def test_a_row_the_unit_reads_differently_is_never_kept():
     flushed = tables.context_rows(m, name, bus)
     assert not any("unit reads" in "".join(t for t, _s in r.line) for r in flushed)
     assert flushed == _fresh(tables.context_rows, m, name, bus) and flushed != clean
+
+
+def test_kept_rows_equal_a_fresh_build_along_a_random_session():
+    # Seeded random commands (attach/detach/map/unmap on the first groups, toggles that
+    # change what the unit reads, undo and redo); after each, every unit's rows.
+    import random
+
+    rng = random.Random(16)
+    m = Machine.from_scenario("server")
+    groups = sorted(m.groups)[:6]
+    verbs = [lambda g: f"attach {g}", lambda g: f"detach {g}", lambda g: f"map {g} {rng.randrange(16) << 16:#x} 64K",
+             lambda g: f"unmap {g} 0 1M", lambda g: f"toggle {m.selected_unit} {rng.choice(['C', 'RWBF', 'CM'])}",
+             "undo", "redo"]
+    ran = 0
+    for step in range(30):
+        v = rng.choice(verbs)
+        try:
+            if v == "undo":
+                m.undo()
+            elif v == "redo":
+                m.redo()
+            else:
+                m.execute(v(rng.choice(groups)))
+        except CommandError:
+            continue
+        ran += 1
+        assert _all_rows(m, fresh=False) == _all_rows(m, fresh=True), f"step {step}: {m.log[-1:]}"
+    assert ran >= 15, ran

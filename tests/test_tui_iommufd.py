@@ -85,7 +85,7 @@ def test_a_dma_through_a_nested_pasid_entry_shows_both_stages():
     # table (its GPA is the nested HWPT's s1 pgtbl_addr), each step three lines.
     i = t.index(fs[0])
     pgtbl = m.iommufd.objects[m.qemu.fs_hwpt].s1.pgtbl_addr
-    assert f"for the first-stage L4 table at GPA {pgtbl:#x})" in t[i - 3] and "-> page" in t[i - 1]
+    assert f"for the first-stage L4 entry at GPA {pgtbl:#x})" in t[i - 3] and "-> page" in t[i - 1]
     assert t[-1] == f"→ translated: {0x40001000 + m.scenario.qemu.host_ram_base:#x} (host-physical), SNP"
     assert pe.name == dma.unit
     ft = texts(dma_walk_lines(m, fault, 120))

@@ -181,8 +181,11 @@ def _cpu_view(unit: DmarUnit, step: Step) -> None:
     yet flushed to a non-coherent unit, a posted write under CAP.RWBF)."""
     if step.words is None:
         return
+    # Guest RAM seen by a host unit (foreign_ram: a nested walk's first-stage tables)
+    # is in the guest world's cache, not the host's.
+    read = unit._foreign_reader(unit.cpu_read_q, True) if unit.foreign_ram else unit.cpu_read_q
     try:
-        cpu = tuple(unit.cpu_read_q(step.address + 8 * i) for i in range(len(step.words)))
+        cpu = tuple(read(step.address + 8 * i) for i in range(len(step.words)))
     except MemoryError_:
         return
     if cpu != step.words:
@@ -534,7 +537,7 @@ def _nested(unit: DmarUnit, pe: PasidEntry, walk: Walk, reads: _Reads):
     def phase(what: str, addr: int) -> None:
         if what == "gpa":
             tag = ("gpa", fs_level[0])
-            phases[tag] = ("second", ss_levels, f", for the first-stage L{fs_level[0]} table at GPA {addr:#x}")
+            phases[tag] = ("second", ss_levels, f", for the first-stage L{fs_level[0]} entry at GPA {addr:#x}")
         elif what == "fs":
             tag = "fs"
             fs_level[0] -= 1

@@ -356,7 +356,7 @@ class Machine:
     # The commands that may add or drop domains, attachments or DIDs: the driver's
     # collections of them (as large as the machine) are copied for these only; for
     # the others a guard checks they did not change.
-    _REATTACHING = ("attach", "detach", "device-add", "device-del")
+    _REATTACHING = ("attach", "detach", "device-add", "device-del", "hwpt-alloc")
 
     def _checkpoint(self, line: str) -> "_Checkpoint":
         try:
@@ -862,6 +862,69 @@ class Machine:
         q.device_del()
         return f"device_del: {bdf_str(q.assigned_sid)} (host {q.host_bdf}) left the VM; its host shadow is gone", None
 
+    # ------------------------------------------------------------ iommufd ioctls by hand
+    def _bound(self, bdf_t: str):
+        """The iommufd device (a bound vfio cdev) of a BDF."""
+        fd = self._need(self.iommufd, "iommufd (set backend iommufd, or the viommu-nested scenario)")
+        try:
+            sid = parse_bdf(bdf_t)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        dev = next((d for d in fd.devices if d.sid == sid), None)
+        if dev is None:
+            bound = ", ".join(d.bdf for d in fd.devices) or "none"
+            raise CommandError(f"{bdf_t}: no device bound to iommufd with that BDF (bound: {bound})")
+        return dev
+
+    def _cmd_hwpt_alloc(self, bdf_t, pt_t, *words):
+        """IOMMU_HWPT_ALLOC as a VMM would issue it: a paging HWPT on an IOAS (flags), or
+        with s1=GPA a nested HWPT (IOMMU_HWPT_DATA_VTD_S1) on a paging HWPT."""
+        from ..sw.iommufd_uapi import (IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT,
+                                       IOMMU_HWPT_DATA_VTD_S1, IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_SRE,
+                                       IOMMU_VTD_S1_WPE, VtdS1)
+        dev = self._bound(bdf_t)
+        pt = parse_int(pt_t, "PT")
+        flags, s1_flags, pgtbl, aw = 0, 0, None, 48
+        named = {"nest-parent": IOMMU_HWPT_ALLOC_NEST_PARENT, "dirty-tracking": IOMMU_HWPT_ALLOC_DIRTY_TRACKING}
+        s1_named = {"sre": IOMMU_VTD_S1_SRE, "wpe": IOMMU_VTD_S1_WPE, "eafe": IOMMU_VTD_S1_EAFE}
+        for w in words:
+            key, _, val = w.lower().partition("=")
+            if key in named and not val:
+                flags |= named[key]
+            elif key in s1_named and not val:
+                s1_flags |= s1_named[key]
+            elif key == "flags" and val:
+                flags |= parse_int(val, "flags")
+            elif key == "s1" and val:
+                pgtbl = parse_int(val, "s1 page-table address")
+            elif key == "aw" and val:
+                aw = parse_int(val, "aw")
+            else:
+                raise CommandError(f"hwpt-alloc: {w!r} is not nest-parent, dirty-tracking, flags=N, s1=GPA, aw=N, "
+                                   "sre, wpe or eafe")
+        if pgtbl is None and (s1_flags or any(w.lower().startswith("aw=") for w in words)):
+            raise CommandError("hwpt-alloc: sre, wpe, eafe and aw= describe a nested HWPT: give s1=GPA too")
+        if pgtbl is None:
+            h = self.iommufd.hwpt_alloc(dev.id, pt, flags)
+        else:
+            h = self.iommufd.hwpt_alloc(dev.id, pt, flags, IOMMU_HWPT_DATA_VTD_S1, VtdS1(s1_flags, pgtbl, aw))
+        return f"IOMMU_HWPT_ALLOC: {h.kind} HWPT {h.id} (domain {h.domain.id}) for {dev.bdf}", None
+
+    def _cmd_hwpt_invalidate(self, hwpt_t, addr_t, npages_t, flags_t="0"):
+        """IOMMU_HWPT_INVALIDATE with one iommu_hwpt_vtd_s1_invalidate entry."""
+        from ..sw.iommufd_uapi import (IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VTD_INV_FLAGS_LEAF, U64_MAX,
+                                       VtdS1Invalidate)
+        fd = self._need(self.iommufd, "iommufd (set backend iommufd, or the viommu-nested scenario)")
+        hwpt = parse_int(hwpt_t, "HWPT")
+        addr = parse_int(addr_t, "ADDR")
+        npages = U64_MAX if npages_t.lower() in ("all", "u64_max") else parse_int(npages_t, "NPAGES")
+        flags = IOMMU_VTD_INV_FLAGS_LEAF if flags_t.lower() == "leaf" else parse_int(flags_t, "FLAGS")
+        for name, v, bits in (("ADDR", addr, 64), ("NPAGES", npages, 64), ("FLAGS", flags, 32)):
+            if v >> bits:
+                raise CommandError(f"hwpt-invalidate: {name} {v:#x} does not fit the uAPI's {bits}-bit field")
+        n = fd.hwpt_invalidate(hwpt, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, [VtdS1Invalidate(addr, npages, flags)])
+        return f"IOMMU_HWPT_INVALIDATE on HWPT {hwpt}: {n} of 1 entry done", None
+
     def _kvm_add_host_group(self) -> None:
         # vfio_connect_container(): vfio_kvm_device_add_group() before the memory listener.
         self.kvm.file_add(-1, self.qemu.host_unit.name, self.enforced_coherent)
@@ -1119,6 +1182,8 @@ USAGE = {
     "detach": "detach GROUP", "map": "map GROUP IOVA SIZE [r|w|rw]", "unmap": "unmap GROUP IOVA SIZE",
     "dma": "dma GROUP IOVA [r|w]", "set": "set OPTION VALUE", "flush-queue": "flush-queue [GROUP]",
     "device-add": "device-add", "device-del": "device-del",
+    "hwpt-alloc": "hwpt-alloc BDF PT [nest-parent] [dirty-tracking] [flags=N] [s1=GPA [aw=48|57] [sre] [wpe] [eafe]]",
+    "hwpt-invalidate": "hwpt-invalidate HWPT ADDR NPAGES|all [leaf|FLAGS]",
 }
 COMMANDS = tuple(USAGE)
 

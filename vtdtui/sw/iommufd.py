@@ -368,8 +368,13 @@ class Iommufd:
         if idev.hwpt is None:
             return
         h = self.objects[idev.hwpt]
+        did = h.domain.dids.get(idev.unit)
         self.driver.detach_device(h.domain, self._unit(idev), idev.sid)
         idev.hwpt = None
+        self.journal.issued(idev.unit, ACTOR, "hwpt-detach", "iommufd-hwpt",
+                            f"{idev.bdf} detached from {h.kind} HWPT {h.id} (domain {h.domain.id}): "
+                            "iommufd_device_detach(), its DMA is blocked", "device", f"{idev.bdf} HWPT {h.id}",
+                            did=did, bdf=idev.bdf)
         self._drop_device(h, idev)
 
     def destroy(self, obj_id: int) -> None:
@@ -395,6 +400,9 @@ class Iommufd:
         if isinstance(o, HwptPaging):
             self._destroy_paging(o)
         else:
+            self.journal.issued(self._hwpt_unit(o), ACTOR, "hwpt-destroy", "iommufd-hwpt",
+                                f"nested HWPT {o.id} (domain {o.domain.id}) destroyed: IOMMU_DESTROY",
+                                "domain", f"HWPT {o.id} parent {o.parent}")
             self.driver.domain_free(o.domain)
             del self.objects[obj_id]
 
@@ -402,6 +410,13 @@ class Iommufd:
         """iommufd_hwpt_paging_destroy(): off ioas->hwpt_list, iopt_table_remove_domain()
         (every area unmapped from the domain), then the domain freed."""
         ioas = self.objects[h.ioas]
+        why = ("its last device left: iommufd_hw_pagetable_put() destroys an automatic HWPT" if h.auto
+               else "IOMMU_DESTROY")
+        self.journal.issued(self._hwpt_unit(h), ACTOR, "hwpt-destroy",
+                            "iommufd-auto-domain" if h.auto else "iommufd-hwpt",
+                            f"HWPT {h.id} (domain {h.domain.id}) destroyed: {why}; its {len(ioas.areas)} area(s) "
+                            "unmapped from the domain (iopt_table_remove_domain), the domain freed",
+                            "domain", f"HWPT {h.id} IOAS {ioas.id}")
         ioas.hwpts.remove(h.id)
         for a in ioas.areas:
             self.driver.unmap_range(h.domain, a.iova, a.size, lazy=False)

@@ -85,7 +85,8 @@ class Kvm:
         noncoherent = bool(bad)
         names = ", ".join(map(_label, bad))
         if noncoherent == self.kvm_vfio_noncoherent:
-            state = f"{names} still not enforced-coherent" if bad else "every group is enforced-coherent"
+            every = "every file" if any(isinstance(f, str) for f in self.files) else "every group"
+            state = f"{names} still not enforced-coherent" if bad else f"{every} is enforced-coherent"
             op = "noncoherent-dma-register" if noncoherent else "noncoherent-dma-unregister"
             self.journal.skipped(unit, ACTOR, op, "kvm-coherency", f"{why}: no change, {state}")
             return

@@ -91,7 +91,7 @@ def _sm_root_rows(u: DmarUnit) -> list[Row]:
         rows = _sm_root_rows_read(u, rta)
         if page is not None:
             _keep(key, rows)
-    return rows
+    return list(rows)  # the kept list stays as it was built
 
 
 def _sm_root_rows_read(u: DmarUnit, rta: int) -> list[Row]:
@@ -123,7 +123,10 @@ def _sm_root_rows_read(u: DmarUnit, rta: int) -> list[Row]:
 # only what changed.  Keyed by content, not by the machine: undo, redo and a second
 # machine cannot leave a row stale.
 _CACHE: dict[tuple, list[Row]] = {}
-_CACHE_LIMIT = 1 << 14  # row blocks; emptied when full (each key refills what it shows)
+# Row blocks kept; emptied when full (a key refills what it shows).  A block's key
+# holds its PASID directory and tables as tuples (~8 KiB a device): 1,024 bound it
+# to some 8 MiB, and cover the 256 devices a bus can have with room for a few buses.
+_CACHE_LIMIT = 1024
 MAX_KEPT_TABLES = 64  # PASID tables in one device's key
 
 
@@ -174,21 +177,25 @@ def _sm_context_rows(m: Machine, name: str, u: DmarUnit, bus: int) -> list[Row]:
     names = m.device_names(name)
     rows = [Row(None, plain(f"context tables of bus {bus:02x} (256-bit entries) @ LCTP {re_.lctp:#x} / UCTP "
                             f"{re_.uctp:#x} · Enter: page tables · Backspace: root", "dim"))]
+    ctx_pages: dict[int, tuple[int, ...] | None] = {}  # the LCTP and UCTP tables, read once
     for devfn, addr, ce in sm_contexts(u, bus, re_):
         sid = bus << 8 | devfn
         who = names.get(sid)
         label = f"grp {who[0]} {who[1]}" if who else ""
-        rows += _sm_device_rows(u, sid, addr, ce, label)
+        table = addr & ~0xFFF
+        if table not in ctx_pages:
+            ctx_pages[table] = _same_page(u, table)
+        rows += _sm_device_rows(u, sid, addr, ce, label, ctx_pages[table])
     if len(rows) == 1:
         rows.append(Row(None, plain("no present context entries on this bus (probe sets them up: none here)", "dim")))
     return rows
 
 
-def _sm_device_rows(u: DmarUnit, sid: int, addr: int, ce, label: str) -> list[Row]:
+def _sm_device_rows(u: DmarUnit, sid: int, addr: int, ce, label: str, ctx_page: tuple[int, ...] | None) -> list[Row]:
     """A device's context entry and its PASID rows, kept (see _CACHE) keyed by the
-    words of every page they are read from: the context table, the PASID directory
-    pages and the present PASID tables."""
-    key = _device_key(u, sid, addr, ce, label)
+    words of every page they are read from: the context table (`ctx_page`, from
+    _same_page), the PASID directory pages and the present PASID tables."""
+    key = _device_key(u, sid, addr, ce, label, ctx_page) if ctx_page is not None else None
     rows = _CACHE.get(key) if key is not None else None
     if rows is None:
         rows = _sm_device_rows_read(u, sid, addr, ce, label)
@@ -197,10 +204,10 @@ def _sm_device_rows(u: DmarUnit, sid: int, addr: int, ce, label: str) -> list[Ro
     return rows
 
 
-def _device_key(u: DmarUnit, sid: int, addr: int, ce, label: str) -> tuple | None:
+def _device_key(u: DmarUnit, sid: int, addr: int, ce, label: str, ctx_page: tuple[int, ...]) -> tuple | None:
     """What _sm_device_rows_read() reads, as words: None when the unit would read any of
     it differently from the CPU (then the rows carry a "⚠ unit reads" line)."""
-    pages = [_same_page(u, addr & ~0xFFF)]
+    pages = [ctx_page]
     dirs = _dir_pages(u, ce)
     if dirs is None:
         return None
