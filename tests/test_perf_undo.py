@@ -23,7 +23,7 @@ from machinekit import dumps
 from vtdtui.machine import CommandError, Machine
 from vtdtui.machine import machine as M
 
-SCENARIOS = ["desktop", "server", "notebook", "viommu"]
+SCENARIOS = ["desktop", "server", "notebook", "viommu", "viommu-nested"]
 
 
 # ----------------------------------------------------------------------------- random sessions
@@ -47,6 +47,9 @@ def _commands(m: Machine, rnd: random.Random) -> str:
         "flush-queue", f"flush-queue {g}",
         "device-del", "device-add",
         f"toggle {unit} NOPE", f"dma 999 0x0", "frobnicate", f"map {g} 0x1001 4K",
+        # iommufd (desktop after `set backend iommufd`, viommu-nested): refused elsewhere
+        f"set backend {rnd.choice(['type1', 'iommufd'])}", "hwpt-invalidate 4 0 all",
+        f"hwpt-invalidate 4 {iova:#x} 16 leaf", "hwpt-alloc 02:00.0 2 nest-parent", "hwpt-alloc 02:00.0 1",
     ])
 
 

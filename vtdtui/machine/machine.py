@@ -860,7 +860,8 @@ class Machine:
         # vfio_put_group(): vfio_kvm_device_del_group() before vfio_disconnect_container().
         self.kvm.file_del(-1, q.host_unit.name, self.enforced_coherent)
         q.device_del()
-        return f"device_del: {bdf_str(q.assigned_sid)} (host {q.host_bdf}) left the VM; its host shadow is gone", None
+        gone = "its nested and nest-parent HWPTs are gone" if isinstance(q, QemuAccel) else "its host shadow is gone"
+        return f"device_del: {bdf_str(q.assigned_sid)} (host {q.host_bdf}) left the VM; {gone}", None
 
     # ------------------------------------------------------------ iommufd ioctls by hand
     def _bound(self, bdf_t: str):
