@@ -447,26 +447,26 @@ def parse(data: bytes, source: str) -> Scenario:
 SM_VALUES = ("on", "off")
 
 
-def _backend(vm: dict, where: str) -> str:
-    """[vm] backend = "type1" | "iommufd"; a typo gets the close match."""
-    v = _get(vm, "backend", str, where, "type1")
-    if v not in BACKENDS:
-        close = difflib.get_close_matches(v.lower(), BACKENDS, n=1, cutoff=0.5)
+def _choice(table: dict, key: str, where: str, values: tuple[str, ...], default: str, meaning: str) -> str:
+    """A key that takes one of `values`; a typo gets one line with the close match."""
+    v = _get(table, key, str, where, default)
+    if v not in values:
+        close = difflib.get_close_matches(v.lower(), values, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ScenarioError(f"{where}: 'backend' must be \"type1\" (the VFIO type1 container) or \"iommufd\" "
-                            f"(vfio cdevs on /dev/iommu), not {quote(v)}{hint}")
+        raise ScenarioError(f"{where}: '{key}' must be {meaning}, not {quote(v)}{hint}")
     return v
+
+
+def _backend(vm: dict, where: str) -> str:
+    """[vm] backend = "type1" | "iommufd"."""
+    return _choice(vm, "backend", where, BACKENDS, "type1",
+                   '"type1" (the VFIO type1 container) or "iommufd" (vfio cdevs on /dev/iommu)')
 
 
 def _sm(kern: dict, where: str, units: list[UnitSpec]) -> bool:
     """[kernel] sm = "on" | "off".  Asking for "on" where no unit has ECAP.SMTS is a
     mistake worth a line: intel_iommu=sm_on would change nothing there."""
-    v = _get(kern, "sm", str, where, "on")
-    if v not in SM_VALUES:
-        close = difflib.get_close_matches(v.lower(), SM_VALUES, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ScenarioError(f"{where}: 'sm' must be \"on\" (intel_iommu=sm_on) or \"off\" (intel_iommu=sm_off), "
-                            f"not {quote(v)}{hint}")
+    v = _choice(kern, "sm", where, SM_VALUES, "on", '"on" (intel_iommu=sm_on) or "off" (intel_iommu=sm_off)')
     if v == "on" and "sm" in kern and not any(ECAP.get(u.ecap, "SMTS") for u in units):
         raise ScenarioError(f"{where}: 'sm' = \"on\" but no unit has ECAP.SMTS=1 (scalable-mode translation): "
                             "every unit would run legacy mode; set SMTS (bit 43) in a unit's 'ecap' or drop 'sm'")

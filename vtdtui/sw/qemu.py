@@ -500,13 +500,21 @@ class QemuViommu:
 
     def to_json(self) -> dict:
         return {
-            "assigned": bdf_str(self.assigned_sid),
-            "caching_mode": self.guest_unit.cm,
-            "plugged": self.plugged,
-            "refused": self.refusing,
-            "error": self.hotplug_error or None,
-            "force": self.force,
-            "traps": self.traps,
+            **assigned_json(self),
             "shadow": [{"iova": f"0x{i:x}", "size": f"0x{s:x}", "gpa": f"0x{g:x}"}
                        for i, (s, g, _, _) in sorted(self.shadow.items())],
         }
+
+
+def assigned_json(q) -> dict:
+    """The state JSON keys of QEMU's assigned device that both designs share (shadow:
+    QemuViommu; nesting: sw/qemu_accel.QemuAccel)."""
+    return {
+        "assigned": bdf_str(q.assigned_sid),
+        "caching_mode": q.guest_unit.cm,
+        "plugged": q.plugged,
+        "refused": q.refusing,
+        "error": q.hotplug_error or None,
+        "force": q.force,
+        "traps": q.traps,
+    }

@@ -47,7 +47,7 @@ from .iommufd_uapi import (IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NES
                            IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE, U64_MAX, VtdS1,
                            VtdS1Invalidate)
 from .journal import Journal
-from .qemu import ACTOR, CM_REQUIRED, FLTS_NEEDS_IOMMUFD, QEMU, SC_UNSUPPORTED, ENOTSUP_TEXT
+from .qemu import ACTOR, CM_REQUIRED, ENOTSUP_TEXT, FLTS_NEEDS_IOMMUFD, QEMU, SC_UNSUPPORTED, assigned_json
 from .vfio import Group
 
 # vtd_check_hiod_accel() (qemu/qemu@554a719e).  The v1-v3 drafts (2025) also checked
@@ -463,13 +463,7 @@ class QemuAccel:
 
     def to_json(self) -> dict:
         return {
-            "assigned": bdf_str(self.assigned_sid),
-            "caching_mode": self.guest_unit.cm,
-            "plugged": self.plugged,
-            "refused": self.refusing,
-            "error": self.hotplug_error or None,
-            "force": self.force,
-            "traps": self.traps,
+            **assigned_json(self),
             "flts": True,
             "backend": self.backend,
             "fs_hwpt": self.fs_hwpt,
