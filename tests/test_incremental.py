@@ -172,7 +172,8 @@ class Views(RuleBasedStateMachine):
         self.run(lambda: self.m.execute(line))
 
     @rule(line=st.sampled_from(["set reuse prefer-reuse", "set reuse mainline", "set lazy off", "device-del",
-                                "device-add", "flush-queue", "attach 99", "map 0 0x1000 0"]))
+                                "device-add", "flush-queue", "attach 99", "map 0 0x1000 0",
+                                "set backend iommufd", "set backend type1"]))
     def other(self, line):
         self.run(lambda: self.m.execute(line))
 
@@ -215,7 +216,8 @@ def _on(scenario: str, devices: int | None = None):
 
 TestViewsDesktop = _on("desktop")
 TestViewsViommu = _on("viommu")
-TestViewsServer = _on("server", devices=96)
+TestViewsViommuNested = _on("viommu-nested")
+TestViewsServer = _on("server", devices=64)
 
 
 # ----------------------------------------------------------------------------- in the TUI

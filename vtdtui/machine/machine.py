@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import inspect
 import shlex
+import sys
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from operator import eq, is_
+from typing import TYPE_CHECKING
 
 from ..hw.entries import bdf_str, parse_bdf
 from ..hw.faults import reason_string
@@ -24,16 +26,34 @@ from ..hw.memory import CpuCache, MemoryError_, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
 from ..limits import MAX_MAP_ENTRIES
-from ..sw.iommufd import Iommufd, IommufdError
 from ..sw.journal import ISSUED, Event, Journal
 from ..sw.kvm import MODELS, Kvm, model_name
 from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
 from ..sw.pasid import SmDeviceInfo
 from ..sw.qemu import QemuViommu
-from ..sw.qemu_accel import QemuAccel
 from ..sw.vfio import Group, VfioContainer, VfioError
 from .parse import fmt_size, parse_access, parse_int, parse_perms, parse_size
 from .scenario import Scenario, ScenarioError, load
+
+# iommufd and QEMU's x-flts device are only built by the scenarios that use them (or
+# by `set backend iommufd`): their modules load then, not with the machine (startup).
+if TYPE_CHECKING:
+    from ..sw.iommufd import Iommufd
+    from ..sw.qemu_accel import QemuAccel
+
+_IOMMUFD_MODULE = __name__.rsplit(".", 2)[0] + ".sw.iommufd"
+
+
+def _is_accel(q) -> bool:
+    """QEMU with x-flts (sw/qemu_accel.QemuAccel) rather than the shadowing vIOMMU."""
+    return q is not None and q.NESTING
+
+
+def _iommufd_errors() -> tuple[type[Exception], ...]:
+    """(IommufdError,) once sw/iommufd.py is loaded (nothing raises one before)."""
+    mod = sys.modules.get(_IOMMUFD_MODULE)
+    return (mod.IommufdError,) if mod is not None else ()
+
 
 TABLES_BASE = 0x0100_0000  # page-table pages come from here up (16 MiB)
 TABLES_LIMIT = 0xC000_0000
@@ -221,6 +241,8 @@ class Machine:
         (QEMU's iommufd_cdev_attach() allocates one IOAS per address space, and the
         memory listener maps all guest RAM into it)."""
         if self.iommufd is None:
+            from ..sw.iommufd import Iommufd
+
             self.iommufd = Iommufd(self.journal, self.worlds["host"].driver)
         if self.scenario.owner == "vfio" and self.ioas_id is None:
             self.ioas_id = self.iommufd.ioas_alloc().id
@@ -232,6 +254,8 @@ class Machine:
         assigned = self.groups[q.assigned_group]
         guest_unit = self.units[assigned.unit]
         if q.flts:
+            from ..sw.qemu_accel import QemuAccel
+
             # x-flts=on: the device is a vfio cdev on the host's iommufd; its nest parent
             # maps guest RAM, and the host unit reads the guest's first-stage tables in
             # guest RAM, which is host RAM at host_ram_base (two PhysMem in the model).
@@ -373,7 +397,7 @@ class Machine:
         cp = self._checkpoint(line)
         try:
             outcome = self._apply(line)
-        except (CommandError, DriverError, VfioError, IommufdError, ValueError, KeyError) as exc:
+        except (CommandError, DriverError, VfioError, ValueError, KeyError, *_iommufd_errors()) as exc:
             cp.finish()
             cp.rollback()
             msg = exc.args[0] if exc.args else str(exc)
@@ -628,7 +652,7 @@ class Machine:
             unit = next(g.unit for g in self.groups.values() if g.owner == "vfio" and sid in (s for s, _ in g.devices))
             dev = self.iommufd.device_of(sid, unit) if self.iommufd is not None else None
             return self.iommufd.enforced_coherent(dev.id) if dev is not None else self.units[unit].sc
-        if file == -1 and isinstance(self.qemu, QemuAccel):
+        if file == -1 and _is_accel(self.qemu):
             dev = self.iommufd.device_of(self.host_group.devices[0], self.host_group.unit)
             if dev is not None:
                 return self.iommufd.enforced_coherent(dev.id)
@@ -798,18 +822,18 @@ class Machine:
             raise CommandError(f"set backend: group(s) {', '.join(map(str, busy))} are attached to the VM through "
                                f"{self.backend}: detach them first")
         q = self.qemu
-        if isinstance(q, QemuAccel) and q.plugged:
+        if _is_accel(q) and q.plugged:
             raise CommandError(f"set backend: QEMU's vfio-pci host={q.host_bdf} is plugged through iommufd: "
                                "device-del first")
         if val == self.backend:
             return
         self.backend = val
-        if isinstance(q, QemuAccel):  # its next device_add opens the device through this backend
+        if _is_accel(q):  # its next device_add opens the device through this backend
             q.backend = val
         if val == "iommufd":
             self._open_iommufd()
         elif self.ioas_id is not None:  # QEMU closes the VM's IOAS (and /dev/iommu if nothing else holds it)
-            if isinstance(q, QemuAccel):
+            if _is_accel(q):
                 self.iommufd.destroy(self.ioas_id)
             else:
                 self.iommufd = None
@@ -846,7 +870,7 @@ class Machine:
             raise CommandError(f"vfio-pci host={q.host_bdf} is already in the VM as {bdf_str(q.assigned_sid)}")
         if not q.device_add(self._kvm_add_host_group):
             return f"{q.hotplug_error} (the VM runs on without it)", None
-        if isinstance(q, QemuAccel):
+        if _is_accel(q):
             return (f"device_add vfio-pci,host={q.host_bdf},iommufd=iommufd0: {bdf_str(q.assigned_sid)} assigned, "
                     f"its nest parent maps the guest's RAM"), None
         return (f"device_add vfio-pci,host={q.host_bdf}: {bdf_str(q.assigned_sid)} assigned, "
@@ -860,7 +884,7 @@ class Machine:
         # vfio_put_group(): vfio_kvm_device_del_group() before vfio_disconnect_container().
         self.kvm.file_del(-1, q.host_unit.name, self.enforced_coherent)
         q.device_del()
-        gone = "its nested and nest-parent HWPTs are gone" if isinstance(q, QemuAccel) else "its host shadow is gone"
+        gone = "its nested and nest-parent HWPTs are gone" if _is_accel(q) else "its host shadow is gone"
         return f"device_del: {bdf_str(q.assigned_sid)} (host {q.host_bdf}) left the VM; {gone}", None
 
     # ------------------------------------------------------------ iommufd ioctls by hand

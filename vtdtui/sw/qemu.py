@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..hw import faults as fr
 from ..hw import regs
@@ -111,6 +112,10 @@ class ShadowSource:
 
 @dataclass
 class QemuViommu:
+    # Which design: a shadow here, nesting in sw/qemu_accel.QemuAccel (callers ask this,
+    # not isinstance, so that the nesting module loads only when a scenario needs it).
+    NESTING: ClassVar[bool] = False
+
     journal: Journal
     guest_unit: DmarUnit
     assigned_sid: int  # the assigned device as the guest sees it

@@ -91,6 +91,8 @@ class QemuAccel:
     QemuViommu without x-flts).  `iommufd` is the host kernel's; guest RAM [0,
     guest_ram) is host RAM at gpa_to_hpa."""
 
+    NESTING = True  # see QemuViommu.NESTING
+
     def __init__(self, journal: Journal, guest_unit: DmarUnit, assigned_sid: int, iommufd: Iommufd,
                  host_group: Group, host_unit: DmarUnit, gpa_to_hpa: int, guest_ram: int, *,
                  host_group_no: int = 1, pci_bridge: bool = False, fs1gp: bool = True, force: bool = False,

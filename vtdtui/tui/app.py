@@ -28,20 +28,20 @@ from ..replay import Fixture, typed
 from ..textsafe import printable
 from .actions import CommandActions
 from .bindings import ACTIONS, BINDINGS, OWN_ACTIONS, RECORD_KEY, help_rows
-from .help import HelpScreen
 from .journal_actions import JournalActions
 from .mainscreen import NAME_LIMIT, STATUS_LIMIT, WIDE, MainScreen
-from .messages import BackToTables, MainReady, OpenPageTables, RunAction, RunCommand, Say
+from .messages import BackToTables, OpenPageTables, RunAction, RunCommand, Say
 from .palette import VtdCommandPalette, VtdCommands
 from .panes import Pane
 from .prompt import PromptScreen
-from .replayer import Replayer, size_warning
 from .session import KeyLogs, record_clash, recording_names, session_dir, session_log_path
-from .svg import offline_svg
 from .theme import DEFAULT_THEME, THEMES, vtd_variables
 
 if TYPE_CHECKING:
     from ..replay import Recorder
+
+# Not imported here: what no first frame needs (help.py, replayer.py, svg.py) loads
+# when it is first used (startup: tests/test_startup_imports.py).
 
 # Imported from here by the tests and the command line (run: the app; replay: the app
 # under a keystroke fixture).
@@ -201,10 +201,8 @@ class VtdApp(CommandActions, JournalActions, App[int]):
             self.install_screen(self._prompt, "prompt")
         return self._prompt
 
-    def on_main_ready(self, message: MainReady) -> None:
-        self.start()
-
     def start(self) -> None:
+        # Called by MainScreen.on_mount, before the first layout: the first frame has rows.
         # Everything built so far (the machine: a million table entries on a large
         # scenario) lives as long as the app: out of the cyclic collector's sight, a
         # full collection no longer stalls a keystroke for tens of milliseconds.
@@ -257,10 +255,14 @@ class VtdApp(CommandActions, JournalActions, App[int]):
             self.push_screen(VtdCommandPalette(id="--command-palette"))
 
     def action_help(self) -> None:
+        from .help import HelpScreen
+
         self.push_screen(HelpScreen(help_rows(self._keymap)))
 
     def action_screenshot(self) -> None:
         from textual._files import generate_datetime_filename
+
+        from .svg import offline_svg
 
         path = Path(generate_datetime_filename(self.title, ".svg"))
         try:  # whole or not at all: a full disk leaves no half SVG behind
@@ -360,6 +362,8 @@ def replay(fixture: Fixture, machine, *, headless: bool, speed: float = 1.0, svg
     """`vtdtui replay`: run the app under the replay; 0 when every expect held, 1 when
     one failed or the fixture quit the app early.  No keymap: a fixture's keys are
     the default keys, whatever config.toml remaps."""
+    from .replayer import Replayer, size_warning
+
     replayer = Replayer(fixture, headless=headless, speed=speed, svg_dir=svg_dir, json_out=json_out)
     # A paced replay hands the keyboard over (the README's recovery: replay last.keys):
     # its session is logged like any other, the replayed keys first.

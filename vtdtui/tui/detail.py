@@ -15,15 +15,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 import re
+from typing import TYPE_CHECKING
 
 from ..hw.sm_entries import PGTT_NESTED
-from ..kernel.translate import Walk, translate
 from ..machine import Machine
 from ..sw.journal import Event
 from ..textsafe import clip, printable
 from ..views.journal import JumpTarget, detail_view, event_text
 from ..views.style import Line, plain, wrap
 from .rows import RowsPane
+
+if TYPE_CHECKING:
+    from ..kernel.translate import Walk
 
 # The caches pane as a target: it has no entry of its own, only a unit.
 CACHES = "caches"
@@ -85,6 +88,8 @@ def dma_walk_lines(machine: Machine, e: Event, width: int) -> list[Line]:
         return []
     sid, addr, write, pasid = req
     try:
+        from ..kernel.translate import translate  # the walk's drill-down only: not at startup
+
         walk = translate(unit, sid, addr, write, pasid, unit_level=machine.level_of(e.unit))
     except ValueError:
         return []

@@ -18,7 +18,7 @@ from ..machine.machine import Changes
 from ..textsafe import clip, markup, printable
 from ..views.status import WHAT_IFS
 from .footer import KeyFooter
-from .messages import Host, MainReady
+from .messages import Host
 from .panes import PANES, CachesPane, GraphPane, IoptePane, JournalPane, Pane, RegistersPane, TablesPane, VmPane
 
 # All seven panes side by side from here (the layout a 160x50 talk is made for).
@@ -80,7 +80,10 @@ class MainScreen(Screen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self.post_message(MainReady())
+        # The app starts as soon as the panes exist, not a message later: their rows
+        # are set before the first layout, so the first frame shows them (before, two
+        # frames of empty borders came first).
+        self.app.start()  # type: ignore[attr-defined]
 
     def begin(self) -> None:
         """Lay out the panes, the first one focused (the app calls this as it starts)."""

@@ -62,10 +62,6 @@ class BackToTables(Message):
     """Leave the page tables of a device opened by drill-down: back to the tables pane."""
 
 
-class MainReady(Message):
-    """The main screen is mounted: the app can start the session."""
-
-
 class OpenEvent(Message):
     """Enter on a journal row: show that event whole (`index` into the journal's events)."""
 

@@ -1,10 +1,14 @@
 """Driving the app with a keystroke fixture: headless for CI, paced for a talk.
 
 The replay runs inside the app (Textual's auto-pilot task) and injects the same key
-events a keyboard or Pilot would.  After each key it waits until every widget has
-handled what that key caused, so the next key lands on the same state whatever the
-machine's speed: that, and a deterministic core, make a fixture give the same JSON
-every time.  `expect` and `snapshot` also wait for the screen to be redrawn.
+events a keyboard or Pilot would.  After each key (headless, after a line of text
+typed into a field) it waits until every widget has handled what it caused, so the
+next key lands on the same state whatever the machine's speed: that, and a
+deterministic core, make a fixture give the same JSON every time.  Paced, `expect`
+and `snapshot` also wait for the screen to be redrawn; headless, nobody sees a
+frame, so none is painted (FrameHold): the screen is laid out where a frame would
+lay it out before it is read, and an expect reads it from one render (none for a
+status message the main screen shows whole).
 
 While a paced replay runs, the presenter's own keys steer it (see CONTROLS) and are
 not passed to the app; once it ends the keyboard is the presenter's again.
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual._context import visible_screen_stack
+from textual.screen import Screen
+from textual.widgets import Input
 
 from ..machine.state import to_json_text
 from ..outfile import write_atomic
@@ -68,6 +75,17 @@ def screen_lines(app: "VtdApp") -> list[str]:
     live terminal still has to paint."""
     visible_screen_stack.set(app._background_screens)
     return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def _field_takes(app: "VtdApp", keys: list[str]) -> bool:
+    """The focused widget is a text field, which keeps every printable key it gets
+    (Input._on_key stops it), and no priority binding (the app tries those before
+    the field sees the key) is one of `keys`."""
+    if not isinstance(app.focused, Input):
+        return False
+    priority = {key for _node, bindings in app.screen._binding_chain
+                for key, found in bindings.key_to_bindings.items() if any(b.priority for b in found)}
+    return not priority.intersection(keys)
 
 
 def _gone(app: "VtdApp") -> bool:
@@ -126,6 +144,60 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
             pass
 
 
+def _no_frame() -> None:
+    """A screen's frame while a headless replay holds them: nothing to paint."""
+
+
+class FrameHold:
+    """Headless: no screen renders a frame until the hold ends.
+
+    App.batch_update keeps frames from the terminal but not their rendering: a
+    relayout under it (a screen pushed or popped, settle_layout) still renders the
+    screen's dirty regions a moment later (Screen._refresh_layout's
+    call_later(_compositor_refresh)), a render nobody sees.  The hold takes that
+    refresh away from every screen shown meanwhile: screens on the stack now, and
+    each one pushed later as it is pushed (before its ScreenResume is handled, where
+    it lays out).  An expect reads the screen with one full render of its own
+    (screen_lines), a snapshot with export_screenshot's.  (Textual's Screen and App
+    internals, as screen_lines(); textual < 8.3, pinned.)"""
+
+    def __init__(self, app: "VtdApp") -> None:
+        self.app = app
+        self.screens: weakref.WeakSet[Screen] = weakref.WeakSet()
+        self.held = False
+
+    def _hold(self, screen: object) -> None:
+        if isinstance(screen, Screen) and screen not in self.screens:
+            screen._compositor_refresh = _no_frame
+            self.screens.add(screen)
+
+    def start(self) -> None:
+        app = self.app
+        app._begin_batch()
+        self.held = True
+        push = type(app).push_screen.__get__(app)
+
+        def push_screen(*args, **kwargs):
+            result = push(*args, **kwargs)
+            self._hold(app.screen)
+            return result
+
+        app.push_screen = push_screen
+        for screen in app.screen_stack:
+            self._hold(screen)
+
+    def stop(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        app = self.app
+        app.__dict__.pop("push_screen", None)
+        for screen in list(self.screens):
+            screen.__dict__.pop("_compositor_refresh", None)
+        self.screens.clear()
+        app._end_batch()
+
+
 async def settle_layout(app: "VtdApp") -> None:
     """settle(), then the layout brought up to date without drawing a frame: what a
     frame would lay out, so that screen_lines() (one render) reads what it would
@@ -160,7 +232,7 @@ class Replayer:
         self.finished = False        # every line ran
         self.stopped_at: int | None = None  # line where the presenter stopped it, or the app quit
         self.quit_early = False
-        self._batched = False  # headless: Textual screen updates held between expects (see _drawn)
+        self._frames: FrameHold | None = None  # headless: no frames painted (see _drawn)
         self.live = False            # the replay owns the keyboard
         self.caption = ""
         self.index = 0
@@ -236,18 +308,20 @@ class Replayer:
         self.app = app
         self.live = not self.headless
         try:
-            await settle(app, redraw=True)
-            if not self.headless:
-                self._warn_size(app)
             if self.headless:
-                app._begin_batch()
-                self._batched = True
+                # Nobody sees a headless replay's frames, the first one included:
+                # the screen is laid out as a frame would, and read where it is read.
+                self._frames = FrameHold(app)
+                self._frames.start()
+                await settle_layout(app)
+            else:
+                await settle(app, redraw=True)
+                self._warn_size(app)
             await self._run(app)
         finally:
             self.live = False
-            if self._batched:
-                self._batched = False
-                app._end_batch()
+            if self._frames is not None:
+                self._frames.stop()
         if _gone(app):
             return
         if self.headless:
@@ -300,6 +374,14 @@ class Replayer:
         elif kind in ("keys", "type"):
             events = [key_event(k) for k in step.keys] if kind == "keys" else typed(step.arg)
             delay = KEY_DELAY if kind == "keys" else TYPE_DELAY
+            if kind == "type" and self.headless and _field_takes(app, [key for key, _ in events]):
+                # Typed into the field that has the focus: each character goes from
+                # the app to the field, in order, and the field keeps it, so none
+                # changes where the next one lands.  One settle for the line.
+                for key, ch in events:
+                    app.inject_key(key, ch, replayed=True)
+                await settle(app)
+                return True
             for key, ch in events:
                 await self._hold(False)
                 app.inject_key(key, ch, replayed=True)
@@ -308,14 +390,13 @@ class Replayer:
                     return True
                 await self._delay(delay)
         elif kind == "expect":
-            if self.headless:
-                await settle_layout(app)  # the screen read from one render, not drawn first
-            else:
-                await self._drawn(app)
-            lines = screen_lines(app)
-            # A status line that wraps at this width is on screen whole, over two rows.
+            await self._drawn(app)  # headless: laid out, not drawn
+            # A status line that wraps at this width is on screen whole, over two rows
+            # (the main screen keeps the whole texts it shows: no render needed).
             wrapped = app.main.wrapped_texts() if app.main is not None and app.screen is app.main else []
-            if not any(step.arg in line for line in lines) and not any(step.arg in t for t in wrapped):
+            whole = any(step.arg in t for t in wrapped)
+            lines = [] if whole else screen_lines(app)
+            if not whole and not any(step.arg in line for line in lines):
                 self.failures.append(Failure(step.where(self.fixture), f"expect {step.arg!r}: not on the screen",
                                              lines))
                 self._save_svg(app, f"{self.fixture.name}-failed-line{step.line}")
@@ -327,16 +408,14 @@ class Replayer:
         return True
 
     async def _drawn(self, app: "VtdApp") -> None:
-        """The screen laid out and drawn as it is now.  Headless, nobody sees the
-        frames between two expects: the replay holds Textual's screen updates
-        (App.batch_update) and lets one through only where the screen is read."""
-        if self._batched:
-            self._batched = False
-            app._end_batch()
+        """The screen laid out and drawn as it is now.  Headless, nobody sees a
+        frame: the replay holds Textual's screen updates (App.batch_update, and
+        FrameHold) and lays the screen out as a frame would where it is read
+        (an expect's screen_lines, a snapshot's export_screenshot render it whole)."""
+        if self.headless:
+            await settle_layout(app)
+            return
         await settle(app, redraw=True)
-        if self.headless and not _gone(app):
-            app._begin_batch()
-            self._batched = True
 
     def _save_svg(self, app: "VtdApp", name: str) -> None:
         if self.svg_dir is None or _gone(app):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from itertools import chain
 from typing import TYPE_CHECKING
 
 from .. import graph as G
@@ -48,7 +47,7 @@ def graph_lines(m: Machine, g: nx.DiGraph | None = None) -> list[Line]:
     """The whole pane from scratch (what GraphView keeps up to date key by key)."""
     g = g if g is not None else G.build(m)
     body = _vm_specs(g) + _kernel_specs(g, _kernel_domains(g))
-    return list(_Rows(g, m, body, _group_rows(body), m.selected_group)) + units_lines(m)
+    return list(_Rows(g, m, body, [], _group_rows(body).get(m.selected_group))) + units_lines(m)
 
 
 def _group_rows(body: list[Spec]) -> dict:
@@ -222,39 +221,54 @@ def _apart_why(m: Machine, a: str, b: str) -> str:
 
 
 class _Rows(Sequence):
-    """The tree's rows, drawn when asked for (a pane asks for the rows on screen)."""
+    """The tree's rows, drawn when asked for (a pane asks for the rows on screen):
+    `head` (the VM's tree, the kernel's heading), then `kernel` (the kernel domains'
+    blocks), then `tail` (the units).  `mark`: the selected group's row, or a
+    function that finds it, asked when a row is first drawn."""
 
-    def __init__(self, g, m: Machine, body: list[Spec], group_at: dict, selected, tail: list[Line] = ()) -> None:
-        self.g, self.m, self.body, self.tail = g, m, body, list(tail)
-        self.mark = group_at.get(selected)
+    def __init__(self, g, m: Machine, head: list[Spec], kernel: list[Spec], mark, tail: list[Line] = ()) -> None:
+        self.g, self.m, self.head, self.kernel, self.tail = g, m, head, kernel, list(tail)
+        self._mark = mark
+
+    @property
+    def mark(self) -> int | None:
+        if callable(self._mark):
+            self._mark = self._mark()
+        return self._mark
 
     def __len__(self) -> int:
-        return len(self.body) + len(self.tail)
+        return len(self.head) + len(self.kernel) + len(self.tail)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self.body)
         if i < 0:
             i += len(self)
-        if i >= n:
-            return self.tail[i - n]
-        return _draw(self.g, self.m, self.body[i], i == self.mark)
+        h, k = len(self.head), len(self.kernel)
+        if i >= h + k:
+            return self.tail[i - h - k]
+        spec = self.head[i] if i < h else self.kernel[i - h]
+        return _draw(self.g, self.m, spec, i == self.mark)
+
+
+_HEAD: Spec = ("head", None, "kernel DMA-API domains (owner driver)", None)
 
 
 class GraphView:
     """The graph pane's rows at any size: the networkx graph is built once and then
     updated in place by what each command reports it changed (machine.Changes); the
     tree's shape is kept, each kernel domain's rows apart in domain order, and only
-    the domains a command changed are laid out again.  Rows are drawn when shown."""
+    the domains a command changed are laid out again and spliced into the kernel
+    part's rows where they belong (found by bisection of the rows' domain ids), so a
+    key costs the size of its change, not of the machine.  Rows are drawn when shown."""
 
     def __init__(self) -> None:
         self.g: nx.DiGraph | None = None
         self._vm: list[Spec] = []
         self._ids: list[int] = []  # kernel domains, sorted
         self._blocks: dict[int, list[Spec]] = {}  # kernel domain → its rows (not last)
-        self._body: list[Spec] = []
-        self._group_at: dict = {}
+        self._kernel: list[Spec] = []  # the blocks in order, the last laid out as last
+        self._owner: list[int] = []  # for each row of _kernel, its domain (sorted)
         self._detached: dict[str, list[int]] = {}  # unit → detached groups, sorted
 
     @property
@@ -267,7 +281,23 @@ class GraphView:
             self._rebuild(m)
         elif changes is not None:
             self._update(m, changes)
-        return _Rows(self.g, m, self._body, self._group_at, m.selected_group, units_lines(m, self._detached))
+        head = self._vm + [_HEAD] if self._ids else self._vm
+        selected = m.selected_group
+        return _Rows(self.g, m, head, self._kernel, lambda: self._row_of(head, selected),
+                     units_lines(m, self._detached))
+
+    def _row_of(self, head: list[Spec], gid) -> int | None:
+        """The row of group `gid` (the last one that shows it, as _group_rows says)."""
+        g, node = self.g, ("group", gid)
+        if node in g:
+            did = next((n[1] for n in g.successors(node) if n[0] == "domain"), None)
+            if did in self._blocks:
+                at = bisect.bisect_left(self._owner, did)
+                for j in range(at, bisect.bisect_right(self._owner, did)):
+                    spec = self._kernel[j]
+                    if spec[0] == "group" and spec[1] == node:
+                        return len(head) + j
+        return _group_rows(head).get(gid)
 
     def _rebuild(self, m: Machine) -> None:
         if self.g is None:
@@ -284,27 +314,14 @@ class GraphView:
     def _update(self, m: Machine, changes: Changes) -> None:
         g = self.g
         G.update(g, m, changes)
-        vm = _vm_specs(g)
-        changed = vm != self._vm
-        self._vm = vm
-        claimed = claimed_domains(g) if vm else set()
-        for did in changes.domains:
+        self._vm = vm = _vm_specs(g)
+        claimed = _claimed(g) if vm else set()
+        for did in sorted(changes.domains):
             node = ("domain", did)
-            kernel = node in g and node not in claimed
-            i = bisect.bisect_left(self._ids, did)
-            there = i < len(self._ids) and self._ids[i] == did
-            if kernel:
-                block = _block(g, did, False)
-                if not there:
-                    self._ids.insert(i, did)
-                    changed = True
-                elif block != self._blocks[did]:
-                    changed = True
-                self._blocks[did] = block
-            elif there:
-                del self._ids[i]
-                del self._blocks[did]
-                changed = True
+            if node in g and node not in claimed:
+                self._put(did, _block(g, did, False))
+            elif did in self._blocks:
+                self._drop(did)
         for gid in changes.groups:
             gs = m.groups[gid]
             rows = self._detached.setdefault(gs.unit, [])
@@ -314,18 +331,58 @@ class GraphView:
                 rows.insert(i, gid)
             elif m.domain_of(gs) is not None and there:
                 del rows[i]
-        if changed:
-            self._flatten()
+
+    # ------------------------------------------------------------ the kernel part
+    def _splice(self, did: int, rows: list[Spec] | None) -> None:
+        """Put `rows` (None: nothing) where domain `did`'s rows are or belong."""
+        own = self._owner
+        at, end = bisect.bisect_left(own, did), bisect.bisect_right(own, did)
+        rows = rows or []
+        self._kernel[at:end] = rows
+        own[at:end] = [did] * len(rows)
+
+    def _put(self, did: int, block: list[Spec]) -> None:
+        ids = self._ids
+        i = bisect.bisect_left(ids, did)
+        if i < len(ids) and ids[i] == did:
+            if block == self._blocks[did]:
+                return
+            self._blocks[did] = block
+            self._splice(did, block if i < len(ids) - 1 else _block(self.g, did, True))
+            return
+        ids.insert(i, did)
+        self._blocks[did] = block
+        if i == len(ids) - 1:  # the new last: the one before it is no longer last
+            if i:
+                self._splice(ids[i - 1], self._blocks[ids[i - 1]])
+            self._splice(did, _block(self.g, did, True))
+        else:
+            self._splice(did, block)
+
+    def _drop(self, did: int) -> None:
+        ids = self._ids
+        i = bisect.bisect_left(ids, did)
+        del ids[i]
+        del self._blocks[did]
+        self._splice(did, None)
+        if i == len(ids) and ids:  # it was the last: the one before it is now
+            self._splice(ids[-1], _block(self.g, ids[-1], True))
 
     def _flatten(self) -> None:
         ids = self._ids
-        kernel: list[Spec] = []
-        if ids:
-            kernel.append(("head", None, "kernel DMA-API domains (owner driver)", None))
-            kernel.extend(chain.from_iterable(self._blocks[i] for i in ids[:-1]))
-            kernel.extend(_block(self.g, ids[-1], True))
-        self._body = self._vm + kernel
-        self._group_at = _group_rows(self._body)
+        self._kernel, self._owner = [], []
+        for n, i in enumerate(ids):
+            rows = self._blocks[i] if n < len(ids) - 1 else _block(self.g, i, True)
+            self._kernel.extend(rows)
+            self._owner.extend([i] * len(rows))
+
+
+def _claimed(g: nx.DiGraph) -> set:
+    """claimed_domains(g), from the few container and HWPT nodes _vm() makes rather
+    than a walk of every node."""
+    holders = [n for n in (("container", "vfio"), ("container", "host-vfio")) if n in g]
+    holders += [n for n in g.graph.get("iommufd", ()) if n[0] == "hwpt" and n in g]
+    return {d for c in holders for d in g.successors(c) if d[0] == "domain"}
 
 
 def detached_groups(m: Machine) -> dict[str, list[int]]:

@@ -3,12 +3,16 @@ one-sentence summary of the last action for the status line."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..graph import kvm_noncoherent_why
 from ..hw.entries import bdf_str
 from ..machine import OPTIONS, Machine, Outcome
 from ..machine.parse import fmt_size
-from ..sw.qemu_accel import QemuAccel
 from .style import Line, plain
+
+if TYPE_CHECKING:
+    from ..sw.qemu_accel import QemuAccel
 
 # What each switch means, for the pane and the palette.
 OPTION_HELP = {
@@ -111,7 +115,7 @@ def _hwpt_lines(fd, h) -> list[Line]:
 def qemu_lines(m: Machine) -> list[Line]:
     q = m.qemu
     assert q is not None
-    if isinstance(q, QemuAccel):
+    if q.NESTING:
         return accel_lines(q)
     guest = q.guest_mappings()
     out: list[Line] = [plain("QEMU vIOMMU → host shadow", "head")]
@@ -151,7 +155,7 @@ def _plug_lines(q) -> list[Line]:
     return out
 
 
-def accel_lines(q: QemuAccel) -> list[Line]:
+def accel_lines(q: "QemuAccel") -> list[Line]:
     """QEMU with x-flts=on over iommufd: no shadow; the host unit walks the guest's
     first stage through a nested HWPT over the NEST_PARENT one (vtd_propagate_guest_pasid,
     hw/i386/intel_iommu_accel.c), and the guest's invalidations reach the host as

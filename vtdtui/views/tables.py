@@ -243,13 +243,12 @@ def _present_tables(ce, dirs: list[tuple[int, ...]]) -> list[int] | None:
     per_page = 4096 // PASID_DIR_ENTRY_SIZE
     tables = []
     for k, words in enumerate(dirs):
-        for raw in words[: n - k * per_page]:
-            if raw:
-                de = PasidDirEntry.decode(raw)
-                if de.present:
-                    if len(tables) == MAX_KEPT_TABLES:
-                        return None
-                    tables.append(de.table)
+        for raw in filter(None, words[: n - k * per_page]):  # the zero words skipped at C speed
+            de = PasidDirEntry.decode(raw)
+            if de.present:
+                if len(tables) == MAX_KEPT_TABLES:
+                    return None
+                tables.append(de.table)
     return tables
 
 
