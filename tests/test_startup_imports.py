@@ -20,8 +20,9 @@ from vtdtui.tui.app import VtdApp
 from vtdtui.tui.panes import GraphPane, Pane
 
 # Loaded when first needed, never by the default start (`import vtdtui.tui.app` and
-# the default machine): networkx (the graph pane builds it after the first frame), the
-# help screen, the replayer and the SVG writer.
+# the default machine): networkx (the graph pane draws its first rows from a graph.Lite
+# and builds the networkx graph once the start has settled), the help screen, the
+# replayer and the SVG writer.
 DEFERRED_TUI = ["networkx", "vtdtui.tui.help", "vtdtui.tui.replayer", "vtdtui.tui.svg"]
 # Never by the machine's own import and the default machine (the core commands): iommufd
 # and QEMU's x-flts device load with the scenarios that build them.  (The TUI still
@@ -90,3 +91,51 @@ async def test_panes_have_rows_at_the_first_layout_and_are_painted_once(monkeypa
         assert len(panes) == 7
         assert {p.id: rows_at_first_resize.get(p.id, 0) > 0 for p in panes} == {p.id: True for p in panes}
         assert repaints_after == []
+
+
+# The app run headless until the graph pane builds its networkx graph: what was imported
+# and drawn by then (the first frames, from the Lite graph), and after.
+APP_PROBE = r"""
+import asyncio, json, sys
+from textual.screen import Screen
+from vtdtui.machine import Machine
+from vtdtui.tui.app import VtdApp
+from vtdtui.tui.panes import GraphPane
+
+frames, seen = [0], {}
+real_refresh, real_adopt = Screen._compositor_refresh, GraphPane._adopt
+
+def counted(self):
+    frames[0] += 1
+    return real_refresh(self)
+
+def adopt(self):
+    seen.update(frames=frames[0], networkx="networkx" in sys.modules, rows=len(self.rows),
+                lite=self.view.built and not self.view.networkx)
+    real_adopt(self)
+
+Screen._compositor_refresh, GraphPane._adopt = counted, adopt
+
+async def main():
+    app = VtdApp(Machine.from_scenario(None))
+    async with app.run_test(headless=True, size=(160, 50)) as pilot:
+        pane = app.main.query_one(GraphPane)
+        for _ in range(1000):
+            if pane.view.networkx:
+                break
+            await pilot.pause(0.01)
+        seen["after"] = [pane.view.networkx, "networkx" in sys.modules]
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+def test_the_start_imports_no_networkx_and_the_graph_pane_builds_it_after():
+    out = subprocess.run([sys.executable, "-c", APP_PROBE], capture_output=True, text=True, check=True, timeout=120)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    # The start's frames were drawn, the graph pane's rows among them, from the Lite
+    # graph, with no networkx loaded; then the pane built the networkx graph.
+    assert seen["frames"] >= 1 and seen["rows"] > 1 and seen["lite"] is True
+    assert seen["networkx"] is False
+    assert seen["after"] == [True, True]

@@ -5,6 +5,13 @@ Nodes are ("unit", name), ("domain", id), ("group", id), ("device", bdf),
 Edges point from the consumer to what it uses: vm → container → domain → unit,
 group → domain, group → device, device → unit; vm → ioas → hwpt (its paging HWPTs,
 ioas->hwpt_list) → domain, a nested hwpt → its parent hwpt ("nests on"), device → hwpt.
+
+build(m) makes the networkx graph.  build(m, lite=True) fills the same nodes and edges,
+by the same code, into a Lite graph: plain dicts with the few DiGraph calls this module
+and views/graph.py make, so that the TUI's first frames need no networkx (an ~85 ms
+import); the graph pane draws from it until it builds the networkx graph, once the
+start has settled (tui/panes.py GraphPane).  tests/test_perf_startup_graph.py holds
+the two equal, node for node and row for row.
 """
 
 from __future__ import annotations
@@ -20,13 +27,120 @@ if TYPE_CHECKING:  # networkx is imported when a graph is first built, not with 
     from .machine.machine import Changes
 
 
-def build(m: Machine) -> nx.DiGraph:
-    """The graph of the machine as it is now, from scratch."""
-    import networkx
+def build(m: Machine, lite: bool = False) -> nx.DiGraph:
+    """The graph of the machine as it is now, from scratch (`lite`: a Lite graph, no
+    networkx)."""
+    if lite:
+        g = Lite()
+    else:
+        import networkx
 
-    g = networkx.DiGraph()
+        g = networkx.DiGraph()
     _fill(g, m)
     return g
+
+
+class _Nodes:
+    """Lite.nodes: `nodes[n]` is n's attributes, `nodes(data=True)` the (n, attrs) pairs."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: dict) -> None:
+        self._node = node
+
+    def __getitem__(self, n) -> dict:
+        return self._node[n]
+
+    def __call__(self, data: bool = False):
+        return iter(self._node.items()) if data else iter(self._node)
+
+    def __iter__(self):
+        return iter(self._node)
+
+    def __contains__(self, n) -> bool:
+        return n in self._node
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+
+class Lite:
+    """A directed graph in plain dicts, with networkx.DiGraph's behaviour for the calls
+    _fill(), update() and the views make (add_node / add_edge add or update, the
+    remove_*_from calls skip what is not there, successors / predecessors in insertion
+    order, `graph` the graph's own attributes).  Not the data model: the start's stand-in
+    for it (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._node: dict = {}
+        self._adj: dict = {}  # successors: n → {v: edge attributes}
+        self._pred: dict = {}
+        self.graph: dict = {}
+        self.nodes = _Nodes(self._node)
+
+    def __contains__(self, n) -> bool:
+        return n in self._node
+
+    def __iter__(self):
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def add_node(self, n, **attr) -> None:
+        d = self._node.get(n)
+        if d is None:
+            self._node[n], self._adj[n], self._pred[n] = attr, {}, {}
+        else:
+            d.update(attr)
+
+    def add_edge(self, u, v, **attr) -> None:
+        for n in (u, v):
+            if n not in self._node:
+                self._node[n], self._adj[n], self._pred[n] = {}, {}, {}
+        d = self._adj[u].get(v)
+        if d is None:
+            d = self._adj[u][v] = self._pred[v][u] = {}
+        d.update(attr)
+
+    def has_edge(self, u, v) -> bool:
+        return u in self._adj and v in self._adj[u]
+
+    def remove_node(self, n) -> None:
+        for v in self._adj.pop(n):
+            del self._pred[v][n]
+        for u in self._pred.pop(n):
+            del self._adj[u][n]
+        del self._node[n]
+
+    def remove_nodes_from(self, nodes) -> None:
+        for n in nodes:
+            if n in self._node:
+                self.remove_node(n)
+
+    def remove_edges_from(self, edges) -> None:
+        for u, v, *_ in edges:
+            if u in self._adj and v in self._adj[u]:
+                del self._adj[u][v]
+                del self._pred[v][u]
+
+    def out_edges(self, n) -> list:
+        return [(n, v) for v in self._adj[n]]
+
+    def successors(self, n):
+        return iter(self._adj[n])
+
+    def predecessors(self, n):
+        return iter(self._pred[n])
+
+    def edges(self, data: bool = False):
+        for u, nbrs in self._adj.items():
+            for v, d in nbrs.items():
+                yield (u, v, d) if data else (u, v)
+
+    def clear(self) -> None:
+        for d in (self._node, self._adj, self._pred, self.graph):
+            d.clear()
 
 
 def update(g: nx.DiGraph, m: Machine, changes: Changes) -> None:

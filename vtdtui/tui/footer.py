@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 
 class KeyFooter(Footer):
@@ -22,7 +23,17 @@ class KeyFooter(Footer):
     def compose(self):
         if self._bindings_ready:
             self._shown = self._shown_keys()
-        yield from super().compose()
+        compact = self.compact
+        for widget in super().compose():
+            if isinstance(widget, FooterKey) and "compact" in (widget._reactive_connect or {}):
+                # Born with the footer's compact value and class: Textual's FooterKey
+                # starts compact (its watcher adds the class, a restyle) and the data
+                # binding then sets the footer's value (another restyle when that
+                # differs): two restyles per key, fifty per recompose.  (The palette
+                # key is not bound: it stays compact, as Textual has it.)
+                widget.set_reactive(FooterKey.compact, compact)
+                widget.set_class(compact, "-compact", update=False)
+            yield widget
 
     def bindings_changed(self, screen: Screen) -> None:
         if self._bindings_ready and self.is_attached and screen is self.screen:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.events import ScreenResume
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
@@ -34,6 +35,7 @@ class PromptScreen(ModalScreen[bool]):
 
     def __init__(self) -> None:
         super().__init__()
+        self._styled_for: tuple = ()  # _style_token() when last restyled whole
         self.open("", "", lambda text: (True, ""), lambda text: None)
 
     def open(self, title: str, usage: str, check: Check, submit: Submit, value: str = "") -> PromptScreen:
@@ -43,7 +45,7 @@ class PromptScreen(ModalScreen[bool]):
         self._ready = False
         self._dismissed = False
         self._pending: list[tuple[str, str | None]] = []
-        self._fresh = True  # shown next: set up the fields (see on_screen_resume)
+        self._fresh = True  # shown next: set up the fields (see _on_screen_resume)
         return self
 
     def compose(self) -> ComposeResult:
@@ -55,7 +57,17 @@ class PromptScreen(ModalScreen[bool]):
             yield Static("", id="prompt-hint", markup=False)
             yield Static("Enter runs it · Escape cancels", id="prompt-keys")
 
-    def on_screen_resume(self) -> None:
+    def _on_screen_resume(self, event: ScreenResume) -> None:
+        # Textual restyles a pushed screen whole (it may have missed a theme or CSS
+        # change while off the stack): for this screen, shown again and again, only
+        # when something it is styled by changed since it was last styled.  Every
+        # class and focus change of its widgets restyles them as it happens.  (One
+        # handler: Textual calls _on_screen_resume or on_screen_resume of a class,
+        # not both; Screen's own runs after this one and reads refresh_styles.)
+        token = self._style_token()
+        if token == self._styled_for:
+            event.refresh_styles = False
+        self._styled_for = token
         if not self._fresh:  # back from the palette or help over it: keep what was typed
             return
         self._fresh = False
@@ -70,6 +82,14 @@ class PromptScreen(ModalScreen[bool]):
         field.select_all()  # as a new Input does on focus: typing replaces the old text
         self._show(*self.check(self.value)) if self.value else self._show(True, "")
         self.call_after_refresh(self._drain)
+
+    def _style_token(self) -> tuple:
+        """What the styles of this screen's widgets come from besides their own
+        classes and focus: the stylesheet (a new rules list when reparsed), Textual's
+        count of CSS invalidations (a theme change), and the app's pseudo-classes."""
+        app = self.app
+        return (getattr(app.stylesheet, "_rules", None), app._css_update_count, app.current_theme.name,
+                app.app_focus, app.native_ansi_color, app.no_color, app.is_inline)
 
     @property
     def ready(self) -> bool:

@@ -260,10 +260,15 @@ class GraphView:
     tree's shape is kept, each kernel domain's rows apart in domain order, and only
     the domains a command changed are laid out again and spliced into the kernel
     part's rows where they belong (found by bisection of the rows' domain ids), so a
-    key costs the size of its change, not of the machine.  Rows are drawn when shown."""
+    key costs the size of its change, not of the machine.  Rows are drawn when shown.
 
-    def __init__(self) -> None:
+    `lite`: the graph is first built as a graph.Lite (no networkx, for the TUI's first
+    frames) and kept up to date the same way until adopt_networkx() builds the
+    networkx graph in its place; the rows are the same either way."""
+
+    def __init__(self, lite: bool = False) -> None:
         self.g: nx.DiGraph | None = None
+        self._lite = lite
         self._vm: list[Spec] = []
         self._ids: list[int] = []  # kernel domains, sorted
         self._blocks: dict[int, list[Spec]] = {}  # kernel domain → its rows (not last)
@@ -274,6 +279,19 @@ class GraphView:
     @property
     def built(self) -> bool:
         return self.g is not None
+
+    @property
+    def networkx(self) -> bool:
+        """Is the graph the networkx one (not the start's Lite stand-in)?"""
+        return self.g is not None and not isinstance(self.g, G.Lite)
+
+    def adopt_networkx(self, m: Machine) -> None:
+        """Build the networkx graph of the machine as it is now in place of the Lite one
+        (and lay the rows out from it: the same rows).  Nothing if it is already there."""
+        self._lite = False
+        if self.g is not None and not self.networkx:
+            self.g = None
+            self._rebuild(m)
 
     def lines(self, m: Machine, changes: Changes | None = EVERYTHING) -> Sequence[Line]:
         """The rows now; `changes`: what changed since the last call (None: nothing)."""
@@ -301,7 +319,7 @@ class GraphView:
 
     def _rebuild(self, m: Machine) -> None:
         if self.g is None:
-            self.g = G.build(m)
+            self.g = G.build(m, lite=self._lite)
         else:
             G.update(self.g, m, EVERYTHING)
         g = self.g
