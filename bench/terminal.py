@@ -43,7 +43,7 @@ Targets (issue 16): every key's median ≤ 1.5x the bare key's median (default
 scenario); at 4,096 devices ≤ 1.5x its own median on the default scenario, at 7,680
 ≤ 1.2x its median at 4,096; startup ≤ 1.3x the bare app's.
 
-    python -m bench terminal [--quick]
+    python -m bench terminal [--quick]      (VTDTUI_BENCH_ROUNDS=N: N rounds of every key, default 3)
 """
 
 from __future__ import annotations
@@ -317,7 +317,9 @@ def median(v: list[float]) -> float:
 def run(quick: bool = False) -> Figures:
     t_all = time.perf_counter()
     sizes: list[int | None] = [None, 64, 512] if quick else [None, 64, 512, 4096, 7680]
-    rounds = 1 if quick else 3
+    # More presses steady the medians (a key costs about one 16.7 ms frame period, so
+    # three presses can move a median by a frame): VTDTUI_BENCH_ROUNDS=N.
+    rounds = int(os.environ.get("VTDTUI_BENCH_ROUNDS", 1 if quick else 3))
     ms = lambda v: round(v * 1000, 1)  # noqa: E731
     st = _startup(2 if quick else 5)
     bare = Term(BARE_ARGV)
