@@ -31,8 +31,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-
-
 # Pilot.press(*keys) waits for the app to go idle twice after each key (App._press_keys):
 # Textual's wait_for_idle() sleeps SLEEP_GRANULARITY (20 ms) at a time until one
 # sleep saw under SLEEP_IDLE (1 ms) of process CPU, so a prompt's typed text slept

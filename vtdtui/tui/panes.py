@@ -269,9 +269,9 @@ class GraphPane(Pane):
     # The networkx graph (an ~85 ms import, then the build) is built once the start
     # has settled: SETTLED_POLLS looks in a row, POLL_S apart, that find the screen
     # with nothing to lay out, paint or call back.  The start's later frames (the
-    # footer's) then never wait for it, and it runs within bench/terminal.py's QUIET
-    # window after the start's last frame, not in a key.  Until then the rows come
-    # from the Lite graph (the same rows).
+    # footer's) then never wait for it; it runs 20-40 ms after the start's last frame
+    # (a key pressed in that window, before the user could have read the screen, waits
+    # for it once).  Until then the rows come from the Lite graph (the same rows).
     POLL_S = 0.02
     SETTLED_POLLS = 2
 
