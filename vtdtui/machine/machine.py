@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import shlex
-import sys
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from ..hw.memory import CpuCache, MemoryError_, PageAllocator, PhysMem
 from ..hw.regs import CAP, ECAP
 from ..hw.unit import DmarUnit, Translation
 from ..limits import MAX_MAP_ENTRIES
+from ..sw.iommufd_uapi import IommufdError
 from ..sw.journal import ISSUED, Event, Journal
 from ..sw.kvm import MODELS, Kvm, model_name
 from ..sw.linux import DmarDomain, DriverError, IntelIommuDriver
@@ -41,18 +41,9 @@ if TYPE_CHECKING:
     from ..sw.iommufd import Iommufd
     from ..sw.qemu_accel import QemuAccel
 
-_IOMMUFD_MODULE = __name__.rsplit(".", 2)[0] + ".sw.iommufd"
-
-
 def _is_accel(q) -> bool:
     """QEMU with x-flts (sw/qemu_accel.QemuAccel) rather than the shadowing vIOMMU."""
     return q is not None and q.NESTING
-
-
-def _iommufd_errors() -> tuple[type[Exception], ...]:
-    """(IommufdError,) once sw/iommufd.py is loaded (nothing raises one before)."""
-    mod = sys.modules.get(_IOMMUFD_MODULE)
-    return (mod.IommufdError,) if mod is not None else ()
 
 
 TABLES_BASE = 0x0100_0000  # page-table pages come from here up (16 MiB)
@@ -397,7 +388,7 @@ class Machine:
         cp = self._checkpoint(line)
         try:
             outcome = self._apply(line)
-        except (CommandError, DriverError, VfioError, ValueError, KeyError, *_iommufd_errors()) as exc:
+        except (CommandError, DriverError, VfioError, IommufdError, ValueError, KeyError) as exc:
             cp.finish()
             cp.rollback()
             msg = exc.args[0] if exc.args else str(exc)

@@ -75,30 +75,29 @@ class CacheTags:
                     del d.tags[i]
                 return
 
-    def _cache_tag_assign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
-        """cache_tag_assign_domain(): an IOTLB tag, and a DEVTLB tag iff info->ats_enabled;
-        a nested domain also gives its parent NESTING_IOTLB (and, with ATS, NESTING_DEVTLB)
-        tags with the nested domain's DID (__cache_tag_assign_parent_domain)."""
+    def _domain_tags(self, d, unit, sid: int):
+        """The tags attaching `sid` gives: (domain, kind, DID, device) — an IOTLB tag, a
+        DEVTLB tag iff info->ats_enabled, and for a nested domain NESTING_IOTLB (and,
+        with ATS, NESTING_DEVTLB) tags on its parent with the nested domain's DID
+        (__cache_tag_assign_parent_domain)."""
         did = d.dids[unit.name]
-        self._cache_tag_assign(d, "iotlb", unit, did, pasid, None)
+        yield d, "iotlb", did, None
         if sid in self.ats:
-            self._cache_tag_assign(d, "devtlb", unit, did, pasid, sid)
+            yield d, "devtlb", did, sid
         if d.stage == "nested":
-            self._cache_tag_assign(d.parent, "nesting_iotlb", unit, did, pasid, None)
+            yield d.parent, "nesting_iotlb", did, None
             if sid in self.ats:
-                self._cache_tag_assign(d.parent, "nesting_devtlb", unit, did, pasid, sid)
+                yield d.parent, "nesting_devtlb", did, sid
+
+    def _cache_tag_assign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
+        """cache_tag_assign_domain()."""
+        for owner, kind, did, dev in self._domain_tags(d, unit, sid):
+            self._cache_tag_assign(owner, kind, unit, did, pasid, dev)
 
     def _cache_tag_unassign_domain(self, d, unit, sid: int, pasid: int = 0) -> None:
-        """cache_tag_unassign_domain(): the domain's tags, and a nested domain's tags on
-        its parent (__cache_tag_unassign_parent_domain)."""
-        did = d.dids[unit.name]
-        self._cache_tag_unassign(d, "iotlb", unit, did, pasid, None)
-        if sid in self.ats:
-            self._cache_tag_unassign(d, "devtlb", unit, did, pasid, sid)
-        if d.stage == "nested":
-            self._cache_tag_unassign(d.parent, "nesting_iotlb", unit, did, pasid, None)
-            if sid in self.ats:
-                self._cache_tag_unassign(d.parent, "nesting_devtlb", unit, did, pasid, sid)
+        """cache_tag_unassign_domain() (and __cache_tag_unassign_parent_domain)."""
+        for owner, kind, did, dev in self._domain_tags(d, unit, sid):
+            self._cache_tag_unassign(owner, kind, unit, did, pasid, dev)
 
     # ------------------------------------------------------------ flushes
     @staticmethod

@@ -28,13 +28,12 @@ Functions named in comments are the kernel's.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from ..hw.entries import bdf_str
 from .iommufd_uapi import (
     HWPT_ALLOC_FLAGS, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_NONE,
-    IOMMU_HWPT_FAULT_ID_VALID, U64_MAX, HwInfoVtd, VtdS1, VtdS1Invalidate, flag_names,
+    IOMMU_HWPT_FAULT_ID_VALID, U64_MAX, HwInfoVtd, IommufdError, VtdS1, VtdS1Invalidate, flag_names, with_errno,
 )
 from .journal import Journal
 from .linux import DmarDomain, DriverError, IntelIommuDriver
@@ -44,27 +43,6 @@ PAGE = 4096
 # iommufd_hwpt_paging_alloc(): valid_flags of the copy read (11534b4d, ≈6.13).  Newer
 # uAPI headers also export IOMMU_HWPT_ALLOC_PASID; that copy refuses it (-EOPNOTSUPP).
 PAGING_VALID_FLAGS = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_FAULT_ID_VALID
-
-_ERRNO = re.compile(r"\((-E[A-Z0-9]+)\)\s*$")
-
-
-class IommufdError(Exception):
-    """An ioctl iommufd would fail; the message ends with the kernel's errno."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        m = _ERRNO.search(message)
-        self.errno = m.group(1) if m else None
-
-
-def _errno_of(exc: Exception, default: str = "-EINVAL") -> str:
-    m = _ERRNO.search(str(exc))
-    return m.group(1) if m else default
-
-
-def _with_errno(text: str, default: str = "-EINVAL") -> str:
-    return text if _ERRNO.search(text) else f"{text} ({default})"
-
 
 @dataclass
 class IommufdDevice:
@@ -311,7 +289,7 @@ class Iommufd:
                     self.driver.attach_device(old, self._unit(d), d.sid)
                 else:
                     self.driver.detach_device(h.domain, self._unit(d), d.sid)
-            raise IommufdError(f"{place}: HWPT {h.id}: {_with_errno(str(exc))}") from None
+            raise IommufdError(f"{place}: HWPT {h.id}: {with_errno(str(exc))}") from None
         for d in movers:
             old_id = d.hwpt
             d.hwpt = h.id
@@ -467,7 +445,7 @@ class Iommufd:
         try:
             return self.driver.domain_alloc(ACTOR, self._unit(idev), **kw)
         except DriverError as exc:
-            raise IommufdError(f"{place}: {_with_errno(str(exc), '-EOPNOTSUPP')}") from None
+            raise IommufdError(f"{place}: {with_errno(str(exc), '-EOPNOTSUPP')}") from None
 
     def _enforce_cc(self, h: HwptPaging) -> bool:
         """iommufd_hwpt_paging_enforce_cc(): already on, or the domain op turns it on."""
@@ -546,7 +524,7 @@ class Iommufd:
             for a in done:
                 self.driver.unmap_range(h.domain, a.iova, a.size, lazy=False)
             raise IommufdError(f"{place}: area {a.iova:#x}+{a.size:#x} does not fit domain {h.domain.id}: "
-                               f"{_with_errno(str(exc), '-EADDRINUSE')}") from None
+                               f"{with_errno(str(exc), '-EADDRINUSE')}") from None
 
     def _unfill(self, h: HwptPaging, ioas: Ioas) -> None:
         for a in ioas.areas:
@@ -569,7 +547,7 @@ class Iommufd:
         try:
             domain = self.driver.nested_domain_alloc(parent.domain, data_type, data, ACTOR, unit=self._unit(idev))
         except DriverError as exc:
-            raise IommufdError(f"{place}: {_with_errno(str(exc))}") from None
+            raise IommufdError(f"{place}: {with_errno(str(exc))}") from None
         h = HwptNested(self._new_id(), parent.id, domain, data)
         self.objects[h.id] = h
         self.journal.issued(idev.unit, ACTOR, "hwpt-alloc", "iommufd-hwpt",
@@ -606,7 +584,7 @@ class Iommufd:
         except DriverError as exc:
             for h in done:
                 self.driver.unmap_range(h.domain, iova, size, lazy=False)
-            raise IommufdError(f"{place}: {_with_errno(str(exc))}") from None
+            raise IommufdError(f"{place}: {with_errno(str(exc))}") from None
         self._cpu_flush_event(ioas, area)
         ioas.areas.append(area)
         ioas.areas.sort(key=lambda a: a.iova)
@@ -698,7 +676,7 @@ class Iommufd:
         rec(unit, ACTOR, "hwpt-invalidate", "iommufd-invalidate", why if entries else
             f"nested HWPT {h.id}: an empty array, nothing to do", scope, detail, did=did)
         if err:
-            raise IommufdError(f"{place}: {processed} of {len(entries)} entries done; {_with_errno(err)}")
+            raise IommufdError(f"{place}: {processed} of {len(entries)} entries done; {with_errno(err)}")
         return processed
 
     # ------------------------------------------------------------ queries

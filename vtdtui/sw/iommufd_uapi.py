@@ -5,6 +5,7 @@ only: the objects and their checks are sw/iommufd.py and the Intel driver's."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # enum iommufd_hwpt_alloc_flags
@@ -38,6 +39,24 @@ IOMMU_HW_INFO_TYPE_INTEL_VTD = 1
 IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0
 
 U64_MAX = (1 << 64) - 1
+
+_ERRNO = re.compile(r"\((-E[A-Z0-9]+)\)\s*$")
+
+
+class IommufdError(Exception):
+    """An ioctl iommufd would fail; the message ends with the kernel's errno, which
+    `errno` holds ("-EINVAL").  Here, beside the uAPI, so that a caller can catch it
+    without loading the object model (sw/iommufd.py)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        m = _ERRNO.search(message)
+        self.errno = m.group(1) if m else None
+
+
+def with_errno(text: str, default: str = "-EINVAL") -> str:
+    """A driver's refusal as the ioctl returns it: its own errno, else `default`."""
+    return text if _ERRNO.search(text) else f"{text} ({default})"
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,53 @@ class ShadowSource:
         return cls(pe.did, pe.ssptptr, 2 + pe.aw, 30 + 9 * pe.aw, pe.pgtt == PGTT_PT, rid_pasid)
 
 
-@dataclass
-class QemuViommu:
-    # Which design: a shadow here, nesting in sw/qemu_accel.QemuAccel (callers ask this,
-    # not isinstance, so that the nesting module loads only when a scenario needs it).
+class AssignedDevice:
+    """What both designs of QEMU's assigned device have in common (the shadowing
+    QemuViommu here, the nesting sw/qemu_accel.QemuAccel): the attributes the Machine
+    reads (journal, guest_unit, assigned_sid, host_group, host_unit, force, plugged,
+    hotplug_error, traps) and what is derived from them."""
+
+    # Which design (callers ask this, not isinstance, so that the nesting module loads
+    # only when a scenario needs it).
     NESTING: ClassVar[bool] = False
 
+    @property
+    def refusing(self) -> bool:
+        """Is the assigned device missing because QEMU refused its device_add?"""
+        return not self.plugged and bool(self.hotplug_error)
+
+    @property
+    def host_sid(self) -> int:
+        return self.host_group.devices[0]
+
+    @property
+    def host_bdf(self) -> str:
+        return f"0000:{bdf_str(self.host_sid)}"
+
+    def attach(self) -> None:
+        self.guest_unit.invalidation_listeners.append(self.on_invalidation)
+
+    def cm_missing(self) -> bool:
+        """Would QEMU's caching-mode checks refuse the device (CM=0 and not forced)?
+        vtd_dev_set_iommu_device() refuses CM=0 for every host IOMMU device, x-flts or
+        not (the check comes before vtd_check_hiod())."""
+        return not self.guest_unit.cm and not self.force
+
+    def assigned_json(self) -> dict:
+        """The state JSON keys both designs share."""
+        return {
+            "assigned": bdf_str(self.assigned_sid),
+            "caching_mode": self.guest_unit.cm,
+            "plugged": self.plugged,
+            "refused": self.refusing,
+            "error": self.hotplug_error or None,
+            "force": self.force,
+            "traps": self.traps,
+        }
+
+
+@dataclass
+class QemuViommu(AssignedDevice):
     journal: Journal
     guest_unit: DmarUnit
     assigned_sid: int  # the assigned device as the guest sees it
@@ -130,27 +171,11 @@ class QemuViommu:
     traps: int = 0  # guest invalidations that exited to QEMU
     shadow: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)  # iova → (size, gpa, r, w)
 
-    @property
-    def refusing(self) -> bool:
-        """Is the assigned device missing because QEMU refused its device_add?"""
-        return not self.plugged and bool(self.hotplug_error)
-
-    @property
-    def host_bdf(self) -> str:
-        return f"0000:{bdf_str(self.host_group.devices[0])}"
-
-    def attach(self) -> None:
-        self.guest_unit.invalidation_listeners.append(self.on_invalidation)
-
     def host_domains(self) -> list:
         """The host domains the shadow lives in: those of QEMU's VFIO container."""
         return [vd.domain for vd in self.host_vfio.domains]
 
     # ------------------------------------------------------------ refusals
-    def cm_missing(self) -> bool:
-        """Would QEMU's caching-mode checks refuse the device (CM=0 and not forced)?"""
-        return not self.guest_unit.cm and not self.force
-
     def start_refusal(self) -> str:
         """What QEMU prints if it runs with the device cold-plugged and this vIOMMU ("": runs).
 
@@ -505,21 +530,8 @@ class QemuViommu:
 
     def to_json(self) -> dict:
         return {
-            **assigned_json(self),
+            **self.assigned_json(),
             "shadow": [{"iova": f"0x{i:x}", "size": f"0x{s:x}", "gpa": f"0x{g:x}"}
                        for i, (s, g, _, _) in sorted(self.shadow.items())],
         }
 
-
-def assigned_json(q) -> dict:
-    """The state JSON keys of QEMU's assigned device that both designs share (shadow:
-    QemuViommu; nesting: sw/qemu_accel.QemuAccel)."""
-    return {
-        "assigned": bdf_str(q.assigned_sid),
-        "caching_mode": q.guest_unit.cm,
-        "plugged": q.plugged,
-        "refused": q.refusing,
-        "error": q.hotplug_error or None,
-        "force": q.force,
-        "traps": q.traps,
-    }

@@ -47,7 +47,7 @@ from .iommufd_uapi import (IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NES
                            IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE, U64_MAX, VtdS1,
                            VtdS1Invalidate)
 from .journal import Journal
-from .qemu import ACTOR, CM_REQUIRED, ENOTSUP_TEXT, FLTS_NEEDS_IOMMUFD, QEMU, SC_UNSUPPORTED, assigned_json
+from .qemu import ACTOR, CM_REQUIRED, ENOTSUP_TEXT, FLTS_NEEDS_IOMMUFD, QEMU, SC_UNSUPPORTED, AssignedDevice
 from .vfio import Group
 
 # vtd_check_hiod_accel() (qemu/qemu@554a719e).  The v1-v3 drafts (2025) also checked
@@ -67,11 +67,9 @@ _STRERROR = {"EOPNOTSUPP": "Operation not supported", "EINVAL": "Invalid argumen
              "EBUSY": "Device or resource busy", "ENOENT": "No such file or directory", "ENODEV": "No such device"}
 
 
-def _strerror(exc: Exception) -> str:
-    """strerror() of the errno a kernel error message ends with ("... (-EINVAL)")."""
-    text = str(exc)
-    name = text.rsplit("(-", 1)[-1].rstrip(")") if text.endswith(")") and "(-" in text else ""
-    return _STRERROR.get(name, text)
+def _strerror(exc: IommufdError) -> str:
+    """strerror() of the errno the ioctl failed with (IommufdError.errno, "-EINVAL")."""
+    return _STRERROR.get((exc.errno or "").lstrip("-"), str(exc))
 
 
 def fs_aw(pe: PasidEntry) -> int:
@@ -86,12 +84,12 @@ def vtd_s1(pe: PasidEntry) -> VtdS1:
     return VtdS1(flags, pe.fsptptr, fs_aw(pe))
 
 
-class QemuAccel:
+class QemuAccel(AssignedDevice):
     """QEMU's vIOMMU with x-flts=on for one assigned device (the Machine's `qemu`, as
     QemuViommu without x-flts).  `iommufd` is the host kernel's; guest RAM [0,
     guest_ram) is host RAM at gpa_to_hpa."""
 
-    NESTING = True  # see QemuViommu.NESTING
+    NESTING = True  # see AssignedDevice.NESTING
 
     def __init__(self, journal: Journal, guest_unit: DmarUnit, assigned_sid: int, iommufd: Iommufd,
                  host_group: Group, host_unit: DmarUnit, gpa_to_hpa: int, guest_ram: int, *,
@@ -121,24 +119,9 @@ class QemuAccel:
 
     # ------------------------------------------------------------ the QemuViommu surface
     @property
-    def refusing(self) -> bool:
-        return not self.plugged and bool(self.hotplug_error)
-
-    @property
-    def host_bdf(self) -> str:
-        return f"0000:{bdf_str(self.host_group.devices[0])}"
-
-    @property
-    def host_sid(self) -> int:
-        return self.host_group.devices[0]
-
-    @property
     def shadow(self) -> dict:
         """No shadow: the host walks the guest's tables (kept for the views' sake)."""
         return {}
-
-    def attach(self) -> None:
-        self.guest_unit.invalidation_listeners.append(self.on_invalidation)
 
     def host_domains(self) -> list:
         """The host domains of the device: the nest parent, then the nested one."""
@@ -150,11 +133,6 @@ class QemuAccel:
         return out
 
     # ------------------------------------------------------------ refusals
-    def cm_missing(self) -> bool:
-        """vtd_dev_set_iommu_device() refuses CM=0 for every host IOMMU device, x-flts
-        or not (the check comes before vtd_check_hiod())."""
-        return not self.guest_unit.cm and not self.force
-
     def _host_caps(self) -> tuple[int, int]:
         info = self.iommufd.driver.hw_info(self.host_unit)
         return info.cap_reg, info.ecap_reg
@@ -465,7 +443,7 @@ class QemuAccel:
 
     def to_json(self) -> dict:
         return {
-            **assigned_json(self),
+            **self.assigned_json(),
             "flts": True,
             "backend": self.backend,
             "fs_hwpt": self.fs_hwpt,

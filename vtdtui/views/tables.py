@@ -66,14 +66,20 @@ def root_rows(m: Machine, name: str) -> list[Row]:
     if sm_mode(u):
         return _sm_root_rows(u)
     rta = u.rta_latched & ~0xFFF
-    head = plain(f"root table @ {rta:#x} (RTADDR latched by SRTP) · present buses · Enter: context table", "dim")
-    rows = [Row(None, head)]
     if not rta:
         return [Row(None, plain("no root table: translation is not set up on this unit", "warn"))]
-    for bus, addr, re_ in u.present_entries(rta, RootEntry.decode):
-        line = ((f"bus {bus:02x}  ", "key"), ("P=1 ", "on"), (f"CTP {re_.ctp:#x}  ", "addr"),
-                (f"{re_.hi:016x}:{re_.lo:016x}", "dim"))
-        rows.append(Row(bus, line))
+    head = plain(f"root table @ {rta:#x} (RTADDR latched by SRTP) · present buses · Enter: context table", "dim")
+    return _root_table_rows(u, head, u.present_entries(rta, RootEntry.decode), lambda bus, re_: (
+        (f"bus {bus:02x}  ", "key"), ("P=1 ", "on"), (f"CTP {re_.ctp:#x}  ", "addr"),
+        (f"{re_.hi:016x}:{re_.lo:016x}", "dim")))
+
+
+def _root_table_rows(u: DmarUnit, head, entries, line) -> list[Row]:
+    """The rows of a root table, legacy or scalable: `head`, then `line(bus, entry)` for
+    each present (bus, address, entry), each with the unit's view where it differs."""
+    rows = [Row(None, head)]
+    for bus, addr, re_ in entries:
+        rows.append(Row(bus, line(bus, re_)))
         diff = unit_view_differs(u, addr)
         if diff:
             rows.append(Row(bus, plain("        " + diff, "stale")))
@@ -97,19 +103,11 @@ def _sm_root_rows(u: DmarUnit) -> list[Row]:
 def _sm_root_rows_read(u: DmarUnit, rta: int) -> list[Row]:
     head = plain(f"scalable-mode root table @ {rta:#x} (RTADDR.SMT=1) · LCTP devfn 00-7f, UCTP 80-ff · "
                  "Enter: context table", "dim")
-    rows = [Row(None, head)]
-    for bus, addr, re_ in sm_roots(u):
-        line = ((f"bus {bus:02x}  ", "key"),
-                (f"LP={int(re_.lp)} ", "on" if re_.lp else "dim"), (f"LCTP {re_.lctp:#x}  ", "addr"),
-                (f"UP={int(re_.up)} ", "on" if re_.up else "dim"), (f"UCTP {re_.uctp:#x}  ", "addr"),
-                (f"{re_.hi:016x}:{re_.lo:016x}", "dim"))
-        rows.append(Row(bus, line))
-        diff = unit_view_differs(u, addr)
-        if diff:
-            rows.append(Row(bus, plain("        " + diff, "stale")))
-    if len(rows) == 1:
-        rows.append(Row(None, plain("no present root entries", "dim")))
-    return rows
+    return _root_table_rows(u, head, sm_roots(u), lambda bus, re_: (
+        (f"bus {bus:02x}  ", "key"),
+        (f"LP={int(re_.lp)} ", "on" if re_.lp else "dim"), (f"LCTP {re_.lctp:#x}  ", "addr"),
+        (f"UP={int(re_.up)} ", "on" if re_.up else "dim"), (f"UCTP {re_.uctp:#x}  ", "addr"),
+        (f"{re_.hi:016x}:{re_.lo:016x}", "dim")))
 
 
 # ----------------------------------------------------------------------- kept rows
