@@ -10,8 +10,12 @@ before issue 16 (BASELINE_REV, exported with `git archive` into a temporary fold
 `--baseline DIR` for another), taking turns with this tree's, so "≤ 1/3 of today's
 time" is a ratio from one run.  Memory is what tracemalloc sees the machine hold once built, per
 mapped page, three ways:
-  tables    the second-level tables as stored (PhysMem pages) plus the dirty lines of
-            them the CPU cache holds (C=1: the driver never flushes them);
+  tables    the tables as stored (PhysMem pages) plus the dirty lines of them the CPU
+            cache holds (C=1: the driver never flushes them); in legacy mode (second-
+            level tables, root and context tables: the baseline's work) and as the
+            server ships (scalable mode: first-stage tables, and a PASID directory and
+            table per device, which the map does not add: "map's tables" leaves out
+            what the same machine without the map holds);
   marginal  everything the 4G:4K map adds to the same 4,096-device machine without it;
   total     the whole machine, devices, journal and undo base included.
 Timing runs without tracemalloc (it slows allocation several times); memory is a
@@ -22,11 +26,13 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from importlib import resources
 
 from vtdtui.hw.memory import CpuCache, PhysMem
 from vtdtui.machine import Machine
@@ -61,8 +67,16 @@ TIME_TARGET_S = 10.0
 BYTES_TARGET = 32  # per page beyond the 8-byte entry
 
 
-def _build(devices: int, spec: str | None) -> Machine:
-    return Machine.from_scenario("server", devices=devices, map_spec=spec)
+def _build(devices: int, spec: str | None, mode: str = "default") -> Machine:
+    """The server as it ships, or with `mode` "legacy" booted with sm = "off"."""
+    if mode == "default":
+        return Machine.from_scenario("server", devices=devices, map_spec=spec)
+    src = resources.files("vtdtui.scenarios").joinpath("server.toml").read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "server.toml")
+        with open(path, "w") as f:
+            f.write(src.replace('sm = "on"', 'sm = "off"'))
+        return Machine.from_scenario(path, devices=devices, map_spec=spec)
 
 
 def _traced(devices: int, spec: str | None) -> tuple[Machine, int]:
@@ -168,18 +182,24 @@ def run(quick: bool = False) -> Figures:
     pages = sum(g.domain.mapped_pages for g in m.groups.values() if g.domain)
     tables = _table_bytes(m)
     del m
+    tables_legacy = _table_bytes(_build(devices, spec, "legacy"))
+    tables_unmapped = _table_bytes(_build(devices, None))
     m0, held0 = _traced(devices, None)
     del m0
     m1, held1 = _traced(devices, spec)
     assert isinstance(m1.worlds["host"].mem, PhysMem) and isinstance(m1.worlds["host"].cache, CpuCache)
     del m1
     per_tables = tables / pages
+    per_tables_legacy = tables_legacy / pages
+    per_tables_map = (tables - tables_unmapped) / pages
     per_marginal = (held1 - held0) / pages
     per_total = held1 / pages
     fig = {
         "devices": devices, "map": spec, "mapped_pages": pages,
         "build_s": round(build_s, 2),
         "table_bytes_per_page": round(per_tables, 1),
+        "table_bytes_per_page_legacy": round(per_tables_legacy, 1),
+        "map_table_bytes_per_page": round(per_tables_map, 1),
         "marginal_bytes_per_page": round(per_marginal, 1),
         "total_bytes_per_page": round(per_total, 1),
         "held_mib": round(held1 / 2**20, 1),
@@ -189,6 +209,8 @@ def run(quick: bool = False) -> Figures:
         f"server, {devices} devices, map {spec}: {pages:,} pages of 4 KiB",
         f"build                      {build_s:8.2f} s   (target <{TIME_TARGET_S:g} s: {verdict(build_s < TIME_TARGET_S)})",
         f"tables per page            {per_tables:8.1f} B   (target ≤8+{BYTES_TARGET}: {verdict(per_tables <= 8 + BYTES_TARGET)})",
+        f"  legacy mode              {per_tables_legacy:8.1f} B   (the baseline's work, like for like)",
+        f"  the map's tables         {per_tables_map:8.1f} B   (scalable mode, less the same machine unmapped)",
         f"all the map adds, per page {per_marginal:8.1f} B   (tables, CPU-cache lines, journal, undo base)",
         f"whole machine, per page    {per_total:8.1f} B   ({held1 / 2**20:.1f} MiB)",
         *scale_lines,

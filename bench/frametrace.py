@@ -11,13 +11,17 @@ keys that arrived.  Nothing of vtdtui is changed; Textual's methods are wrapped.
         "=text" (typed, untimed), "!key" (pressed, untimed), e.g.
     python -m bench.frametrace n =0x40000000 64K rw enter
 
-Each timed key prints: ms to its last frame, then each frame with what caused it.
+Each timed key prints: ms to its last frame (and the cyclic GC's collections in it,
+their ms and oldest generation), then each frame with what caused it.
+FRAMETRACE_GC_DUMP=1 adds, at each collection of generation 1 or 2, how many objects
+it walks and the largest containers among them (a machine-sized one should never be).
 --profile adds a cProfile of the app process over the timed keys (top functions by
 cumulative time, the textual/rich/vtdtui ones), written when the app quits.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -64,6 +68,25 @@ def instrument(log_path: str) -> None:
 
     def name(w) -> str:
         return f"{type(w).__name__}#{w.id}" if getattr(w, "id", None) else type(w).__name__
+
+    # Collections of the cyclic GC, each with its generation and what it cost: a
+    # full one walking a machine-sized structure shows here, not in any repaint.
+    started = [0.0]
+    dump = os.environ.get("FRAMETRACE_GC_DUMP")
+
+    def on_gc(phase, info):
+        if phase == "start":
+            if dump and info["generation"] >= 1:
+                young = [o for g in range(info["generation"] + 1) for o in gc.get_objects(g)]
+                big = sorted(((len(o), type(o).__name__) for o in young if isinstance(o, (dict, list, set, tuple))),
+                             reverse=True)[:6]
+                note("gc-young", n=len(young), big=big)
+            started[0] = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - started[0]) * 1000
+            note("gc", gen=info["generation"], ms=round(ms, 2), collected=info["collected"])
+
+    gc.callbacks.append(on_gc)
 
     orig_display = App._display
 
@@ -257,8 +280,11 @@ def drive(args: list[str]) -> None:
     finally:
         t.close()
     recs = [json.loads(line) for line in open(log_path)]
+    gcs = [r for rec in recs if rec["kind"] == "frame" for r in rec["why"] if r["kind"] == "gc"]
     for key, t0, dt, frames in marks:
-        print(f"=== {key}: {dt * 1000:.1f} ms, {frames} frame(s)")
+        in_key = [g for g in gcs if t0 <= g["t"] <= t0 + dt + 0.001]
+        gc_note = f", gc {sum(g['ms'] for g in in_key):.1f} ms (gen {max(g['gen'] for g in in_key)})" if in_key else ""
+        print(f"=== {key}: {dt * 1000:.1f} ms, {frames} frame(s){gc_note}")
         for r in recs:
             if r["kind"] == "frame" and t0 <= r["t"] <= t0 + dt + 0.001:
                 print(f"  frame at {1000 * (r['t'] - t0):7.1f} ms (render {r['ms']} ms, {r['screen']})")

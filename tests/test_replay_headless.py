@@ -1,6 +1,7 @@
 """What a headless replay leaves out to go faster (tui/replayer.py) changes nothing a
 fixture does or sees: it paints no frame, settles a line of text typed into a field
-once, and still lands every key on the state the key before it left."""
+once, watches the message loops park instead of sending barriers, and still lands
+every key on the state the key before it left."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textual._compositor import Compositor
 from vtdtui.cli import main
 from vtdtui.machine import Machine
 from vtdtui.replay import typed
+from vtdtui.tui import replayer
 from vtdtui.tui.app import VtdApp
 from vtdtui.tui.replayer import FrameHold, settle, settle_layout
 
@@ -68,7 +70,7 @@ def test_a_typed_line_is_its_characters_pressed_one_at_a_time(tmp_path, capsys):
 
 
 def test_a_headless_replay_paints_no_frame(tmp_path, monkeypatch, capsys):
-    # Frames nobody sees: each expect reads the screen from one render of its own.
+    # Frames nobody sees: each expect renders the rows it reads, on its own.
     painted = []
     render_update = Compositor.render_update
 
@@ -108,3 +110,25 @@ async def test_a_frame_hold_ends_with_every_screen_as_it_was():
         assert app._batch_count == 0 and "push_screen" not in app.__dict__
         assert not any("_compositor_refresh" in s.__dict__ for s in shown)
         await pilot.press("escape")
+
+
+def test_settling_by_turns_of_the_loop_lands_where_barriers_do(tmp_path, monkeypatch, capsys):
+    # settle() watches the message loops park for a few turns of the event loop, and
+    # sends barriers only past them (_TURNS); with none, every key goes by barriers.
+    p = write(tmp_path, """\
+        keys g
+        type 5
+        keys enter a n
+        type 0x100000 64K rw
+        keys enter t
+        type 0x100000 r
+        keys enter
+        expect DMA read from 02:00.0 at 0x100000
+        keys 7 o question_mark escape slash
+        type op=iotlb
+        keys enter u m ] 2 down enter
+        expect op=iotlb
+    """, "turns.keys")
+    by_turns = state(p, capsys)
+    monkeypatch.setattr(replayer, "_TURNS", 0)
+    assert state(p, capsys) == by_turns

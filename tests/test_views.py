@@ -1169,3 +1169,37 @@ def test_wrap_breaks_at_spaces_keeps_tokens_and_indents():
     assert tok(out[1], "gamma") == "addr" and tok(out[0], "alpha") == "head"
     assert wrap(plain("short"), 80) == [plain("short")]
     assert cells("0x界") == 4 and all(cells(text_of(x)) <= 5 for x in wrap(plain("界界界界界"), 5))
+
+
+def test_pte_rows_kept_while_the_tables_read_are_unchanged():
+    """PteTree.rows returns its last rows when every table it reads holds the same
+    words (a toggle, a DMA): equal to a fresh tree's after each of a run of commands
+    that change tables, open and close them, and clflush or not."""
+    import random
+
+    from vtdtui.machine.machine import CommandError
+
+    rng = random.Random(7)
+    m = machine("desktop", "attach 5", "map 5 0x100000 64K")
+    kept = PteTree()
+    commands = ["map 5 0x200000 8K", "unmap 5 0x200000 8K", "map 5 0x40000000 2M", "unmap 5 0x100000 4K",
+                "toggle dmar1 C", "toggle dmar1 C", "toggle dmar1 CM", "toggle dmar1 SC",
+                "dma 5 0x100000 r", "map 5 0x101000 4K rw"]
+    _, rows = pte_rows(m, "dmar1", NIC, kept)
+    hits = 0
+    for step in range(40):
+        line = rng.choice(commands)
+        try:
+            m.execute(line)
+        except CommandError:
+            continue  # an unmap of nothing, a map over a map: refused, nothing changed
+        if rng.random() < 0.3 and rows and any(r.key for r in rows):
+            key = rng.choice([r.key for r in rows if r.key is not None])
+            kept.toggle(key)
+        before = rows
+        _, rows = pte_rows(m, "dmar1", NIC, kept, first_path=False)
+        fresh = PteTree(expanded=set(kept.expanded), touched=True)
+        _, again = pte_rows(m, "dmar1", NIC, fresh, first_path=False)
+        assert [(r.key, r.line, r.expandable) for r in rows] == [(r.key, r.line, r.expandable) for r in again], line
+        hits += rows is before
+    assert hits > 0  # some commands changed no table: their rows were not rebuilt

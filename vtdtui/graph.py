@@ -183,7 +183,8 @@ def _fill(g: nx.DiGraph, m: Machine) -> None:
     for name in m.units:
         _unit(g, m, name)
     for w in m.worlds.values():
-        for d in w.driver.domains.values():
+        # By id: undo puts a domain it brings back last in the driver's dict.
+        for _, d in sorted(w.driver.domains.items()):
             _domain(g, d)
     for gs in m.groups.values():
         node = ("group", gs.spec_id)

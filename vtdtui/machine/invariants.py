@@ -352,7 +352,7 @@ def _check_pasid_did(m, name: str, u: DmarUnit, drv) -> list[str]:
     a probed device with no domain has a not-present entry."""
     out: list[str] = []
     pgtt = {"first": "first-stage", "second": "second-stage", "identity": "pass-through", "nested": "nested"}
-    for (uname, sid) in list(drv._sm_dev):
+    for (uname, sid) in sorted(drv._sm_dev):  # undo puts a key back last: sorted, not insertion order
         if uname != name:
             continue
         d = drv.attached_domain(sid, u)
@@ -379,7 +379,7 @@ def _check_context_did(m) -> list[str]:
         if sm:
             out += _check_pasid_did(m, name, u, drv)
         owner: dict[int, DmarDomain] = {}
-        for d in drv.domains.values():
+        for _, d in sorted(drv.domains.items()):
             did = d.dids.get(name)
             if did is None:
                 continue
@@ -404,7 +404,7 @@ def _check_context_did(m) -> list[str]:
             elif ce.slptptr != d.pgd or ce.aw != d.agaw:
                 out.append(f"{where}: SLPTPTR {ce.slptptr:#x} AW {ce.aw}, but domain {d.id} has pgd {d.pgd:#x} "
                            f"AW {d.agaw}")
-        for d in drv.domains.values():
+        for _, d in sorted(drv.domains.items()):
             if d.has_mappings and next(iter(d.dids), name) == name:
                 pages = drv._count_pages(d.pgd, d.levels)
                 if pages != d.mapped_pages:

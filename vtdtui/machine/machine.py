@@ -11,6 +11,7 @@ raises CommandError and leaves the state unchanged (the same checkpoint rolls it
 
 from __future__ import annotations
 
+import gc
 import inspect
 import shlex
 from array import array
@@ -167,7 +168,16 @@ class Machine:
     def from_scenario(cls, name_or_path: str | Scenario | None = None, *, devices: int | None = None,
                       map_spec: str | None = None) -> "Machine":
         m = cls(load(name_or_path, devices=devices, map_spec=map_spec))
-        m._build()
+        # A build allocates some 10^5 objects that live as long as the machine (journal
+        # events, cache lines, table pages) and no garbage cycles: the collector's passes
+        # over them were 15 % of a 1M-page build.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            m._build()
+        finally:
+            if enabled:
+                gc.enable()
         return m
 
     def _world(self, level: str, size: int) -> World:
@@ -226,6 +236,10 @@ class Machine:
                 self._attach(self.groups[gs.id])
         if sc.generate is not None and sc.generate.map_size:
             self._generate_mappings(sc.generate)
+        # The machine-sized collections take their logged kind (_LoggedDict) now, with
+        # the machine: the TUI's gc.freeze() keeps them out of the collector's sight,
+        # where the first attach would have made them young objects.
+        _Checkpoint(self, [], sizable=True).finish()
 
     def _open_iommufd(self) -> None:
         """The host kernel's iommufd; the VM's IOAS when the VM's groups go through it
@@ -1000,6 +1014,189 @@ class _Saved:
             c.update(items) if isinstance(c, set) else c.extend(items)
 
 
+class _LoggedDict(dict):
+    """A machine-sized dict (the driver's domains, attachments, device infos) that
+    keeps, while a checkpoint is open, the value each key had before the command's
+    first change to it: the command's inverse, as large as what it changed.  Reads
+    are the dict's own.  A key deleted and put back by undo goes to the end: nothing
+    reads these in insertion order (graph._fill and the invariants sort)."""
+
+    __slots__ = ("log",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.log: dict | None = None
+
+    def _note(self, k) -> None:
+        log = self.log
+        if log is not None and k not in log:
+            log[k] = dict.get(self, k, _MISSING)
+
+    def __setitem__(self, k, v):
+        self._note(k)
+        dict.__setitem__(self, k, v)
+
+    def __delitem__(self, k):
+        self._note(k)
+        dict.__delitem__(self, k)
+
+    def pop(self, k, *default):
+        self._note(k)
+        return dict.pop(self, k, *default)
+
+    def popitem(self):
+        if not self:
+            raise KeyError("popitem(): dictionary is empty")
+        k = next(reversed(self))
+        return k, self.pop(k)
+
+    def setdefault(self, k, v=None):
+        if k not in self:
+            self[k] = v
+        return dict.__getitem__(self, k)
+
+    def update(self, *args, **kw):
+        for k, v in dict(*args, **kw).items():
+            self[k] = v
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self):
+        for k in list(self):
+            self._note(k)
+        dict.clear(self)
+
+    def __deepcopy__(self, memo):
+        from copy import deepcopy
+        return {deepcopy(k, memo): deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+    def rollback(self, log: dict) -> None:
+        for k, old in log.items():
+            if old is _MISSING:
+                dict.pop(self, k, None)
+            else:
+                dict.__setitem__(self, k, old)
+
+
+class _LoggedSet(set):
+    """A machine-sized set (a unit's DIDs in use) with the same log as _LoggedDict:
+    whether each element the command added or removed was there before."""
+
+    __slots__ = ("log",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.log: dict | None = None
+
+    def _note(self, x) -> None:
+        log = self.log
+        if log is not None and x not in log:
+            log[x] = set.__contains__(self, x)
+
+    def add(self, x):
+        self._note(x)
+        set.add(self, x)
+
+    def discard(self, x):
+        self._note(x)
+        set.discard(self, x)
+
+    def remove(self, x):
+        self._note(x)
+        set.remove(self, x)
+
+    def pop(self):
+        x = set.pop(self)  # the element set.pop() picks, not one of ours
+        log = self.log
+        if log is not None and x not in log:
+            log[x] = True
+        return x
+
+    def clear(self):
+        for x in list(self):
+            self._note(x)
+        set.clear(self)
+
+    # The set's own operations after the log (the same table, so the same order of
+    # iteration and pop() as a plain set's).
+    def update(self, *others):
+        others = [o if isinstance(o, (set, frozenset)) else set(o) for o in others]
+        for o in others:
+            for x in o:
+                self._note(x)
+        set.update(self, *others)
+
+    def difference_update(self, *others):
+        others = [o if isinstance(o, (set, frozenset)) else set(o) for o in others]
+        for o in others:
+            for x in o:
+                self._note(x)
+        set.difference_update(self, *others)
+
+    def intersection_update(self, *others):
+        for x in set.difference(self, set.intersection(self, *others)):
+            self._note(x)
+        set.intersection_update(self, *others)
+
+    def symmetric_difference_update(self, other):
+        other = other if isinstance(other, (set, frozenset)) else set(other)
+        for x in other:
+            self._note(x)
+        set.symmetric_difference_update(self, other)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __isub__(self, other):
+        self.difference_update(other)
+        return self
+
+    def __iand__(self, other):
+        self.intersection_update(other)
+        return self
+
+    def __ixor__(self, other):
+        self.symmetric_difference_update(other)
+        return self
+
+    def __deepcopy__(self, memo):
+        from copy import deepcopy
+        return {deepcopy(x, memo) for x in self}
+
+    def __reduce__(self):
+        return set, (set(self),)
+
+    def rollback(self, log: dict) -> None:
+        for x, was in log.items():
+            set.add(self, x) if was else set.discard(self, x)
+
+
+_LOGGED = {dict: _LoggedDict, set: _LoggedSet}
+
+
+class _Logged:
+    """A logged container's record in a checkpoint: the container and the log of
+    what the command changed in it (begun when the checkpoint is taken)."""
+
+    __slots__ = ("obj", "log")
+
+    def __init__(self, obj):
+        self.obj, self.log = obj, {}
+        obj.log = self.log
+
+    def end(self) -> None:
+        self.obj.log = None
+
+    def restore(self) -> None:
+        self.obj.rollback(self.log)
+
+
 class _Checkpoint:
     """What one command may change, taken before it runs: each mutable object of the
     machine (units, drivers, allocators, VFIO, KVM, QEMU, ...) as a shallow copy of
@@ -1027,6 +1224,9 @@ class _Checkpoint:
         # ids) get a guard, not a copy: the command must not change them.
         self._sizable = sizable
         self._guards: list[_Guard] = []
+        # records False (an audit): machine-sized containers copied, their logs left alone.
+        self._records = records
+        self._logs: list[_Logged] = []
         skip = Machine._VOLATILE + Machine._FIXED
         if actors is not None:
             skip += Machine._ACTORS  # no command rebinds these: the actors are saved below
@@ -1057,7 +1257,7 @@ class _Checkpoint:
         if isinstance(obj, Journal) or not hasattr(obj, "__dict__"):
             return
         attrs = vars(obj)
-        state = {k: self._value(v) for k, v in list(attrs.items()) if k not in skip}
+        state = {k: self._value(v, attrs, k) for k, v in list(attrs.items()) if k not in skip}
         self.objs.append((obj, skip, state, frozenset(state)))
 
     @classmethod
@@ -1067,9 +1267,9 @@ class _Checkpoint:
         return (isinstance(v, _ATOMS) or isinstance(v, cls.LEAVES) or isinstance(v, (Event, array))
                 or _frozen(v) or (callable(v) and not isinstance(v, _CONTAINERS)))
 
-    def _value(self, v):
+    def _value(self, v, holder=None, key=None):
         if isinstance(v, _CONTAINERS):
-            return self._container(v)
+            return self._container(v, holder, key)
         if isinstance(v, (int, str, bool, type(None))) or _frozen(v) or isinstance(v, Event):
             return v
         if isinstance(v, array):
@@ -1078,12 +1278,17 @@ class _Checkpoint:
             self._save(v)  # an object an actor holds directly (a group or domain too)
         return v
 
-    def _container(self, c) -> _Saved | "_Guard":
-        if not self._sizable and len(c) > _GUARDED and (isinstance(c, set) or isinstance(
+    def _container(self, c, holder=None, key=None) -> _Saved | _Logged | "_Guard":
+        """`holder[key]` is c (a vars() dict or a container's copy and original): where
+        a machine-sized container is replaced, once, by its logged kind."""
+        if len(c) > _GUARDED and (isinstance(c, set) or isinstance(
                 next(iter(c.values() if isinstance(c, dict) else c)), self.LEAVES)):
-            g = _Guard(c)
-            self._guards.append(g)
-            return g
+            if not self._sizable:
+                g = _Guard(c)
+                self._guards.append(g)
+                return g
+            if self._records and holder is not None and isinstance(c, (dict, set)):
+                return self._logged(c, holder, key)
         if isinstance(c, set):
             return _Saved(c, set(c), [])
         items = c.copy() if isinstance(c, dict) else list(c)
@@ -1092,20 +1297,35 @@ class _Checkpoint:
         first = next(iter(values), None)
         if first is None or self._plain(first):
             return _Saved(c, items, kids)  # plain values, or a machine-sized collection
-        for v in values:
+        pairs = items.items() if isinstance(items, dict) else enumerate(items)
+        for k, v in list(pairs):
             if isinstance(v, _CONTAINERS):
-                kid = self._container(v)
-                if isinstance(kid, _Saved):  # a _Guard checks itself
+                kid = self._container(v, (c, items), k)
+                if not isinstance(kid, _Guard):  # a _Guard checks itself
                     kids.append(kid)
             elif not self._plain(v):
                 self._save(v)
         return _Saved(c, items, kids)
+
+    def _logged(self, c, holder, key) -> _Logged:
+        """Log the command's changes to a machine-sized container instead of copying
+        it (its logged kind put in its place the first time)."""
+        if type(c) in _LOGGED:
+            c = _LOGGED[type(c)](c)
+            for h in holder if isinstance(holder, tuple) else (holder,):
+                h[key] = c
+        rec = _Logged(c)
+        self._logs.append(rec)
+        return rec
 
     # -- after the command
     def finish(self) -> None:
         """End the undo records; keep only what changed."""
         self.undo_records = [(x, x.end_undo()) for x in self._mems]
         self._mems, self._seen = [], set()
+        for rec in self._logs:
+            rec.end()
+        self._logs = []
         for g in self._guards:
             g.check()
         self._guards = []
@@ -1119,7 +1339,7 @@ class _Checkpoint:
                     if cur is not v.obj:
                         raise RuntimeError(f"undo: {type(obj).__name__}.{k} was replaced by a command "
                                            "that should not change it")
-                elif isinstance(v, _Saved):
+                elif isinstance(v, (_Saved, _Logged)):
                     if cur is not v.obj or not _unchanged(v):
                         changed[k] = v
                 elif cur is not v:
@@ -1139,7 +1359,10 @@ class _Checkpoint:
                 for k in [k for k in vars(obj) if k not in names and k not in skip]:
                     delattr(obj, k)
             for k, v in changed.items():
-                if isinstance(v, _Saved):
+                if isinstance(v, _Logged):
+                    v.restore()
+                    v = v.obj
+                elif isinstance(v, _Saved):
                     if isinstance(v.obj, array):
                         v.obj[:] = v.items
                     else:
@@ -1176,7 +1399,9 @@ class _Guard:
                                f"{self.size} {type(next(iter(c), None)).__name__ if c else ''} entries")
 
 
-def _unchanged(saved: _Saved) -> bool:
+def _unchanged(saved: _Saved | _Logged) -> bool:
+    if isinstance(saved, _Logged):
+        return not saved.log
     if isinstance(saved.obj, array):
         return saved.obj == saved.items
     if not saved.same():

@@ -5,9 +5,12 @@ graph where a pane fits), one at a time below that or when zoomed."""
 
 from __future__ import annotations
 
+from typing import Self
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.geometry import Region
 from textual.content import Content
 from textual.reactive import Reactive
 from textual.screen import Screen
@@ -17,6 +20,7 @@ from textual.widgets import Static
 from ..machine.machine import Changes
 from ..textsafe import clip, markup, printable
 from ..views.status import WHAT_IFS
+from .compositor import BandCompositor
 from .footer import KeyFooter
 from .messages import Host
 from .panes import PANES, CachesPane, GraphPane, IoptePane, JournalPane, Pane, RegistersPane, TablesPane, VmPane
@@ -51,6 +55,7 @@ class MainScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
+        self._compositor = BandCompositor()  # a key's frame renders the rows it changed
         self.panes: list[Pane] = []  # in the order of PANES, once mounted
         self.zoomed = False
         self.slot: type[Pane] = IoptePane  # the talk layout's fourth pane
@@ -64,6 +69,7 @@ class MainScreen(Screen):
         self._wrapped: dict[str, str] = {}  # widget id → the whole text it shows, wrapped
         self._tabs_text = ""
         self._context_key: tuple = ()  # (markup, width) the context line shows
+        self._uncovering: Region | None = None  # see uncover
 
     @property
     def host(self) -> Host:
@@ -93,6 +99,36 @@ class MainScreen(Screen):
 
     def on_descendant_focus(self) -> None:
         self.relayout()
+
+    # ------------------------------------------------------------ a prompt closes
+    def uncover(self, region: Region | None) -> None:
+        """A prompt over this screen closes; until it is gone (None), a repaint of
+        the whole screen is one of `region`, the cells its box was drawn on.  Textual
+        repaints the screen below a closed screen whole: asked for when the prompt
+        was pushed, and again by its resume and by the old screen's removal.  Right
+        for a screen that dims what it covers, and most of the Enter that ran the
+        prompt's command; the prompt dims nothing, and the widgets that changed
+        below it (the panes the command changed) repaint themselves.
+        (textual < 8.3, pinned.)"""
+        self._uncovering = region
+        if region is None or self._size != self.app.size:
+            return
+        self._repaint_required = False  # the whole screen, asked for by the push
+        self._repaint_regions.clear()
+        # The widgets under the box repaint its cells; the screen's own repaint
+        # would stand for all of its widgets (Screen._on_timer_update).
+        for widget, (where, clip) in self._compositor.visible_widgets.items():
+            overlap = region.intersection(clip)
+            if widget is not self and overlap:
+                offset = where.offset + widget.content_offset
+                widget.refresh(overlap.translate((-offset.x, -offset.y)))
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False,
+                recompose: bool = False) -> Self:
+        if (self._uncovering is None or regions or layout or recompose or not repaint
+                or self._size != self.app.size):
+            return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+        return self  # the cells the prompt covered are being repainted (uncover)
 
     def on_resize(self) -> None:
         self.relayout()

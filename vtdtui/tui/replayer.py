@@ -7,8 +7,9 @@ next key lands on the same state whatever the machine's speed: that, and a
 deterministic core, make a fixture give the same JSON every time.  Paced, `expect`
 and `snapshot` also wait for the screen to be redrawn; headless, nobody sees a
 frame, so none is painted (FrameHold): the screen is laid out where a frame would
-lay it out before it is read, and an expect reads it from one render (none for a
-status message the main screen shows whole).
+lay it out before it is read, and an expect renders the rows likeliest to hold its
+text, each alone (the whole screen only when none does; nothing for a status
+message the main screen shows whole).
 
 While a paced replay runs, the presenter's own keys steer it (see CONTROLS) and are
 not passed to the app; once it ends the keyboard is the presenter's again.
@@ -24,13 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual._context import visible_screen_stack
+from textual.geometry import Region
 from textual.screen import Screen
+from textual.strip import Strip
 from textual.widgets import Input
 
 from ..machine.state import to_json_text
 from ..outfile import write_atomic
 from ..replay import Fixture, Step, key_event, typed
 from ..textsafe import printable
+from .rows import RowsPane
 from .svg import offline_svg
 
 if TYPE_CHECKING:
@@ -77,6 +81,66 @@ def screen_lines(app: "VtdApp") -> list[str]:
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
+def screen_row(app: "VtdApp", y: int) -> str:
+    """Row `y` of screen_lines(), rendered alone: the compositor's chopping of a row
+    (Compositor._render_chops), where each widget over the row renders that one line
+    (the compositor has a widget render all its lines for any crop).  (Textual's
+    Compositor internals, as screen_lines(); textual < 8.3, pinned.)"""
+    visible_screen_stack.set(app._background_screens)
+    compositor = app.screen._compositor
+    cuts = compositor.cuts[y]
+    chops: dict[int, Strip | None] = dict.fromkeys(cuts[:-1])
+    # Front to back, as the compositor goes: the first strip at a cut wins.
+    for widget, (region, clip) in compositor.visible_widgets.items():
+        shown = region.intersection(clip)
+        if not shown.width or not shown.y <= y < shown.bottom:
+            continue
+        (strip,) = widget.render_lines(Region(shown.x - region.x, y - region.y, shown.width, 1))
+        first, last = shown.column_span
+        at = [cut for cut in cuts if first <= cut <= last]
+        for cut, part in zip(at, strip.divide([cut - shown.x for cut in at[1:]])):
+            if chops.get(cut) is None:
+                chops[cut] = part
+    return Strip.join(chops.values()).text
+
+
+# A widget this short (status, context, caption, footer) is tried row by row: cheaper
+# than guessing which of its rows says what.
+_FEW_ROWS = 3
+
+
+def rows_to_try(app: "VtdApp", text: str) -> list[int]:
+    """Screen rows that may hold `text`, likeliest first: the rows where a pane shows
+    a line holding it (a guess: a row cut short on screen, a line that wraps), then
+    the rows of every widget a few rows high.  An expect renders these alone and
+    renders the whole screen only when none holds the text."""
+    panes: list[int] = []
+    short: list[int] = []
+    height = app.screen._compositor.size.height
+    for widget, (region, clip) in app.screen._compositor.visible_widgets.items():
+        shown = region.intersection(clip)
+        if not shown.width:
+            continue
+        if isinstance(widget, RowsPane):
+            top = widget.content_region.y
+            panes += [top + i for i, (line, _cursor) in enumerate(widget._visible_signature()[-1])
+                      if text in "".join(part for part, _token in line)]
+        elif shown.height <= _FEW_ROWS:
+            short += shown.line_range
+    rows = dict.fromkeys(y for y in panes + short if 0 <= y < height)
+    return list(rows)
+
+
+def _on_screen(app: "VtdApp", text: str) -> tuple[bool, list[str]]:
+    """Whether a row of the screen holds `text`, and the screen's lines when none
+    does (a failed expect shows them).  The rows likeliest to hold it are rendered
+    alone first: an expect that holds renders a row or a few, not the screen."""
+    if any(text in screen_row(app, y) for y in rows_to_try(app, text)):
+        return True, []
+    lines = screen_lines(app)
+    return any(text in line for line in lines), lines
+
+
 def _field_takes(app: "VtdApp", keys: list[str]) -> bool:
     """The focused widget is a text field, which keeps every printable key it gets
     (Input._on_key stops it), and no priority binding (the app tries those before
@@ -119,9 +183,46 @@ async def _barrier(nodes: list) -> None:
                     waiting.pop(key, None)
 
 
+def _parked(node) -> bool:
+    """The node's message loop waits for its next message: it has handled every one
+    before (and the Idle and callbacks that follow them), or it is gone.  (Textual's
+    MessagePump and Queue internals, its Queue's get() waits on an asyncio.Event;
+    textual < 8.3, pinned.)"""
+    if node._closing or node._closed:
+        return True
+    queue = node._message_queue
+    return (queue.empty() and node._pending_message is None and not node._next_callbacks
+            and any(not waiter.done() for waiter in queue.ready_event._waiters))
+
+
+# Turns of the event loop a settle waits for every node to be parked before it
+# sends barriers: a key is mostly handled within a few.
+_TURNS = 16
+
+
 async def settle(app: "VtdApp", redraw: bool = False) -> None:
     """Wait until the app has handled every event the last key caused (screens
     pushed or popped included); with `redraw`, also until the screen is redrawn."""
+    for _ in range(_TURNS):
+        await asyncio.sleep(0)
+        if _gone(app):
+            return
+        screen = app.screen
+        if getattr(screen, "ready", True) and all(map(_parked, [app, *screen.walk_children(with_self=True)])):
+            break
+    else:
+        await _settle_by_barriers(app)
+    if redraw and not _gone(app):
+        drawn = asyncio.Event()
+        app.screen.call_after_refresh(drawn.set)
+        try:
+            await asyncio.wait_for(drawn.wait(), 2.0)
+        except TimeoutError:
+            pass
+
+
+async def _settle_by_barriers(app: "VtdApp") -> None:
+    """settle() for a key whose handling awaits more than a few turns of the loop."""
     for _ in range(200):
         if _gone(app):
             return
@@ -135,13 +236,6 @@ async def settle(app: "VtdApp", redraw: bool = False) -> None:
         if (app.screen is screen and getattr(screen, "ready", True)
                 and all(n._message_queue.empty() for n in nodes)):
             break
-    if redraw and not _gone(app):
-        drawn = asyncio.Event()
-        app.screen.call_after_refresh(drawn.set)
-        try:
-            await asyncio.wait_for(drawn.wait(), 2.0)
-        except TimeoutError:
-            pass
 
 
 def _no_frame() -> None:
@@ -157,9 +251,9 @@ class FrameHold:
     call_later(_compositor_refresh)), a render nobody sees.  The hold takes that
     refresh away from every screen shown meanwhile: screens on the stack now, and
     each one pushed later as it is pushed (before its ScreenResume is handled, where
-    it lays out).  An expect reads the screen with one full render of its own
-    (screen_lines), a snapshot with export_screenshot's.  (Textual's Screen and App
-    internals, as screen_lines(); textual < 8.3, pinned.)"""
+    it lays out).  An expect renders the rows it reads (screen_row, else
+    screen_lines), a snapshot the whole screen (export_screenshot).  (Textual's
+    Screen and App internals, as screen_lines(); textual < 8.3, pinned.)"""
 
     def __init__(self, app: "VtdApp") -> None:
         self.app = app
@@ -200,9 +294,9 @@ class FrameHold:
 
 async def settle_layout(app: "VtdApp") -> None:
     """settle(), then the layout brought up to date without drawing a frame: what a
-    frame would lay out, so that screen_lines() (one render) reads what it would
-    show.  A relayout sends Resize events (a pane that follows its cursor answers
-    them), so it settles again until nothing moves.  (Textual's Screen internals,
+    frame would lay out, so that a render of its own (screen_row, screen_lines)
+    reads what a frame would show.  A relayout sends Resize events (a pane that
+    follows its cursor answers them), so it settles again until nothing moves.  (Textual's Screen internals,
     as screen_lines(); textual < 8.3, pinned.)"""
     for _ in range(20):
         await settle(app)
@@ -245,6 +339,7 @@ class Replayer:
         self.app: VtdApp | None = None
         self.json_text: str | None = None  # the state after the last line, for --json
         self.json_write_error = ""  # the first output (--json, --svg-dir) that could not be written
+        self._shown: tuple[str, ...] = ()  # the banner on screen (see _banner)
 
     # ------------------------------------------------------------ presenter keys
     def control(self, key: str) -> bool:
@@ -301,7 +396,11 @@ class Replayer:
         else:
             state = ("⏸" if self.paused else "▶") + f" {min(self.index + 1, total)}/{total}"
             hint = " · ".join(f"{k} {what.split(' (')[0].split(':')[0]}" for k, what in CONTROLS[:4])
-        app.show_caption(self.caption, state, hint, error or (self.failures[-1].line() if self.failures else ""))
+        banner = (self.caption, state, hint, error or (self.failures[-1].line() if self.failures else ""))
+        # The same text again would lay the screen out again (a Static's update does).
+        if banner != self._shown:
+            self._shown = banner
+            app.show_caption(*banner)
 
     # ------------------------------------------------------------ running
     async def run(self, app: "VtdApp") -> None:
@@ -313,6 +412,10 @@ class Replayer:
                 # the screen is laid out as a frame would, and read where it is read.
                 self._frames = FrameHold(app)
                 self._frames.start()
+                # The banner goes up before the first layout, which then lays the
+                # panes out once, under it, instead of a second time when it shows.
+                await settle(app)
+                self._banner()
                 await settle_layout(app)
             else:
                 await settle(app, redraw=True)
@@ -394,9 +497,8 @@ class Replayer:
             # A status line that wraps at this width is on screen whole, over two rows
             # (the main screen keeps the whole texts it shows: no render needed).
             wrapped = app.main.wrapped_texts() if app.main is not None and app.screen is app.main else []
-            whole = any(step.arg in t for t in wrapped)
-            lines = [] if whole else screen_lines(app)
-            if not whole and not any(step.arg in line for line in lines):
+            seen, lines = (True, []) if any(step.arg in t for t in wrapped) else _on_screen(app, step.arg)
+            if not seen:
                 self.failures.append(Failure(step.where(self.fixture), f"expect {step.arg!r}: not on the screen",
                                              lines))
                 self._save_svg(app, f"{self.fixture.name}-failed-line{step.line}")
@@ -411,7 +513,8 @@ class Replayer:
         """The screen laid out and drawn as it is now.  Headless, nobody sees a
         frame: the replay holds Textual's screen updates (App.batch_update, and
         FrameHold) and lays the screen out as a frame would where it is read
-        (an expect's screen_lines, a snapshot's export_screenshot render it whole)."""
+        (an expect renders the rows it reads, a snapshot's export_screenshot the
+        whole screen)."""
         if self.headless:
             await settle_layout(app)
             return

@@ -8,6 +8,7 @@ header lines stay put while the body scrolls under them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from rich.segment import Segment
 from rich.style import Style
@@ -30,6 +31,15 @@ def to_strip(line: Line, palette: dict[str, Style] = THEME) -> Strip:
     # Segments go to the terminal as they are: a name holding ESC or CR (a scenario's
     # unit or device name) would act on the terminal and take no cells in the layout.
     return Strip([Segment(printable(text), palette.get(tok, palette[""])) for text, tok in line if text])
+
+
+class _Pass(NamedTuple):
+    """What a render pass of a pane's lines reads, read once (see render_lines)."""
+
+    has_bar: bool
+    width: int
+    height: int
+    style: Style
 
 
 class RowsPane(ScrollView, can_focus=True):
@@ -77,6 +87,7 @@ class RowsPane(ScrollView, can_focus=True):
         self._palette_of: object = None  # the app's theme variables it was made from
         self._bar_key: tuple = ()
         self._bar: list[Segment] = []
+        self._pass: _Pass | None = None  # set while Textual renders this pane's lines
 
     # ------------------------------------------------------------ theme
     def on_mount(self) -> None:
@@ -174,16 +185,37 @@ class RowsPane(ScrollView, can_focus=True):
     @property
     def has_bar(self) -> bool:
         """The pane draws its scrollbar now (its rows do not fit)."""
+        if self._pass is not None:
+            return self._pass.has_bar
         return self.DRAWN_SCROLLBAR and self.virtual_size.height > self.scrollable_content_region.height
 
     @property
     def text_width(self) -> int:
         """The cells a row gets: the content region less the drawn scrollbar."""
+        if self._pass is not None:
+            return self._pass.width
         return max(0, self.scrollable_content_region.width - self.has_bar)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # What every line of a pass reads (the pane's style walks all its ancestors'
+        # styles, the regions are computed properties) is read once per pass: it
+        # was a third of a key's frame, for lines that mostly come from the cache.
+        region = self.scrollable_content_region
+        has_bar = self.DRAWN_SCROLLBAR and self.virtual_size.height > region.height
+        self._pass = _Pass(has_bar, max(0, region.width - has_bar), region.height, self.rich_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
+
+    @property
+    def line_style(self) -> Style:
+        """The pane's own style (its background under every cell), once per pass."""
+        return self._pass.style if self._pass is not None else self.rich_style
 
     def _bar_segment(self, y: int) -> Segment:
         """Row `y` of the drawn scrollbar: what Textual's ScrollBar.render draws."""
-        height = self.scrollable_content_region.height
+        height = self.scrollable_content_region.height if self._pass is None else self._pass.height
         styles = self.styles
         background, color = styles.scrollbar_background, styles.scrollbar_color
         if background.a < 1:
@@ -198,7 +230,7 @@ class RowsPane(ScrollView, can_focus=True):
                 back_color=background.rich_color, bar_color=color.rich_color)
             # On the pane's own style, as the compositor puts a ScrollBar widget's
             # cells; without the mouse meta of Textual's (no ScrollBar takes a click).
-            base = self.rich_style
+            base = self.line_style
             self._bar = [Segment(seg.text, base + seg.style.clear_meta_and_links()) if seg.style else seg
                          for seg in bar.segments]
         return self._bar[y] if y < len(self._bar) else Segment(" ")
@@ -218,7 +250,7 @@ class RowsPane(ScrollView, can_focus=True):
         else:
             i = y - len(self.header) + scroll_y
             if i >= len(self.rows):
-                return Strip.blank(width, self.rich_style + palette[""])
+                return Strip.blank(width, self.line_style + palette[""])
             line, cursor = self.rows[i], i == self.cursor
         key = (line, width, scroll_x, cursor and self.has_focus, cursor)
         strip = self._strips.get(key)
@@ -245,7 +277,7 @@ class RowsPane(ScrollView, can_focus=True):
             strip = strip.apply_style(palette["cursor"] if self.has_focus else palette["cursor-blurred"])
         # The pane's own background under every cell, as Textual's line widgets do:
         # a cell without one would show the terminal's default (dark under a light theme).
-        return strip.apply_style(self.rich_style)
+        return strip.apply_style(self.line_style)
 
     def on_focus(self) -> None:
         self.refresh()

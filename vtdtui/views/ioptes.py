@@ -67,13 +67,37 @@ class PteTree:
     def rows(self, table: int, levels: int, read_page, unit_read_page, stage: str | None = None) -> list[PteRow]:
         """`read_page(addr)` gives a table's 512 words as the CPU wrote them,
         `unit_read_page(addr)` as the unit would read them; `stage` "first" reads
-        them in the first-stage format (default: what `levels` carries, see Levels)."""
+        them in the first-stage format (default: what `levels` carries, see Levels).
+        The rows of the last call come back when the tables it read hold the same
+        words: most keys (a toggled bit, a DMA, a key on another group) change no
+        table, and an open leaf table is 512 rows to build."""
+        first = (stage or stage_of(levels)) == "first"
+        pages: list = []
+        self._pages(pages, table, int(levels), 0, read_page, unit_read_page)
+        key = (table, int(levels), first, frozenset(self.expanded), pages)
+        if key == self._memo[0]:
+            return self._memo[1]
         out: list[PteRow] = []
-        self.first = (stage or stage_of(levels)) == "first"
+        self.first = first
         self._table(out, table, int(levels), 0, 0, read_page, unit_read_page)
+        self._memo = (key, out)
         return out
 
     first = False  # rows(): the tables are first-stage ones (not a dataclass field)
+    _memo = ((), [])  # (what rows() read, the rows it built): not a dataclass field
+
+    def _pages(self, out: list, table: int, level: int, base: int, read_page, unit_read_page) -> None:
+        """The words of the tables rows() reads, in its order: each open table under
+        an entry that is present and no leaf (rows() opens no more than these)."""
+        words, unit_words = read_page(table), unit_read_page(table)
+        out.append((table, words, unit_words))
+        if level == 1:
+            return
+        span = 1 << level_shift(level)
+        for iova in sorted(k[1] for k in self.expanded if k[0] == level and base <= k[1] < base + 512 * span):
+            raw = words[(iova - base) // span]
+            if raw & 3 and not raw & PTE_PS:
+                self._pages(out, Pte(raw).addr, level - 1, iova, read_page, unit_read_page)
 
     def _fs_row(self, out, pad, level, i, iova, span, raw) -> bool:
         """A first-stage entry's row (flags P W U A D PS XD); True when it is a leaf."""
