@@ -86,3 +86,24 @@ async def test_a_guess_is_only_a_guess():
         assert rows_to_try(app, text)
         assert not any(text in row for row in whole)
         assert _on_screen(app, text) == (False, whole)
+
+
+async def test_an_expect_reads_the_panes_under_a_notification() -> None:
+    """A paced replay in a smaller terminal warns with a notification, which sat over
+    the journal: the rows it covers still count, text nowhere still does not."""
+    from vtdtui.tui.panes import JournalPane
+
+    app = VtdApp(Machine.from_scenario(None))
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await pilot.press("g", "5", "enter", "a")
+        await pilot.pause()
+        journal = app.main.query_one(JournalPane)
+        line = journal.rows[len(journal.rows) - 1]
+        text = "".join(part for part, _token in line).strip()[:60]
+        app.notify("x" * 400, timeout=60, markup=False)
+        await pilot.pause(0.3)
+        covered = [y for y, row in enumerate(screen_lines(app)) if "xxxxxxxx" in row]
+        assert covered and not any(text in screen_lines(app)[y] for y in range(len(screen_lines(app)))), \
+            "the notification must cover the row for this test to mean something"
+        assert _on_screen(app, text)[0]
+        assert not _on_screen(app, "no such text anywhere")[0]

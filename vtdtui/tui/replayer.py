@@ -29,6 +29,7 @@ from textual.geometry import Region
 from textual.screen import Screen
 from textual.strip import Strip
 from textual.widgets import Input
+from textual.widgets._toast import Toast, ToastHolder, ToastRack
 
 from ..machine.state import to_json_text
 from ..outfile import write_atomic
@@ -81,17 +82,26 @@ def screen_lines(app: "VtdApp") -> list[str]:
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
+# Notifications (Textual's toasts) are not what an expect reads: a paced replay in a
+# terminal smaller than its fixture warns with one, which sat over the journal for
+# twelve seconds and hid the rows the next expects were written for.
+_NOTIFICATIONS = (Toast, ToastHolder, ToastRack)
+
+
 def screen_row(app: "VtdApp", y: int) -> str:
-    """Row `y` of screen_lines(), rendered alone: the compositor's chopping of a row
-    (Compositor._render_chops), where each widget over the row renders that one line
-    (the compositor has a widget render all its lines for any crop).  (Textual's
-    Compositor internals, as screen_lines(); textual < 8.3, pinned.)"""
+    """Row `y` of screen_lines(), rendered alone, under any notification: the
+    compositor's chopping of a row (Compositor._render_chops), where each widget over
+    the row renders that one line (the compositor has a widget render all its lines
+    for any crop).  (Textual's Compositor internals, as screen_lines(); textual < 8.3,
+    pinned.)"""
     visible_screen_stack.set(app._background_screens)
     compositor = app.screen._compositor
     cuts = compositor.cuts[y]
     chops: dict[int, Strip | None] = dict.fromkeys(cuts[:-1])
     # Front to back, as the compositor goes: the first strip at a cut wins.
     for widget, (region, clip) in compositor.visible_widgets.items():
+        if isinstance(widget, _NOTIFICATIONS):
+            continue
         shown = region.intersection(clip)
         if not shown.width or not shown.y <= y < shown.bottom:
             continue
@@ -138,7 +148,11 @@ def _on_screen(app: "VtdApp", text: str) -> tuple[bool, list[str]]:
     if any(text in screen_row(app, y) for y in rows_to_try(app, text)):
         return True, []
     lines = screen_lines(app)
-    return any(text in line for line in lines), lines
+    if any(text in line for line in lines):
+        return True, []
+    # Under a notification (screen_lines() shows it, as the terminal does).
+    found = any(text in screen_row(app, y) for y in range(len(lines)))
+    return found, [] if found else lines
 
 
 def _field_takes(app: "VtdApp", keys: list[str]) -> bool:
