@@ -8,7 +8,6 @@ Escape closes it without changing anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import Protocol, runtime_checkable
 
 from rich.cells import cell_len
@@ -141,7 +140,7 @@ class PromptScreen(ModalScreen[bool]):
 
     def _close(self, result: bool) -> None:
         # The screen below repaints only the cells the box covered (the prompt dims
-        # nothing): Textual would repaint all of them, twice.
+        # nothing): Textual would repaint all of them (MainScreen.uncover).
         self._dismissed = True
         self.cover(self.query_one(PromptBox).region)
         stack = self.app.screen_stack
