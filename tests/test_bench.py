@@ -90,3 +90,14 @@ def test_bench_knows_the_terminal_benchmark():
     from vtdtui.cli import BENCHES
 
     assert "terminal" in NAMES and tuple(BENCHES) == tuple(NAMES)
+
+
+def test_keycost_splits_a_key_into_command_views_and_frame(capsys):
+    from bench import keycost
+
+    keycost.main(["--rounds", "2", "m", "a"])
+    out = capsys.readouterr().out
+    for label in ("m: ms a press", "a: ms a press", "command", "views", "frame", "RegistersPane#regs"):
+        assert label in out, out
+    frame = float(out.split("frame")[1].split()[0])
+    assert frame > 0  # a toggle paints: the registers line, the journal, the status
