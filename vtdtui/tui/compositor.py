@@ -8,9 +8,9 @@ box was the whole screen: seven panes of lines for a frame that writes a few.  H
 the changed regions are taken in bands of rows, and each widget under a changed
 region renders only the rows of its band, at its whole width (a frame's chops are
 cut at the widgets' edges, which a narrower crop would not respect); a widget beside
-the changes is not rendered at all.  What is written is the same; the
-tests in tests/test_terminal_cells.py compare the cells a terminal is left with
-against a full render.  (textual < 8.3, pinned: this overrides private methods.)
+the changes is not rendered at all (chop_rows, which a replay's expect also uses to
+render one row).  What is written is the same; tests/test_terminal_cells.py compares
+the cells a terminal is left with against a full render.  (textual < 8.3, pinned: this overrides private methods.)
 """
 
 from __future__ import annotations
@@ -34,52 +34,50 @@ def row_bands(regions: Iterable[Region]) -> list[tuple[int, int]]:
     return bands
 
 
+def chop_rows(compositor: Compositor, top: int, bottom: int, changed: list[Region] | None = None,
+              skip: tuple[type, ...] = ()) -> list[dict[int, Strip | None]]:
+    """The chops of rows [top, bottom) as Compositor._render_chops cuts them (a strip
+    per cut, the frontmost widget's), with each widget over those rows rendering
+    those rows only (Textual has it render all its rows for any crop).  `changed`:
+    only widgets under one of these regions render (the others' cells are in no
+    span of the update, and a chop at their cuts is not written); `skip`: widget
+    classes left out (the replay's expects read under notifications)."""
+    cuts = compositor.cuts
+    chops: list[dict[int, Strip | None]] = [dict.fromkeys(cuts[y][:-1]) for y in range(top, bottom)]
+    rows = Region(0, top, compositor.size.width, bottom - top)
+    # Front to back, as the compositor goes: the first strip at a cut wins.
+    for widget, (region, clip) in compositor.visible_widgets.items():
+        if skip and isinstance(widget, skip):
+            continue
+        if changed is not None and not any(clip.overlaps(r) for r in changed):
+            continue
+        shown = region.intersection(clip).intersection(rows)
+        if not shown:
+            continue
+        strips = widget.render_lines(Region(shown.x - region.x, shown.y - region.y, shown.width, shown.height))
+        first, last = shown.column_span
+        for y, strip in zip(shown.line_range, strips):
+            line = chops[y - top]
+            at = [cut for cut in cuts[y] if first <= cut <= last]
+            for cut, part in zip(at, strip.divide([cut - shown.x for cut in at[1:]])):
+                if line.get(cut) is None:
+                    line[cut] = part
+    return chops
+
+
 class BandCompositor(Compositor):
     """Partial updates rendered band by band, each widget only in the band's rows."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._band: list[Region] | None = None  # the changed regions of the band being rendered
-
     def render_partial_update(self) -> ChopsUpdate | None:
-        update_regions = self._dirty_regions.copy()
-        self._dirty_regions.clear()
         screen = self.size.region
-        update_regions = {r for r in (region.intersection(screen) for region in update_regions) if r}
+        update_regions = {r for r in (region.intersection(screen) for region in self._dirty_regions) if r}
+        self._dirty_regions.clear()
         if not update_regions:
             return None
         spans = list(self._regions_to_spans(update_regions))
-        is_rendered_line = {y for y, _, _ in spans}.__contains__
-        chops: list[dict[int, Strip | None]] | None = None
+        chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in self.cuts]
         for start, end in row_bands(update_regions):
-            self._band = [r for r in update_regions if r.y < end and r.bottom > start]
-            try:
-                band = self._render_chops(Region(0, start, screen.width, end - start), is_rendered_line)
-            finally:
-                self._band = None
-            if chops is None:
-                chops = list(band)  # type: ignore[arg-type]
-            else:
-                chops[start:end] = band[start:end]  # type: ignore[assignment]
-        assert chops is not None
+            band = [r for r in update_regions if r.y < end and r.bottom > start]
+            chops[start:end] = chop_rows(self, start, end, band)
         chop_ends = [cut_set[1:] for cut_set in self.cuts]
         return ChopsUpdate(chops, spans, chop_ends)
-
-    def _get_renders(self, crop: Region | None = None) -> Iterable[tuple[Region, Region, list[Strip]]]:
-        if crop is None or crop == self.size.region:
-            yield from super()._get_renders(crop)
-            return
-        top, bottom = crop.y, crop.bottom
-        changed = self._band if self._band is not None else [crop]
-        for widget, (region, clip) in self.visible_widgets.items():
-            # A widget beside what changed is not rendered: its cells are in no span
-            # of the update, and a chop at its cuts is not written.
-            if not any(clip.overlaps(r) for r in changed):
-                continue
-            # The widget's clip, cut to the band's rows: its region's rows that show.
-            y0, y1 = max(clip.y, top), min(clip.bottom, bottom)
-            rows = Region(clip.x, y0, clip.width, y1 - y0)
-            x, y, width, height = region.intersection(rows)
-            if width and height:
-                yield region, rows, widget.render_lines(Region(x - region.x, y - region.y, width, height))
-

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual._context import visible_screen_stack
-from textual.geometry import Region
 from textual.screen import Screen
 from textual.strip import Strip
 from textual.widgets import Input
@@ -35,6 +34,7 @@ from ..machine.state import to_json_text
 from ..outfile import write_atomic
 from ..replay import Fixture, Step, key_event, typed
 from ..textsafe import printable
+from .compositor import chop_rows
 from .rows import RowsPane
 from .svg import offline_svg
 
@@ -89,28 +89,11 @@ _NOTIFICATIONS = (Toast, ToastHolder, ToastRack)
 
 
 def screen_row(app: "VtdApp", y: int) -> str:
-    """Row `y` of screen_lines(), rendered alone, under any notification: the
-    compositor's chopping of a row (Compositor._render_chops), where each widget over
-    the row renders that one line (the compositor has a widget render all its lines
-    for any crop).  (Textual's Compositor internals, as screen_lines(); textual < 8.3,
-    pinned.)"""
+    """Row `y` of screen_lines(), rendered alone, under any notification: each widget
+    over the row renders that one line (compositor.chop_rows).  (Textual's Compositor
+    internals, as screen_lines(); textual < 8.3, pinned.)"""
     visible_screen_stack.set(app._background_screens)
-    compositor = app.screen._compositor
-    cuts = compositor.cuts[y]
-    chops: dict[int, Strip | None] = dict.fromkeys(cuts[:-1])
-    # Front to back, as the compositor goes: the first strip at a cut wins.
-    for widget, (region, clip) in compositor.visible_widgets.items():
-        if isinstance(widget, _NOTIFICATIONS):
-            continue
-        shown = region.intersection(clip)
-        if not shown.width or not shown.y <= y < shown.bottom:
-            continue
-        (strip,) = widget.render_lines(Region(shown.x - region.x, y - region.y, shown.width, 1))
-        first, last = shown.column_span
-        at = [cut for cut in cuts if first <= cut <= last]
-        for cut, part in zip(at, strip.divide([cut - shown.x for cut in at[1:]])):
-            if chops.get(cut) is None:
-                chops[cut] = part
+    (chops,) = chop_rows(app.screen._compositor, y, y + 1, skip=_NOTIFICATIONS)
     return Strip.join(chops.values()).text
 
 
