@@ -1,11 +1,9 @@
 """The map path's bulk writes equal the per-entry path they replace.
 
 map_range() fills a table's run of leaf entries in one cpu_write_run() of
-stepped_words(), writes evicted lines back a page's run at a time (write_lines), and
-records the common "ECAP.C=1: no clflush" decision straight away (_flush_ptes).  With
+stepped_words(), and evicted lines go back a page's run at a time (write_lines).  With
 each of those swapped for what it stands for — cpu_write_q of each entry, an array of
-range(), write_line of each line, flush_cache() itself, the qi_batch always opened —
-the machine must end up the same: state JSON, journal, memory (contents and how each
+range(), write_line of each line — the machine must end up the same: state JSON, journal, memory (contents and how each
 page is stored) and the CPU cache's dirty lines in order.
 """
 
@@ -23,7 +21,6 @@ from machinekit import dumps
 from vtdtui.hw.memory import CpuCache, PhysMem, stepped_words
 from vtdtui.machine import CommandError, Machine
 from vtdtui.sw import linux
-from vtdtui.sw.linux import IntelIommuDriver
 
 # Unaligned starts and ends, runs crossing tables, 2M and 1G pages, unmap and map
 # again (switch_to_super_page), C=0 (clflush journaled and done), skip-clflush, C=1
@@ -78,22 +75,9 @@ def _per_entry(monkeypatch) -> None:
         for line, words in items:
             self.write_line(line, words)
 
-    def flush(self, units, addr, size, what, coherent):
-        if units:
-            self.flush_cache(units[0], addr, size, what, coherent)
-
-    def sync_map(self, d, iova, size):
-        if d.kernel_sm and d.tags:
-            self.cache_tag_flush_range_np(d, iova, iova + size - 1)
-            return
-        with self.qi_batch():
-            self._iotlb_sync_map_tags(d, iova, size)
-
     monkeypatch.setattr(CpuCache, "cpu_write_run", word_by_word)
     monkeypatch.setattr(PhysMem, "write_lines", line_by_line)
     monkeypatch.setattr(linux, "stepped_words", lambda first, n, step: array("Q", range(first, first + n * step, step)))
-    monkeypatch.setattr(IntelIommuDriver, "_flush_ptes", flush)
-    monkeypatch.setattr(IntelIommuDriver, "_iotlb_sync_map", sync_map)
 
 
 @pytest.mark.parametrize("sm", [False, True], ids=["legacy", "scalable"])

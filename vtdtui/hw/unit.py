@@ -218,9 +218,7 @@ class DmarUnit(ScalableMode):
 
     # ------------------------------------------------------------ table reads
     def _observe_memory_write(self, line: int) -> None:
-        # CAP.RWBF (bit 4) read inline: every line written to memory comes here, the
-        # 100,000 a 1M-page build's cache evicts included.
-        if self.cap & 0x10 and line not in self._write_buffer:
+        if self.rwbf and line not in self._write_buffer:
             self._write_buffer[line] = self.mem.read_line(line)
 
     def hw_read_q(self, addr: int) -> int:

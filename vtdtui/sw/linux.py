@@ -32,8 +32,6 @@ from .journal import INVALIDATION_OPS, EventData, Journal, QiWords, RegWrite
 from .pasid import ScalableMode, SmDeviceInfo
 
 ACTOR = "driver"
-# domain_flush_cache() on a coherent unit: the journal's reason, from either path.
-SNOOPED = "ECAP.C=1: page walks snoop the CPU cache"
 VTD_PAGE = PAGE_SIZE
 
 # Queued invalidation as drivers/iommu/intel/dmar.c and iommu.h have it.
@@ -195,7 +193,7 @@ class IntelIommuDriver(ScalableMode, CacheTags):
                    f"(iommu_coherency={int(coherent)}); ECAP.C is now {int(unit.coherent)}: "
                    "the kernel keeps the coherency fixed at allocation")
         if coherent:
-            why = f"{was}, so no clflush" if kept else SNOOPED
+            why = f"{was}, so no clflush" if kept else "ECAP.C=1: page walks snoop the CPU cache"
             self._ev(unit, "clflush", False, "clflush", why, detail=detail)
         elif self.skip_clflush:
             why = "what-if: driver skips clflush on a non-coherent unit"
@@ -990,7 +988,8 @@ class IntelIommuDriver(ScalableMode, CacheTags):
                 pa += n * step
             d.mapped_pages += n * (step >> 12)
             leaves += n
-            self._flush_ptes(units, table + first * 8, n * 8, f"{n} leaf PTE(s) L{level}", coherent)
+            if units:
+                self.flush_cache(units[0], table + first * 8, n * 8, f"{n} leaf PTE(s) L{level}", coherent)
         d.has_mappings = True
         self._iotlb_sync_map(d, iova, size)
         return leaves
@@ -1150,35 +1149,21 @@ class IntelIommuDriver(ScalableMode, CacheTags):
             pte = self._read(slot)
             if not pte & 3:
                 new = self.alloc.alloc()
-                self._flush_ptes(units, new, PAGE_SIZE, f"new L{lv - 1} table", coherent)
+                if units:
+                    self.flush_cache(units[0], new, PAGE_SIZE, f"new L{lv - 1} table", coherent)
                 pte = self._table_entry(d, new)
                 self._write(slot, pte)  # the CPU reads back what it wrote
-                self._flush_ptes(units, slot, 8, f"L{lv} entry → table {new:#x}", coherent)
+                if units:
+                    self.flush_cache(units[0], slot, 8, f"L{lv} entry → table {new:#x}", coherent)
             elif pte & (1 << 7):
                 raise DriverError(f"IOVA {iova:#x} is inside an existing large page")
             table = pte & PTE_ADDR_MASK
         return table
 
-    def _flush_ptes(self, units: list[DmarUnit], addr: int, size: int, what: str, coherent: bool) -> None:
-        """domain_flush_cache() of a table the map path wrote (none while the domain is
-        on no unit): flush_cache(), its common case — a coherent domain on a unit whose
-        ECAP.C still says so: no clflush — recorded straight away, as a 1M-page build
-        records it a million times over (tests/test_build_bulk.py holds both equal)."""
-        if not units:
-            return
-        unit = units[0]
-        if coherent and unit.coherent:
-            self.journal.skipped(unit.name, ACTOR, "clflush", "clflush", SNOOPED, "", f"{what} {addr:#x}+{size:#x}")
-        else:
-            self.flush_cache(unit, addr, size, what, coherent)
-
     def _iotlb_sync_map(self, d: DmarDomain, iova: int, size: int) -> None:
         """intel_iommu_iotlb_sync_map() → cache_tag_flush_range_np()."""
         if d.kernel_sm and d.tags:
             self.cache_tag_flush_range_np(d, iova, iova + size - 1)
-            return
-        if not any(self.units[name].cm for name in d.dids):  # CM=0 everywhere: the batch would stay empty
-            self._iotlb_sync_map_tags(d, iova, size)
             return
         with self.qi_batch():
             self._iotlb_sync_map_tags(d, iova, size)
