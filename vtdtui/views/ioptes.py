@@ -79,7 +79,10 @@ class PteTree:
             return self._memo[1]
         out: list[PteRow] = []
         self.first = first
-        self._table(out, table, int(levels), 0, 0, read_page, unit_read_page)
+        # The rows from the words just read (_pages reads every table _table opens).
+        read = {addr: (words, unit_words) for addr, words, unit_words in pages}
+        self._table(out, table, int(levels), 0, 0, lambda a: read[a][0] if a in read else read_page(a),
+                    lambda a: read[a][1] if a in read else unit_read_page(a))
         self._memo = (key, out)
         return out
 
