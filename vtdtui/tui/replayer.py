@@ -88,13 +88,18 @@ def screen_lines(app: "VtdApp") -> list[str]:
 _NOTIFICATIONS = (Toast, ToastHolder, ToastRack)
 
 
-def screen_row(app: "VtdApp", y: int) -> str:
-    """Row `y` of screen_lines(), rendered alone, under any notification: each widget
-    over the row renders that one line (compositor.chop_rows).  (Textual's Compositor
+def screen_rows(app: "VtdApp", top: int, bottom: int) -> list[str]:
+    """Rows [top, bottom) of screen_lines(), under any notification, each widget over
+    them rendering those rows alone (compositor.chop_rows).  (Textual's Compositor
     internals, as screen_lines(); textual < 8.3, pinned.)"""
     visible_screen_stack.set(app._background_screens)
-    (chops,) = chop_rows(app.screen._compositor, y, y + 1, skip=_NOTIFICATIONS)
-    return Strip.join(chops.values()).text
+    return [Strip.join(chops.values()).text
+            for chops in chop_rows(app.screen._compositor, top, bottom, skip=_NOTIFICATIONS)]
+
+
+def screen_row(app: "VtdApp", y: int) -> str:
+    """Row `y` of screen_lines(), rendered alone, under any notification."""
+    return screen_rows(app, y, y + 1)[0]
 
 
 # A widget this short (status, context, caption, footer) is tried row by row: cheaper
@@ -125,17 +130,15 @@ def rows_to_try(app: "VtdApp", text: str) -> list[int]:
 
 
 def _on_screen(app: "VtdApp", text: str) -> tuple[bool, list[str]]:
-    """Whether a row of the screen holds `text`, and the screen's lines when none
-    does (a failed expect shows them).  The rows likeliest to hold it are rendered
-    alone first: an expect that holds renders a row or a few, not the screen."""
+    """Whether a row of the screen holds `text` (under any notification), and the
+    screen's lines when none does (a failed expect shows them).  The rows likeliest to
+    hold it are rendered alone first: an expect that holds renders a row or a few, not
+    the screen."""
     if any(text in screen_row(app, y) for y in rows_to_try(app, text)):
         return True, []
-    lines = screen_lines(app)
-    if any(text in line for line in lines):
+    if any(text in row for row in screen_rows(app, 0, app.screen._compositor.size.height)):
         return True, []
-    # Under a notification (screen_lines() shows it, as the terminal does).
-    found = any(text in screen_row(app, y) for y in range(len(lines)))
-    return found, [] if found else lines
+    return False, screen_lines(app)  # what the terminal shows, notifications included
 
 
 def _field_takes(app: "VtdApp", keys: list[str]) -> bool:
